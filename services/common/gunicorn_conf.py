@@ -1,0 +1,80 @@
+"""gunicorn configuration shared by the gateway and users services.
+
+    gunicorn -c services/common/gunicorn_conf.py -b 127.0.0.1:8080 --env OTEL_SERVICE_NAME=gateway \
+        'services.gateway:create_app()'
+
+Telemetry is set up in each worker AFTER the fork (post_fork) and flushed when the worker exits
+(worker_exit); the Prometheus multiprocess files of a dead worker are marked dead (child_exit).
+"""
+
+import os
+import tempfile
+
+from gunicorn.glogging import Logger as _GunicornLogger
+
+# prometheus_client decides at import time whether it runs in multiprocess mode, so the directory must
+# exist in the environment before anything imports it. The stack runner and compose set it; a plain
+# `gunicorn -c …` run gets a private temporary one.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tracehop-prom-")
+
+from services.common import settings  # noqa: E402
+from services.common.logging_setup import configure_logging, route_stdlib_logging  # noqa: E402
+from services.common.telemetry import setup_tracing, shutdown_tracing  # noqa: E402
+
+
+
+def _service() -> str:
+    # Read when needed, not at import: gunicorn applies `--env OTEL_SERVICE_NAME=…` after loading this file.
+    return settings.env_str("OTEL_SERVICE_NAME", "tracehop")
+
+
+# gthread: a few threads per process serve I/O-bound requests (the gateway waits on users and Redis)
+# without the memory of more processes. Both are tunable without editing this file.
+worker_class = "gthread"
+workers = settings.env_int("GUNICORN_WORKERS", 2)
+threads = settings.env_int("GUNICORN_THREADS", 4)
+# Longer than any client's idle pool timeout, so a pooled connection is not closed just as it is reused
+# (gunicorn's default of 2 s caused exactly that race in a first measurement).
+keepalive = settings.env_int("GUNICORN_KEEPALIVE", 75)
+graceful_timeout = 10
+timeout = 30
+accesslog = None  # the app writes one JSON access line per request itself, inside the request's span
+# gunicorn's control socket defaults to one path per user: two services on one host would fight over it.
+control_socket_disable = True
+
+
+class LoguruLogger(_GunicornLogger):
+    """gunicorn's own messages (boot, worker exits, errors) as JSON lines in the service's log."""
+
+    def setup(self, cfg):  # noqa: ANN001 - gunicorn's signature
+        super().setup(cfg)
+        configure_logging(_service())
+        route_stdlib_logging(settings.env_str("TRACEHOP_LOG_LEVEL", "INFO").upper())
+
+
+logger_class = LoguruLogger
+
+
+def on_starting(server):  # noqa: ANN001
+    # Values left by a previous run's processes would be summed into this run's metrics.
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
+def post_fork(server, worker):  # noqa: ANN001
+    configure_logging(_service())
+    setup_tracing(_service())
+
+
+def worker_exit(server, worker):  # noqa: ANN001
+    shutdown_tracing()
+
+
+def child_exit(server, worker):  # noqa: ANN001
+    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+
+    GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)

@@ -1,0 +1,95 @@
+"""The gateway's public API."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from services.common.http_errors import ApiError
+from services.common.telemetry import current_trace_id
+from services.common.user_validation import parse_new_user
+from services.common.users_client import UsersClient, UsersRejected, UsersUnavailable
+from services.gateway.job_queue import JobQueue, QueueUnavailable, is_valid_job_id
+
+blueprint = Blueprint("gateway", __name__)
+
+MAX_USER_ID = 2**53  # ids travel through JSON: keep them exact in every client
+
+
+def _users() -> UsersClient:
+    return current_app.extensions["users_client"]
+
+
+def _jobs() -> JobQueue:
+    return current_app.extensions["job_queue"]
+
+
+@blueprint.post("/api/users")
+def create_user() -> tuple[Response, int]:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    name, email = parse_new_user(request.get_json(silent=True))
+    user = _call_users(lambda: _users().create_user(name, email))
+    job_id = _queue(lambda: _jobs().queue_welcome_email(user["id"], email))
+    return jsonify(user=user, job_id=job_id, trace_id=current_trace_id()), 201
+
+
+@blueprint.get("/api/users/<user_id>")
+def get_user(user_id: str) -> Response:
+    user = _call_users(lambda: _users().get_user(_parse_user_id(user_id)))
+    return jsonify(user=user, trace_id=current_trace_id())
+
+
+@blueprint.post("/api/users/<user_id>/report")
+def queue_report(user_id: str) -> tuple[Response, int]:
+    job_id = _queue(lambda: _jobs().queue_report(_parse_user_id(user_id)))
+    return jsonify(job_id=job_id, trace_id=current_trace_id()), 202
+
+
+@blueprint.get("/api/jobs/<job_id>")
+def job_status(job_id: str) -> Response:
+    if not is_valid_job_id(job_id):
+        raise ApiError(400, "invalid_job_id", "a job id is a UUID, as returned when the job was queued")
+    status = _queue(lambda: _jobs().job_status(job_id))
+    return jsonify(**status, trace_id=current_trace_id())
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok")
+
+
+@blueprint.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    checks = {"users": _users().is_healthy(), "redis": _jobs().is_healthy()}
+    missing = sorted(name for name, ok in checks.items() if not ok)
+    if missing:
+        body = {
+            "error": "not_ready",
+            "message": f"unreachable: {', '.join(missing)}",
+            "checks": checks,
+            "trace_id": current_trace_id(),
+        }
+        return jsonify(body), 503
+    return jsonify(status="ready", checks=checks), 200
+
+
+def _parse_user_id(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_USER_ID:
+        raise ApiError(400, "invalid_user_id", "a user id is a positive integer")
+    return int(raw)
+
+
+def _call_users(call):  # noqa: ANN001, ANN202 - a thunk, typed by its use
+    try:
+        return call()
+    except UsersUnavailable as exc:
+        raise ApiError(503, "users_unavailable", str(exc)) from exc
+    except UsersRejected as exc:
+        raise ApiError(exc.status, exc.error, exc.message) from exc
+
+
+def _queue(call):  # noqa: ANN001, ANN202
+    try:
+        return call()
+    except QueueUnavailable as exc:
+        raise ApiError(503, "queue_unavailable", str(exc)) from exc

@@ -1,0 +1,40 @@
+"""The users service's app factory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from flask import Flask
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+from services.common import settings, telemetry
+from services.common.flask_observability import observe_flask_app
+from services.common.logging_setup import configure_logging
+from services.users.routes import blueprint
+from services.users.store import UserStore
+
+SERVICE = "users"
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, static_folder=None)
+    app.config.update(
+        REDIS_URL=settings.redis_url(),
+        SERVICE_TOKEN=settings.service_token(),
+        MAX_CONTENT_LENGTH=16 * 1024,
+    )
+    app.config.update(config or {})
+    if not app.testing:
+        configure_logging(SERVICE)
+    # Redis is this service's database, so its commands are spans (the design's `db_query` step).
+    # Only here: in the gateway and worker Redis is Celery's broker, whose polling would bury the trace.
+    telemetry.instrument([RedisInstrumentor()])
+    client = app.config.get("REDIS_CLIENT") or redis.Redis.from_url(
+        app.config["REDIS_URL"], socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+    )
+    app.extensions["user_store"] = UserStore(client)
+    app.register_blueprint(blueprint)
+    observe_flask_app(app, SERVICE)
+    return app

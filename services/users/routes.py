@@ -1,0 +1,51 @@
+"""users' HTTP API: POST /users, GET /users/<id>, GET /healthz."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, current_app, request
+from opentelemetry import trace
+
+from services.common.http_errors import ApiError
+from services.users.auth import require_service_token
+from services.users.store import User, UserStore
+from services.common.user_validation import parse_new_user
+
+blueprint = Blueprint("users", __name__)
+tracer = trace.get_tracer("tracehop.users")
+
+
+def _store() -> UserStore:
+    return current_app.extensions["user_store"]
+
+
+@blueprint.post("/users")
+def create_user() -> Response:
+    require_service_token()
+    name, email = parse_new_user(request.get_json(silent=True))
+    user = _store().create(name, email)
+    return _serialize(user, status=201)
+
+
+@blueprint.get("/users/<int:user_id>")
+def get_user(user_id: int) -> Response:
+    require_service_token()
+    user = _store().get(user_id)
+    if user is None:
+        raise ApiError(404, "user_not_found", f"no user with id {user_id}")
+    return _serialize(user, status=200)
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    return Response('{"status":"ok"}', mimetype="application/json")
+
+
+def _serialize(user: User, status: int) -> Response:
+    """The design document's `serialize` step, as a manual span with what it produced."""
+    with tracer.start_as_current_span("serialize") as span:
+        body = json.dumps(user.as_dict(), separators=(",", ":"))
+        span.set_attribute("user.id", user.id)
+        span.set_attribute("serialize.bytes", len(body))
+        return Response(body, status=status, mimetype="application/json")

@@ -1,0 +1,75 @@
+"""Job metrics of the worker, correct across prefork children.
+
+Every child process writes its counters to files in PROMETHEUS_MULTIPROC_DIR; the main process serves
+/metrics by summing them (prometheus_client's multiprocess mode). Counting happens in Celery's task
+signals, so the tasks themselves stay free of metrics code.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from celery import signals
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
+
+from services.common import settings
+
+JOBS = Counter("tracehop_jobs_total", "Jobs finished, by task and final state of the attempt.", ["task", "state"])
+JOB_DURATION = Histogram(
+    "tracehop_job_duration_seconds",
+    "Time a job attempt ran in the worker, by task.",
+    ["task"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RETRIES = Counter("tracehop_job_retries_total", "Job attempts that asked to be retried, by task.", ["task"])
+
+# Celery's states for a finished attempt, as the label values our dashboards use.
+_STATE_LABELS = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried"}
+_started: dict[str, float] = {}
+
+
+def start_server(port: int) -> None:
+    """Serve /metrics from the main worker process, summing what every child wrote."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        # Without it each child would count in its own memory and /metrics would show zeros: refuse.
+        raise RuntimeError(
+            "PROMETHEUS_MULTIPROC_DIR must name a writable directory for the worker's metrics "
+            "(make up, docker compose and the Dockerfile set it)"
+        )
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):  # values of a previous run's processes must not be summed in
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, addr=settings.env_str("TRACEHOP_WORKER_METRICS_ADDR", "127.0.0.1"), registry=registry)
+
+
+def mark_process_dead(pid: int) -> None:
+    multiprocess.mark_process_dead(pid)
+
+
+@signals.task_prerun.connect
+def _job_started(task_id: str | None = None, **_: object) -> None:
+    if task_id:
+        _started[task_id] = time.perf_counter()
+
+
+@signals.task_postrun.connect
+def _job_finished(task_id: str | None = None, task=None, state: str | None = None, **_: object) -> None:  # noqa: ANN001
+    started = _started.pop(task_id or "", None)
+    if task is None:
+        return
+    if started is not None:
+        JOB_DURATION.labels(task.name).observe(time.perf_counter() - started)
+    label = _STATE_LABELS.get(state or "")
+    if label:
+        JOBS.labels(task.name, label).inc()
+
+
+@signals.task_retry.connect
+def _job_retried(sender=None, **_: object) -> None:  # noqa: ANN001
+    if sender is not None:
+        RETRIES.labels(sender.name).inc()

@@ -1,0 +1,261 @@
+"""`python -m tracehop`: argument parsing, and the commands that need no running stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tracehop import cli
+from tracehop.compose_stack import published_ports
+from tracehop.stack_config import free_port
+from tracehop.trace_logs import read_trace_logs
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+OTHER_TRACE = "00f067aa0ba902b700f067aa0ba902b7"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Private var and log directories, and never Docker: these tests must not touch a real stack."""
+    monkeypatch.setenv("TRACEHOP_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("TRACEHOP_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("TRACEHOP_STACK", "local")
+    for name in ("TRACEHOP_QUERY_URL", "TRACEHOP_QUERY_PORT", "TRACEHOP_OTLP_PORT", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def flat(text: str) -> str:
+    """Output with rich's line wrapping undone, for substring assertions."""
+    return " ".join(text.split())
+
+
+def log_line(ts: str, service: str, message: str, trace_id: str = TRACE, **fields: object) -> str:
+    record = {
+        "ts": ts,
+        "level": "INFO",
+        "service": service,
+        "message": message,
+        "logger": f"services.{service}",
+        "trace_id": trace_id,
+        "span_id": "00f067aa0ba902b7",
+        **fields,
+    }
+    return json.dumps(record) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+
+def test_every_command_parses() -> None:
+    assert cli.parse_args(["up"]).timeout == cli.START_TIMEOUT
+    assert cli.parse_args(["down", "--timeout", "5"]).timeout == 5.0
+    assert cli.parse_args(["traffic", "--count", "7", "--base-url", "http://gw:1"]).count == 7
+    assert cli.parse_args(["trace"]).trace_id is None
+    assert cli.parse_args(["trace", TRACE]).trace_id == TRACE
+    logs = cli.parse_args(["logs", TRACE, "--json"])
+    assert (logs.trace_id, logs.json) == (TRACE, True)
+    for command in ("status", "urls"):
+        assert cli.parse_args([command]).handler is getattr(cli, f"cmd_{command}")
+
+
+def test_trace_store_ports_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACEHOP_OTLP_PORT", "24318")
+
+    args = cli.parse_args(["trace-store", "--db", "/tmp/t.sqlite3"])
+
+    assert (args.otlp_port, args.query_port, args.db, args.host) == (
+        24318,
+        16686,
+        "/tmp/t.sqlite3",
+        "127.0.0.1",
+    )
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["launch"], ["traffic", "--count", "0"], ["logs"], ["trace-store", "--otlp-port", "x"]]
+)
+def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+
+    assert exit_info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_python_dash_m_tracehop_runs_the_cli() -> None:
+    result = subprocess.run([sys.executable, "-m", "tracehop", "--help"], capture_output=True, text=True)
+
+    assert result.returncode == 0
+    assert "trace-store" in result.stdout
+
+
+# ----------------------------------------------------------------------------------------- stack state
+
+
+def test_down_when_nothing_runs_says_so_and_succeeds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["down"]) == 0
+
+    assert "not running" in capsys.readouterr().out
+
+
+def test_down_ignores_and_cleans_files_left_by_a_crashed_stack(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    var = tmp_path / "var"
+    var.mkdir()
+    # A pid file naming a live process that is not a supervisord (this test's own), and a dead socket.
+    (var / "supervisord.pid").write_text(f"{os.getpid()}\n")
+    (var / "supervisor.sock").write_text("")
+
+    assert cli.main(["down"]) == 0
+
+    assert "not running" in capsys.readouterr().out
+    assert not (var / "supervisord.pid").exists()
+    assert not (var / "supervisor.sock").exists()
+
+
+def test_status_when_nothing_runs_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["status"]) == cli.EXIT_NOT_RUNNING
+
+    assert "not running" in capsys.readouterr().out
+
+
+def test_passwords_in_urls_are_hidden() -> None:
+    assert cli._hide_password("redis://:s3cret@cache:6379/0") == "redis://:***@cache:6379/0"
+    assert cli._hide_password("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_published_ports_of_both_compose_ps_formats() -> None:
+    line_per_container = "\n".join(
+        [
+            json.dumps(
+                {
+                    "Service": "grafana",
+                    "Publishers": [
+                        {"URL": "127.0.0.1", "TargetPort": 3000, "PublishedPort": 3000, "Protocol": "tcp"}
+                    ],
+                }
+            ),
+            json.dumps(
+                {
+                    "Service": "jaeger",
+                    "Publishers": [
+                        {"URL": "0.0.0.0", "TargetPort": 16686, "PublishedPort": 16686, "Protocol": "tcp"},
+                        {"URL": "::", "TargetPort": 16686, "PublishedPort": 16686, "Protocol": "tcp"},
+                        {"URL": "0.0.0.0", "TargetPort": 6831, "PublishedPort": 6831, "Protocol": "udp"},
+                        {"URL": "", "TargetPort": 4317, "PublishedPort": 0, "Protocol": "tcp"},
+                    ],
+                }
+            ),
+        ]
+    )
+    json_array = json.dumps([json.loads(line) for line in line_per_container.splitlines()])
+
+    for output in (line_per_container, json_array):
+        found = [(port.service, port.url) for port in published_ports(output)]
+        assert found == [("grafana", "http://127.0.0.1:3000"), ("jaeger", "http://127.0.0.1:16686")]
+
+
+# ------------------------------------------------------------------------------------------------- logs
+
+
+@pytest.fixture
+def service_logs(tmp_path: Path) -> Path:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "gateway.log").write_text(
+        log_line("2026-11-25T10:00:00.100000Z", "gateway", "queued welcome e-mail", job_id="j1")
+        + log_line("2026-11-25T10:00:00.300000Z", "gateway", "request", status=201)
+        + log_line("2026-11-25T10:00:00.200000Z", "gateway", "another trace", trace_id=OTHER_TRACE)
+    )
+    (logs / "users.log").write_text(
+        log_line("2026-11-25T10:00:00.050000+00:00", "users", "user created", user_id=7)
+        + "not json, e.g. a stray print\n"
+    )
+    (logs / "worker.log").write_text(
+        log_line("2026-11-25T10:00:00.250000Z", "worker", "delivering welcome e-mail", attempt=0)
+        + log_line("2026-11-25T10:00:01.250000Z", "worker", "welcome e-mail delivered")
+    )
+    (logs / "worker.out").write_text(log_line("2026-11-25T10:00:00.000001Z", "worker", "not a .log file"))
+    return logs
+
+
+def test_logs_of_several_files_merge_in_time_order(service_logs: Path) -> None:
+    lines = read_trace_logs(service_logs, TRACE)
+
+    assert [(line.fields["service"], line.fields["message"]) for line in lines] == [
+        ("users", "user created"),
+        ("gateway", "queued welcome e-mail"),
+        ("worker", "delivering welcome e-mail"),
+        ("gateway", "request"),
+        ("worker", "welcome e-mail delivered"),
+    ]
+
+
+def test_logs_command_prints_raw_json_lines_in_time_order(
+    service_logs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["logs", TRACE.upper(), "--json"]) == 0
+
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["ts"][17:26] for line in printed] == [
+        "00.050000",
+        "00.100000",
+        "00.250000",
+        "00.300000",
+        "01.250000",
+    ]
+    assert {line["trace_id"] for line in printed} == {TRACE}
+
+
+def test_logs_command_table_shows_services_messages_and_fields(
+    service_logs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["logs", TRACE]) == 0
+
+    output = flat(capsys.readouterr().out)
+    assert "user created" in output and "user_id=7" in output and "job_id=j1" in output
+    assert output.index("user created") < output.index("welcome e-mail delivered")
+    assert "another trace" not in output
+
+
+def test_logs_of_an_unknown_trace_is_a_clear_failure(
+    service_logs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["logs", "ab" * 16]) == 1
+
+    assert f"no log line with trace_id {'ab' * 16}" in flat(capsys.readouterr().err)
+
+
+def test_logs_of_something_that_is_not_a_trace_id_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["logs", "12345"]) == 1
+
+    assert "is not a trace id" in flat(capsys.readouterr().err)
+
+
+# ------------------------------------------------------------------------------------------------ trace
+
+
+def test_trace_without_traffic_file_says_to_run_traffic(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["trace"]) == 1
+
+    err = flat(capsys.readouterr().err)
+    assert "make traffic" in err
+    assert "Traceback" not in err
+
+
+def test_trace_when_the_query_api_is_down_says_the_stack_is_not_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+
+    assert cli.main(["trace", TRACE, "--query-url", nobody, "--wait", "1"]) == 1
+
+    err = flat(capsys.readouterr().err)
+    assert f"does not answer at {nobody}" in err
+    assert "make up" in err

@@ -1,0 +1,155 @@
+"""gateway: API behaviour, JSON errors, and context propagation into HTTP calls and Celery messages.
+
+users runs for real over HTTP (in a thread of this process) and the broker is a real Redis-protocol
+server, so what these tests see is what a real request does — only the processes are merged into one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from services.common.users_client import UsersClient
+from services.gateway import create_app
+from services.gateway.job_queue import JobQueue
+from services.worker.celery_app import app as celery_app
+from tests.conftest import free_port
+from tests.unit.conftest import as_query_spans
+from tracehop.trace_tree import assert_trace_tree
+
+
+@pytest.fixture
+def broker(valkey_url: str) -> redis.Redis:
+    celery_app.conf.broker_url = valkey_url
+    celery_app.conf.result_backend = valkey_url
+    client = redis.Redis.from_url(valkey_url)
+    client.delete("celery")
+    return client
+
+
+@pytest.fixture
+def gateway(users_server: str, broker: redis.Redis):
+    app = create_app(
+        {"TESTING": True, "USERS_CLIENT": UsersClient(users_server, token="test-token"), "JOB_QUEUE": JobQueue()}
+    )
+    return app.test_client()
+
+
+def queued_messages(broker: redis.Redis) -> list[dict]:
+    return [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
+
+
+def test_create_user_answers_user_job_and_trace(gateway, broker):
+    response = gateway.post("/api/users", json={"name": "Ada", "email": "ada@example.org"})
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    assert body["user"]["name"] == "Ada"
+    assert len(body["trace_id"]) == 32
+    assert body["trace_id"] in response.headers["traceresponse"]
+    (message,) = queued_messages(broker)
+    assert message["headers"]["task"] == "send_welcome_email"
+    assert message["headers"]["id"] == body["job_id"]
+
+
+def test_create_user_span_tree_crosses_http(gateway, spans):
+    gateway.post("/api/users", json={"name": "Ada", "email": "ada@example.org"})
+    # One process here, so one service column; the integration tests assert the real services. The LPUSH
+    # is the broker write, visible only because users' Redis instrumentation patches redis-py for the whole
+    # process: the reason the real gateway and worker never instrument Redis (it would trace every poll).
+    assert_trace_tree(
+        as_query_spans(spans.get_finished_spans(), "test"),
+        """
+        test  SERVER    POST /api/users
+        ├─ test  CLIENT    POST
+        │  └─ test  SERVER    POST /users
+        │     ├─ test  INTERNAL  auth_check
+        │     ├─ test  CLIENT    INCRBY
+        │     ├─ test  CLIENT    HSET
+        │     └─ test  INTERNAL  serialize
+        └─ test  PRODUCER  apply_async/send_welcome_email
+           └─ test  CLIENT    LPUSH
+        """,
+    )
+
+
+def test_celery_message_carries_the_producer_span_context(gateway, broker, spans):
+    gateway.post("/api/users", json={"name": "Ada", "email": "ada@example.org"}, headers={"baggage": "tracehop.k=v1"})
+    (producer,) = [s for s in spans.get_finished_spans() if s.kind.name == "PRODUCER"]
+    (message,) = queued_messages(broker)
+    _, trace_id, parent_id, _ = message["headers"]["traceparent"].split("-")
+    assert trace_id == f"{producer.context.trace_id:032x}"
+    assert parent_id == f"{producer.context.span_id:016x}"
+    assert "tracehop.k=v1" in message["headers"]["baggage"]
+
+
+def test_incoming_traceparent_is_continued(gateway):
+    outside = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    response = gateway.get("/api/users/1", headers={"traceparent": outside})
+    assert response.get_json()["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_missing_user_is_404_json(gateway):
+    response = gateway.get("/api/users/999999")
+    assert response.status_code == 404
+    body = response.get_json()
+    assert body["error"] == "user_not_found" and len(body["trace_id"]) == 32
+
+
+def test_users_down_is_503_and_client_span_records_the_error(broker, spans):
+    dead_users = UsersClient(f"http://127.0.0.1:{free_port()}", token="x")
+    client = create_app({"TESTING": True, "USERS_CLIENT": dead_users}).test_client()
+    response = client.post("/api/users", json={"name": "Ada", "email": "ada@example.org"})
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "users_unavailable"
+    (client_span,) = [s for s in spans.get_finished_spans() if s.kind.name == "CLIENT"]
+    assert client_span.status.status_code.name == "ERROR"
+    assert any(event.name == "exception" for event in client_span.events)
+    assert queued_messages(broker) == []  # nothing queued for a user that was never created
+
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"]["users"] is False
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "error"),
+    [
+        ("post", "/api/users", {"data": "{not json", "content_type": "application/json"}, 400, "invalid_body"),
+        ("post", "/api/users", {"data": "name=Ada", "content_type": "text/plain"}, 415, "unsupported_media_type"),
+        ("post", "/api/users", {"json": {"name": "Ada", "email": "ada@example.org", "x": 1}}, 400, "invalid_body"),
+        ("post", "/api/users", {"json": {"name": 7, "email": "ada@example.org"}}, 400, "invalid_name"),
+        ("post", "/api/users", {"json": {"name": "Ada", "email": "x" * 300 + "@a.org"}}, 400, "invalid_email"),
+        ("post", "/api/users", {"data": "x" * 20000, "content_type": "application/json"}, 413, None),
+        ("get", "/api/users/abc", {}, 400, "invalid_user_id"),
+        ("get", "/api/users/-1", {}, 400, "invalid_user_id"),
+        ("get", "/api/users/١٢", {}, 400, "invalid_user_id"),  # non-ASCII digits
+        ("post", "/api/users/0/report", {}, 400, "invalid_user_id"),
+        ("get", "/api/jobs/not-a-uuid", {}, 400, "invalid_job_id"),
+        ("get", "/nope", {}, 404, "not_found"),
+        ("delete", "/api/users", {}, 405, "method_not_allowed"),
+    ],
+)
+def test_bad_input_is_a_json_4xx_with_trace_id(gateway, method, path, kwargs, status, error):
+    response = getattr(gateway, method)(path, **kwargs)
+    assert response.status_code == status
+    body = response.get_json()
+    assert set(body) == {"error", "message", "trace_id"}
+    assert len(body["trace_id"]) == 32
+    if error:
+        assert body["error"] == error
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_report_is_queued_with_202(gateway, broker):
+    response = gateway.post("/api/users/1/report")
+    assert response.status_code == 202
+    (message,) = queued_messages(broker)
+    assert message["headers"]["task"] == "generate_report"
+
+
+def test_unknown_job_is_pending(gateway):
+    response = gateway.get("/api/jobs/7c9e6679-7425-40de-944b-e07fc1f90ae7")
+    assert response.status_code == 200
+    assert response.get_json()["state"] == "PENDING"

@@ -1,0 +1,78 @@
+"""worker: the jobs, their retry policy, their metrics and their spans (tasks run eagerly in-process)."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.instrumentation.celery import CeleryInstrumentor
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from prometheus_client import REGISTRY
+
+from services.common import telemetry
+from services.common.users_client import UsersClient
+from services.worker import tasks
+from services.worker.mail import TransientDeliveryError, deliver_welcome_email
+from tests.unit.conftest import as_query_spans
+from tracehop.trace_tree import assert_trace_tree
+
+
+@pytest.fixture(autouse=True)
+def _instrumented(monkeypatch):
+    monkeypatch.setenv("TRACEHOP_MAIL_LATENCY_MS", "0")
+    telemetry.instrument([CeleryInstrumentor(), RequestsInstrumentor()])
+
+
+def jobs_total(task: str, state: str) -> float:
+    return REGISTRY.get_sample_value("tracehop_jobs_total", {"task": task, "state": state}) or 0.0
+
+
+def test_greylisting_defers_only_the_first_attempt():
+    with pytest.raises(TransientDeliveryError):
+        deliver_welcome_email(1, "greylisted.example", attempt=0)
+    deliver_welcome_email(1, "greylisted.example", attempt=1)
+    deliver_welcome_email(1, "example.org", attempt=0)
+
+
+def test_welcome_email_job_succeeds_and_is_counted(spans):
+    before = jobs_total("send_welcome_email", "succeeded")
+    result = tasks.send_welcome_email.apply(args=[7, "example.org"])
+    assert result.get() == {"user_id": 7, "delivered": True, "attempts": 1}
+    assert jobs_total("send_welcome_email", "succeeded") == before + 1
+    assert_trace_tree(as_query_spans(spans.get_finished_spans(), "worker"), "worker  CONSUMER  run/send_welcome_email")
+
+
+def test_greylisted_job_retries_then_succeeds_and_both_attempts_are_counted():
+    retried, succeeded = jobs_total("send_welcome_email", "retried"), jobs_total("send_welcome_email", "succeeded")
+    retries = REGISTRY.get_sample_value("tracehop_job_retries_total", {"task": "send_welcome_email"}) or 0.0
+    result = tasks.send_welcome_email.apply(args=[8, "greylisted.example"])
+    assert result.get()["attempts"] == 2
+    assert jobs_total("send_welcome_email", "retried") == retried + 1
+    assert jobs_total("send_welcome_email", "succeeded") == succeeded + 1
+    assert REGISTRY.get_sample_value("tracehop_job_retries_total", {"task": "send_welcome_email"}) == retries + 1
+
+
+def test_report_job_calls_users_over_http(users_server, users_app, monkeypatch, spans):
+    user = users_app.extensions["user_store"].create("Grace", "grace@example.org")
+    monkeypatch.setattr(tasks, "_users_client", UsersClient(users_server, token="test-token"))
+    spans.clear()
+    report = tasks.generate_report.apply(args=[user.id]).get()
+    assert report["user_id"] == user.id and report["name"] == "Grace"
+    assert_trace_tree(
+        as_query_spans(spans.get_finished_spans(), "test"),
+        """
+        test  CONSUMER  run/generate_report
+        └─ test  CLIENT    GET
+           └─ test  SERVER    GET /users/<int:user_id>
+              ├─ test  INTERNAL  auth_check
+              ├─ test  CLIENT    HGETALL
+              └─ test  INTERNAL  serialize
+        """,
+    )
+
+
+def test_report_for_missing_user_fails_without_retrying(users_server, monkeypatch):
+    monkeypatch.setattr(tasks, "_users_client", UsersClient(users_server, token="test-token"))
+    failed = jobs_total("generate_report", "failed")
+    result = tasks.generate_report.apply(args=[10**9])
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, tasks.ReportFailed)
+    assert jobs_total("generate_report", "failed") == failed + 1

@@ -1,0 +1,58 @@
+"""Is a component of the stack ready? One probe per component: an HTTP GET or a Redis PING."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+# Probes talk to 127.0.0.1: never through a proxy from the user's environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True)
+class ReadinessProbe:
+    """How to tell that `component` is ready: `url` is http(s)://... (200 expected) or redis://..."""
+
+    component: str
+    url: str
+
+    def check(self, timeout: float = 1.0) -> str | None:
+        """None when ready, else a short reason ("connection refused", "HTTP 503", ...)."""
+        if self.url.startswith("redis://"):
+            return redis_ping(self.url, timeout)
+        return http_ok(self.url, timeout)
+
+
+def http_ok(url: str, timeout: float = 1.0) -> str | None:
+    try:
+        with _DIRECT.open(url, timeout=timeout) as response:
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as error:
+        return f"HTTP {error.code}"
+    except (urllib.error.URLError, OSError) as error:
+        return _reason(error)
+
+
+def redis_ping(url: str, timeout: float = 1.0) -> str | None:
+    """PING over a plain socket: enough to know the server answers, without a client library."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError as error:
+        return _reason(error)
+    # "-NOAUTH ..." also proves the server is up and answering.
+    return None if reply.startswith((b"+PONG", b"-NOAUTH")) else f"unexpected reply {reply[:32]!r}"
+
+
+def _reason(error: Exception) -> str:
+    reason = getattr(error, "reason", error)
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, TimeoutError):
+        return "timed out"
+    return str(reason) or type(reason).__name__

@@ -1,0 +1,246 @@
+"""`make traffic`: a bounded, realistic mix of requests against the gateway, and the trace id of each.
+
+The gateway starts every trace (no traceparent is sent); the trace id comes back in the JSON body or the
+W3C `traceresponse` header. The run is saved to $TRACEHOP_VAR_DIR/last_traffic.json so that `make trace`
+can show the latest `POST /api/users` without being told an id.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+DEFAULT_COUNT = 30
+REQUEST_TIMEOUT = 10.0
+
+# The order requests are sent in, repeated until `count` is reached. It starts with a create so that
+# the reads, reports and job polls after it have a user and a job to ask about; roughly a third of
+# the traffic writes, a third reads (one in ten a missing user: a 404), a third is about jobs.
+PATTERN = ("create", "get", "create", "report", "job", "get", "missing", "create", "job", "report")
+
+# What a healthy stack answers to each kind of request.
+EXPECTED_STATUS = {"create": 201, "get": 200, "missing": 404, "report": 202, "job": 200}
+
+# The worker's simulated mail delivery defers the first attempt to this domain, so that job retries.
+GREYLISTED_DOMAIN = "greylisted.example"
+
+FIRST_NAMES = ("Ada", "Grace", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Frances", "Edsger", "Radia")
+
+
+class TrafficError(RuntimeError):
+    """The traffic could not be sent (gateway unreachable, ...)."""
+
+
+@dataclass
+class TrafficRecord:
+    method: str
+    path: str
+    status: int
+    trace_id: str
+    expected_status: int
+    note: str = ""
+
+    @property
+    def as_expected(self) -> bool:
+        return self.status == self.expected_status
+
+
+def plan_requests(count: int) -> list[str]:
+    """The kinds of the `count` requests, in sending order."""
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    return [PATTERN[index % len(PATTERN)] for index in range(count)]
+
+
+def trace_id_of(response: requests.Response) -> str:
+    """The trace id from the JSON body, else from `traceresponse: 00-<trace id>-<span id>-<flags>`."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("trace_id"), str) and body["trace_id"]:
+        return body["trace_id"]
+    parts = response.headers.get("traceresponse", "").split("-")
+    return parts[1] if len(parts) == 4 else ""
+
+
+class TrafficRun:
+    """Sends the planned requests one after the other and keeps what each one answered."""
+
+    def __init__(
+        self, base_url: str, session: requests.Session | None = None, seed: int | None = None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session or requests.Session()
+        self.rng = random.Random(seed)
+        self.run_token = f"{self.rng.randrange(16**6):06x}"
+        self.user_ids: list[str] = []
+        self.job_ids: list[str] = []
+        self.records: list[TrafficRecord] = []
+        self._creates = 0
+        self._job_polls = 0
+
+    def send(self, kind: str) -> TrafficRecord:
+        handler: Callable[[], TrafficRecord] = {
+            "create": self._create_user,
+            "get": self._get_user,
+            "missing": self._get_missing_user,
+            "report": self._ask_report,
+            "job": self._poll_job,
+        }[kind]
+        # Reads and reports need a user first; if every create so far failed, create instead.
+        if kind in ("get", "report") and not self.user_ids:
+            handler = self._create_user
+        if kind == "job" and not self.job_ids:
+            handler = self._create_user
+        record = handler()
+        self.records.append(record)
+        return record
+
+    def _create_user(self) -> TrafficRecord:
+        self._creates += 1
+        name = self.rng.choice(FIRST_NAMES)
+        domain = GREYLISTED_DOMAIN if self._creates == 1 else "example.com"
+        email = f"{name.lower()}.{self.run_token}.{self._creates}@{domain}"
+        response = self._request("POST", "/api/users", json={"name": name, "email": email})
+        body = _json(response)
+        user = body.get("user") or {}
+        if response.status_code == 201 and user.get("id") is not None:
+            self.user_ids.append(str(user["id"]))
+        if body.get("job_id"):
+            self.job_ids.append(str(body["job_id"]))
+        return self._record(response, "create", email if response.ok else _error_note(body))
+
+    def _get_user(self) -> TrafficRecord:
+        response = self._request("GET", f"/api/users/{self.rng.choice(self.user_ids)}")
+        return self._record(response, "get", "" if response.ok else _error_note(_json(response)))
+
+    def _get_missing_user(self) -> TrafficRecord:
+        # Far beyond any id a local run creates: a read of a user that does not exist.
+        response = self._request("GET", f"/api/users/{900_000_000 + self.rng.randrange(1_000_000)}")
+        return self._record(response, "missing", _error_note(_json(response)))
+
+    def _ask_report(self) -> TrafficRecord:
+        response = self._request("POST", f"/api/users/{self.rng.choice(self.user_ids)}/report")
+        body = _json(response)
+        if body.get("job_id"):
+            self.job_ids.append(str(body["job_id"]))
+        return self._record(response, "report", "report queued" if response.ok else _error_note(body))
+
+    def _poll_job(self) -> TrafficRecord:
+        # Oldest jobs first: they are the likeliest to have finished.
+        job_id = self.job_ids[self._job_polls % len(self.job_ids)]
+        self._job_polls += 1
+        response = self._request("GET", f"/api/jobs/{job_id}")
+        body = _json(response)
+        return self._record(
+            response, "job", f"state {body.get('state', '?')}" if response.ok else _error_note(body)
+        )
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self.session.request(method, self.base_url + path, timeout=REQUEST_TIMEOUT, **kwargs)
+        except requests.ConnectionError:
+            raise TrafficError(
+                f"the gateway does not answer at {self.base_url}: is the stack running? (make up)"
+            ) from None
+        except requests.Timeout:
+            raise TrafficError(f"{method} {path} got no answer within {REQUEST_TIMEOUT:.0f}s") from None
+
+    def _record(self, response: requests.Response, kind: str, note: str) -> TrafficRecord:
+        request = response.request
+        return TrafficRecord(
+            method=request.method or "",
+            path=request.path_url,
+            status=response.status_code,
+            trace_id=trace_id_of(response),
+            expected_status=EXPECTED_STATUS[kind],
+            note=note,
+        )
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_note(body: dict[str, Any]) -> str:
+    return str(body.get("message") or body.get("error") or "")
+
+
+def run_traffic(base_url: str, count: int, console: Console, seed: int | None = None) -> list[TrafficRecord]:
+    """Send `count` requests with a progress bar; raises TrafficError when the gateway is unreachable."""
+    run = TrafficRun(base_url, seed=seed)
+    progress = Progress(
+        TextColumn("sending traffic"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+    )
+    with progress:
+        task = progress.add_task("", total=count)
+        for kind in plan_requests(count):
+            record = run.send(kind)
+            progress.update(task, advance=1, description=f"{record.method} {record.path} → {record.status}")
+    return run.records
+
+
+def traffic_table(records: Sequence[TrafficRecord]) -> Table:
+    # Light borders and a never-cut trace id column: the ids are what a person copies from this table.
+    table = Table(title="traffic: one trace per request", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("#", justify="right")
+    table.add_column("method")
+    table.add_column("path", overflow="ellipsis", no_wrap=True, max_width=30)
+    table.add_column("status", justify="right")
+    table.add_column("trace id", no_wrap=True, min_width=32)
+    table.add_column("note", overflow="ellipsis", no_wrap=True)
+    for number, record in enumerate(records, start=1):
+        style = "green" if record.as_expected else "red"
+        table.add_row(
+            str(number),
+            record.method,
+            record.path,
+            f"[{style}]{record.status}[/]",
+            record.trace_id or "[dim](none)[/]",
+            escape(record.note),
+        )
+    return table
+
+
+def save_traffic(path: Path, base_url: str, records: Sequence[TrafficRecord]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"base_url": base_url, "finished_at": time.time(), "requests": [asdict(r) for r in records]}
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def latest_trace_id(path: Path, method: str = "POST", request_path: str = "/api/users") -> str | None:
+    """Trace id of the last successful `method request_path` of the last traffic run (None if none)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    matching = [
+        record
+        for record in document.get("requests", [])
+        if record.get("method") == method and record.get("path") == request_path and record.get("trace_id")
+    ]
+    succeeded = [record for record in matching if 200 <= int(record.get("status", 0)) < 300]
+    chosen = succeeded or matching
+    return chosen[-1]["trace_id"] if chosen else None
