@@ -14,7 +14,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 UV := $(shell command -v uv)
 TRACEHOP := $(PY) -m tracehop
 
-.PHONY: help install up down status urls traffic trace logs test lint fmt
+.PHONY: help install up down status urls traffic trace logs test test-stack lint fmt
 
 help: ## list the targets
 	@echo "tracehop: one trace across Flask and Celery, with logs and metrics that line up"
@@ -62,10 +62,19 @@ logs: install ## every log line of one trace from all services, in time order: I
 	@test -n "$(ID)" || { echo "usage: make logs ID=<trace id>   (make traffic prints trace ids)"; exit 2; }
 	@$(TRACEHOP) logs $(ID) $(if $(JSON),--json)
 
+# --- measuring -----------------------------------------------------------------------------------------
+
+.PHONY: bench
+bench: install ## measure the cost of tracing, traced vs untraced (BENCH_ROUNDS=3 BENCH_DURATION=15; PROFILE=1: py-spy)
+	@$(PY) -m tracehop.bench $(if $(PROFILE),--profile bench/profiles)
+
 # --- development ----------------------------------------------------------------------------------------
 
 test: install ## run the whole test suite (unit, integration with a private local stack, static checks)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-stack: install ## the same trace/log/metric checks against a running compose stack (exits non-zero if none answers)
+	$(PY) -m pytest tests/stack $(PYTEST_ARGS)
 
 lint: install ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .

@@ -73,8 +73,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     if compose_stack.wants_compose():
         out.print("A Docker engine answers: starting the full stack with [bold]docker compose[/].")
         started = time.monotonic()
-        compose_stack.compose_up()
+        new_password = compose_stack.compose_up()
         out.print(f"docker compose stack ready in {time.monotonic() - started:.1f}s")
+        if new_password:
+            out.print(f"Grafana admin password (saved in .env.local, shown once): [bold]{new_password}[/]")
         out.print(published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
         out.print(NEXT_STEPS)
         return EXIT_OK
@@ -88,18 +90,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         out.print("[yellow]prometheus: skipped[/] (no `prometheus` binary on PATH; metrics stay on /metrics)")
     if not stack.embeds_redis:
         out.print(f"redis: using REDIS_URL={_hide_password(stack.redis_url)} (no embedded server)")
+    stack.check_ports_free()
     out.print(f"Starting the local stack (no Docker engine found; state in {stack.layout.var_dir})")
     started = time.monotonic()
     try:
+        # The display closes before anything is stopped, so its clocks end at the failure.
         with start_progress(out, stack.components, args.timeout) as on_ready:
-            stack.start(timeout=args.timeout, on_ready=on_ready)
+            stack.start(timeout=args.timeout, on_ready=on_ready, stop_on_failure=False)
     except StackStartError as error:
         err.print(f"[red]error:[/] {escape(str(error))}")
         if error.component:
             source = stack.layout.program_output(error.component)
             err.print(failure_panel(f"last lines of {source}", error.output_tail))
-        err.print(f"Everything started was stopped again; outputs stay in {stack.layout.var_dir}/*.out.")
+        err.print("Stopping what was started...")
+        stack.stop()
+        err.print(f"Stopped. The outputs stay in {stack.layout.var_dir}/*.out and {stack.layout.log_dir}/.")
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.print("interrupted: stopping what was started...")
+        stack.stop()
+        return EXIT_INTERRUPTED
     out.print(f"[green]local stack ready in {time.monotonic() - started:.1f}s[/]")
     out.print(components_table(stack.status()))
     out.print(urls_table({key: _hide_password(url) for key, url in stack.urls.items()}))

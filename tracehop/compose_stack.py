@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 from tracehop.stack_config import REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+VERSIONS_ENV = REPO_ROOT / ".env"  # committed: image versions and non-secret defaults
+LOCAL_ENV = REPO_ROOT / ".env.local"  # gitignored: the Grafana admin password and personal settings
+LOG_DIR = REPO_ROOT / "logs"
 DOCKER_INFO_TIMEOUT = 5.0
 
 
@@ -57,18 +61,47 @@ def wants_compose(environ: Mapping[str, str] | None = None) -> bool:
     return usable
 
 
+def ensure_local_env() -> str | None:
+    """Create .env.local with a random Grafana admin password when it is missing (mode 600).
+
+    Returns the new password so `up` can show it once; None when the file already existed. compose
+    refuses to start without a password rather than fall back to Grafana's admin/admin.
+    """
+    if LOCAL_ENV.exists():
+        return None
+    password = secrets.token_urlsafe(18)
+    fd = os.open(LOCAL_ENV, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("# Created by `make up` (see .env.example). Gitignored.\n")
+        handle.write(f"GRAFANA_ADMIN_PASSWORD={password}\n")
+    return password
+
+
 def _compose(*args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
+    # compose reads `.env` by itself but nothing else: name both files, the committed one first so the
+    # personal one can override it.
+    env_files = ["--env-file", str(VERSIONS_ENV)]
+    if LOCAL_ENV.exists():
+        env_files += ["--env-file", str(LOCAL_ENV)]
+    # The services run as the invoking user, so what they write into the ./logs bind mount is yours.
+    environment = {"TRACEHOP_UID": str(os.getuid()), "TRACEHOP_GID": str(os.getgid()), **os.environ}
     return subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE_FILE), *args],
+        ["docker", "compose", "-f", str(COMPOSE_FILE), *env_files, *args],
         cwd=REPO_ROOT,
         capture_output=capture,
         text=True,
+        env=environment,
     )
 
 
-def compose_up() -> None:
-    if _compose("up", "-d", "--wait").returncode != 0:
-        raise ComposeError("`docker compose up -d --wait` failed (see its output above)")
+def compose_up() -> str | None:
+    """Build and start the full stack; returns a newly generated Grafana password, if one was made."""
+    password = ensure_local_env()
+    # Created by us, not by the Docker daemon, which would make it root's and unwritable for the services.
+    LOG_DIR.mkdir(exist_ok=True)
+    if _compose("up", "-d", "--build", "--wait").returncode != 0:
+        raise ComposeError("`docker compose up -d --build --wait` failed (see its output above)")
+    return password
 
 
 def compose_down() -> None:

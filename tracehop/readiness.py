@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.error
 import urllib.request
@@ -31,9 +32,22 @@ def http_ok(url: str, timeout: float = 1.0) -> str | None:
         with _DIRECT.open(url, timeout=timeout) as response:
             return None if response.status == 200 else f"HTTP {response.status}"
     except urllib.error.HTTPError as error:
-        return f"HTTP {error.code}"
+        # A 503 from /readyz names the dependency that is missing: worth showing.
+        return f"HTTP {error.code} {_short_body(error)}".rstrip()
     except (urllib.error.URLError, OSError) as error:
         return _reason(error)
+
+
+def _short_body(error: urllib.error.HTTPError) -> str:
+    try:
+        body = error.read(300).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    try:
+        message = json.loads(body).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or " ".join(body.split()))[:200]
 
 
 def redis_ping(url: str, timeout: float = 1.0) -> str | None:

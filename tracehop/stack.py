@@ -32,6 +32,7 @@ from tracehop.stack_config import (
     StackPorts,
     embedded_redis_url,
     free_port,
+    local_defaults_from_env,
     log_dir_from_env,
     port_is_taken,
     ports_from_env,
@@ -43,7 +44,7 @@ from tracehop.supervisor_client import ProcessInfo, SupervisorClient, Supervisor
 from tracehop.supervisord_conf import build_programs, render_supervisord_conf
 
 # Components in the order they come up: each one's dependencies are before it.
-COMPONENT_ORDER = ("redis", "trace-store", "users", "worker", "gateway", "prometheus")
+COMPONENT_ORDER = ("redis", "trace-store", "users", "worker", "beat", "gateway", "prometheus")
 
 # Program states after which supervisord will not try again on its own.
 GAVE_UP_STATES = ("FATAL",)
@@ -104,6 +105,7 @@ class LocalStack:
     `redis_url`: use this Redis instead of starting the embedded server.
     `prometheus`: True/False to force, None to run it when a `prometheus` binary is on PATH.
     `prometheus_scrape_interval`: e.g. "2s" instead of the shared configuration's interval.
+    `beat`: run celery beat (the periodic jobs); tests that need no schedule leave it out.
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class LocalStack:
         prometheus: bool | None = None,
         prometheus_scrape_interval: str | None = None,
         inherited_env: Mapping[str, str] | None = None,
+        beat: bool = True,
     ) -> None:
         self.layout = StackLayout(Path(var_dir).absolute(), Path(log_dir).absolute())
         self.layout.check_socket_path()
@@ -130,6 +133,7 @@ class LocalStack:
         if prometheus and self.prometheus_binary is None:
             raise StackError("prometheus was asked for but no `prometheus` binary is on PATH")
         self._scrape_interval = prometheus_scrape_interval
+        self.runs_beat = beat
         self._client = SupervisorClient(self.layout.supervisor_socket)
 
     @classmethod
@@ -140,7 +144,7 @@ class LocalStack:
             var_dir_from_env(environ),
             log_dir_from_env(environ),
             ports_from_env(environ),
-            wiring_overrides_from_env(environ),
+            {**local_defaults_from_env(environ), **wiring_overrides_from_env(environ)},
             redis_url=environ.get("REDIS_URL") or None,
             inherited_env=environ,
         )
@@ -171,7 +175,11 @@ class LocalStack:
     @property
     def components(self) -> list[str]:
         """Names of the supervised programs, in start order."""
-        skipped = {"redis": not self.embeds_redis, "prometheus": not self.runs_prometheus}
+        skipped = {
+            "redis": not self.embeds_redis,
+            "beat": not self.runs_beat,
+            "prometheus": not self.runs_prometheus,
+        }
         return [name for name in COMPONENT_ORDER if not skipped.get(name)]
 
     @property
@@ -206,10 +214,11 @@ class LocalStack:
             "users": urls["users"],
             "worker": urls["worker_metrics"],
             "gateway": urls["gateway"],
+            "beat": "",  # serves nothing: it only publishes jobs on schedule
             "prometheus": urls.get("prometheus", ""),
         }[component]
 
-    def probes(self) -> list[ReadinessProbe]:
+    def probes(self) -> list[ReadinessProbe | BeatProbe]:
         urls = self.urls
         checks = {
             "redis": urls["redis"],
@@ -220,7 +229,10 @@ class LocalStack:
             "gateway": f"{urls['gateway']}/readyz",
             "prometheus": f"{urls.get('prometheus', '')}/-/ready",
         }
-        return [ReadinessProbe(name, checks[name]) for name in self.components]
+        return [
+            BeatProbe(self.layout) if name == "beat" else ReadinessProbe(name, checks[name])
+            for name in self.components
+        ]
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -228,22 +240,26 @@ class LocalStack:
         """True when this var dir's supervisord answers, or its pid file names a live supervisord."""
         return self._client.is_alive() or self._supervisord_pid() is not None
 
-    def start(self, timeout: float = 60.0, on_ready: ReadyCallback | None = None) -> None:
+    def start(
+        self, timeout: float = 60.0, on_ready: ReadyCallback | None = None, stop_on_failure: bool = True
+    ) -> None:
         """Start everything and return once every component is ready.
 
-        Raises StackAlreadyRunning, or StackStartError (after stopping what it started) with the tail
-        of the failing program's output. `on_ready(component, seconds)` reports progress.
+        Raises StackAlreadyRunning, or StackStartError with the tail of the failing program's output
+        (after stopping what it started, unless `stop_on_failure` is False: then the caller stops it).
+        `on_ready(component, seconds)` reports progress.
         """
         if self.is_running():
             raise StackAlreadyRunning(f"the local stack is already running (state in {self.layout.var_dir})")
         deadline = time.monotonic() + timeout
         self._prepare_files()
-        self._launch_supervisord(deadline)
         try:
+            self._launch_supervisord(deadline)
             self._wait_until_ready(deadline, timeout, on_ready)
         except BaseException:
             # Do not leave half a stack behind (also on Ctrl-C); its output files stay for reading.
-            self.stop()
+            if stop_on_failure:
+                self.stop()
             raise
         self._write_state()
 
@@ -258,6 +274,8 @@ class LocalStack:
         report = StopReport(stopped=sorted(groups))
         if alive:
             try:
+                # A deleted pid file must not make us stop waiting too early: ask supervisord itself.
+                supervisord_pid = supervisord_pid or self._client.pid()
                 self._client.shutdown()
             except SupervisorUnavailable:
                 alive = False
@@ -321,6 +339,7 @@ class LocalStack:
             self.env,
             redis_binary=_valkey_binary() if self.embeds_redis else None,
             prometheus_binary=self.prometheus_binary,
+            beat=self.runs_beat,
         )
         layout.supervisord_conf.write_text(render_supervisord_conf(programs, layout), encoding="utf-8")
         return layout.supervisord_conf
@@ -332,8 +351,12 @@ class LocalStack:
         for directory in (layout.var_dir, layout.log_dir, layout.redis_dir, layout.prometheus_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._remove_runtime_files()
+        # beat's readiness is its schedule file appearing: one left by an earlier run would lie. (Losing
+        # the last-run times only means each periodic job waits one full period after `up`.)
+        for path in layout.beat_schedule_files():
+            path.unlink()
         self._choose_redis_port()
-        self._check_ports_free()
+        self.check_ports_free()
         # prometheus_client's multiprocess files of a previous run would be counted again.
         for service in SERVICES:
             shutil.rmtree(layout.multiproc_dir(service), ignore_errors=True)
@@ -351,7 +374,8 @@ class LocalStack:
             self._ports = self._ports.with_redis(free_port())
         self.layout.redis_port_file.write_text(f"{self.ports.redis}\n")
 
-    def _check_ports_free(self) -> None:
+    def check_ports_free(self) -> None:
+        """Raise StackStartError naming every port of this stack that another process holds."""
         ports = self.ports
         wanted = {
             "gateway": ports.gateway,
@@ -499,6 +523,22 @@ class LocalStack:
     def _remove_runtime_files(self) -> None:
         for path in (self.layout.supervisord_pidfile, self.layout.supervisor_socket, self.layout.state_file):
             path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class BeatProbe:
+    """celery beat answers no request: it is ready once it has opened its schedule file, which it does
+    after loading the app, right before it starts ticking."""
+
+    layout: StackLayout
+    component: str = "beat"
+
+    @property
+    def url(self) -> str:
+        return str(self.layout.beat_schedule)
+
+    def check(self, timeout: float = 1.0) -> str | None:
+        return None if self.layout.beat_schedule_files() else "schedule file not written yet"
 
 
 def _valkey_binary() -> Path:

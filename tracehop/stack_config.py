@@ -99,6 +99,14 @@ class StackLayout:
         """stdout and stderr of one supervised program."""
         return self.var_dir / f"{program}.out"
 
+    @property
+    def beat_schedule(self) -> Path:
+        """celery beat's schedule database (the dbm module may add a suffix such as `.db`)."""
+        return self.var_dir / "celerybeat-schedule"
+
+    def beat_schedule_files(self) -> list[Path]:
+        return sorted(self.var_dir.glob(f"{self.beat_schedule.name}*"))
+
     def multiproc_dir(self, service: str) -> Path:
         """PROMETHEUS_MULTIPROC_DIR of one service."""
         return self.var_dir / f"prom-{service}"
@@ -256,6 +264,17 @@ def service_environment(
         env["OTEL_BSP_SCHEDULE_DELAY"] = "500"
     env.update(overrides or {})
     return env
+
+
+def local_defaults_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Settings `make up` turns on for a stack on one's own machine, unless set in the shell.
+
+    TRACEHOP_FAULT_INJECTION: a local demo is where one wants error and slow traces on demand
+    (`make traffic --faults`); the services themselves keep it off by default, as anywhere else.
+    """
+    environ = os.environ if environ is None else environ
+    defaults = {"TRACEHOP_FAULT_INJECTION": "1"}
+    return {name: value for name, value in defaults.items() if name not in environ}
 
 
 def wiring_overrides_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:

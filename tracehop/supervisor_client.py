@@ -92,6 +92,14 @@ class SupervisorClient:
             for info in self._call("supervisor.getAllProcessInfo")
         ]
 
+    def stop_program(self, name: str) -> None:
+        """Stop one program (its whole process group) and wait until it is down."""
+        self._call("supervisor.stopProcess", name, True)
+
+    def start_program(self, name: str) -> None:
+        """Start one stopped program and wait until it counts as started (its startsecs)."""
+        self._call("supervisor.startProcess", name, True)
+
     def shutdown(self) -> None:
         """Ask supervisord to stop every program (each with its stopwaitsecs) and then exit."""
         self._call("supervisor.shutdown")

@@ -37,9 +37,10 @@ def build_programs(
     redis_binary: Path | None,
     prometheus_binary: str | None,
     python: str = sys.executable,
+    beat: bool = True,
 ) -> list[Program]:
     """The stack's programs. No redis without `redis_binary` (REDIS_URL given), no prometheus without
-    `prometheus_binary` (none on PATH)."""
+    `prometheus_binary` (none on PATH), no celery beat with `beat=False`."""
     programs: list[Program] = []
     if redis_binary is not None:
         if ports.redis is None:
@@ -50,8 +51,11 @@ def build_programs(
                 command=[
                     str(redis_binary),
                     *("--port", str(ports.redis), "--bind", "127.0.0.1"),
-                    # Nothing to keep between runs: no RDB snapshot, no append-only file.
-                    *("--save", "", "--appendonly", "no", "--dir", str(layout.redis_dir)),
+                    # Redis is the job queue: an accepted job must survive a Redis restart or crash. The
+                    # append-only file is written before each reply (fsync once a second), so only an
+                    # operating-system crash could lose the last second; no RDB snapshots besides.
+                    *("--save", "", "--appendonly", "yes", "--appendfsync", "everysec"),
+                    *("--dir", str(layout.redis_dir)),
                 ],
                 priority=10,
                 stopwaitsecs=10,
@@ -100,6 +104,22 @@ def build_programs(
             priority=40,
         )
     )
+    if beat:
+        programs.append(
+            Program(
+                name="beat",
+                # The schedule file keeps the last run of each periodic job, under var/ like all state.
+                command=[
+                    python,
+                    *("-m", "celery", "-A", "services.worker.celery_app", "beat", "--loglevel", "INFO"),
+                    *("--schedule", str(layout.beat_schedule)),
+                ],
+                # Its own service name: the trace of a scheduled job starts with beat's PRODUCER span.
+                environment={**service_env, "OTEL_SERVICE_NAME": "beat"},
+                priority=45,
+                stopwaitsecs=10,
+            )
+        )
     if prometheus_binary is not None:
         programs.append(
             Program(

@@ -33,7 +33,11 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 
 @dataclass(frozen=True)
 class Span:
-    """One span, flattened: the resource's service name and attributes travel with it."""
+    """One span, flattened: the resource's service name and attributes travel with it.
+
+    Frozen so a span read back cannot be altered by accident; its dict/list fields make it unhashable,
+    so key spans by `span_id`.
+    """
 
     trace_id: str  # 32 lowercase hex
     span_id: str  # 16 lowercase hex

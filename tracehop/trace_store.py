@@ -765,10 +765,9 @@ class RunningTraceStore:
         self._stopped = True
         # In parallel: each shutdown waits up to one poll interval for its serve_forever loop.
         stoppers = [threading.Thread(target=server.shutdown) for server in self._servers]
-        for thread in stoppers + self._threads:
-            if thread in stoppers:
-                thread.start()
-        for thread in stoppers + self._threads:
+        for stopper in stoppers:
+            stopper.start()
+        for thread in [*stoppers, *self._threads]:
             thread.join()
         self._close()
 

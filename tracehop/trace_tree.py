@@ -258,24 +258,6 @@ def _parse_columns(rest: str, number: int) -> ExpectedNode:
     return ExpectedNode(service, kind, name, line_number=number)
 
 
-def render_expected(roots: Sequence[ExpectedNode]) -> str:
-    """Normalised text form of an expected tree (the wildcards included)."""
-    return "\n".join(_expected_lines(roots, lambda node: node.children)) if roots else ""
-
-
-def _expected_lines(
-    roots: Sequence[ExpectedNode], children_of: Callable[[ExpectedNode], Sequence[ExpectedNode]]
-) -> list[str]:
-    base = _service_base(_all_services(roots))
-    return [_expected_line(entry, base) for entry in _with_prefixes(roots, children_of)]
-
-
-def _all_services(roots: Sequence[ExpectedNode]) -> Iterator[str]:
-    for root in roots:
-        yield root.service
-        yield from _all_services(root.children)
-
-
 def _expected_line(entry: _Prefixed[ExpectedNode], base: int) -> str:
     node = entry.item
     if node is _ELLIPSIS:

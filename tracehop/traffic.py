@@ -205,12 +205,13 @@ def run_traffic(base_url: str, count: int, console: Console, seed: int | None = 
 def traffic_table(records: Sequence[TrafficRecord]) -> Table:
     # Light borders and a never-cut trace id column: the ids are what a person copies from this table.
     table = Table(title="traffic: one trace per request", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("#", justify="right")
-    table.add_column("method")
-    table.add_column("path", overflow="ellipsis", no_wrap=True, max_width=30)
-    table.add_column("status", justify="right")
+    # Fixed columns never shrink (a piped console is only 80 wide); path and note give way instead.
+    table.add_column("#", justify="right", no_wrap=True, min_width=2)
+    table.add_column("method", no_wrap=True, min_width=4)
+    table.add_column("path", overflow="ellipsis", no_wrap=True, max_width=24)
+    table.add_column("status", justify="right", no_wrap=True, min_width=3)
     table.add_column("trace id", no_wrap=True, min_width=32)
-    table.add_column("note", overflow="ellipsis", no_wrap=True)
+    table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=20)
     for number, record in enumerate(records, start=1):
         style = "green" if record.as_expected else "red"
         table.add_row(

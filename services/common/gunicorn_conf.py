@@ -18,7 +18,7 @@ from gunicorn.glogging import Logger as _GunicornLogger
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tracehop-prom-")
 
-from services.common import settings  # noqa: E402
+from services.common import exemplars, settings  # noqa: E402
 from services.common.logging_setup import configure_logging, route_stdlib_logging  # noqa: E402
 from services.common.telemetry import setup_tracing, shutdown_tracing  # noqa: E402
 
@@ -61,7 +61,7 @@ def on_starting(server):  # noqa: ANN001
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):
-        if name.endswith(".db"):
+        if name.endswith(".db") or name.startswith(exemplars.FILE_PREFIX):
             os.remove(os.path.join(directory, name))
 
 
@@ -78,3 +78,4 @@ def child_exit(server, worker):  # noqa: ANN001
     from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
     GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
+    exemplars.mark_process_dead(worker.pid)

@@ -40,7 +40,12 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_exception(exc: HTTPException) -> tuple[Response, int]:
         status = exc.code or 500
-        return error_response(status, _http_error_code(exc), exc.description or exc.name)
+        response, status = error_response(status, _http_error_code(exc), exc.description or exc.name)
+        # Keep werkzeug's own headers (a 405 MUST carry `Allow`, RFC 9110), but not its content type.
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

@@ -6,6 +6,14 @@ collector's JSON stage see `trace_id`, `level`, `status`, … directly.
 
 Standard-library logging (Flask/werkzeug, gunicorn, Celery, kombu, urllib3) is routed into the same
 sink, so a line Celery writes while a job runs carries that job's trace id too.
+
+Log events in spans: a log call made while a span is current also becomes an event ON that span (the
+document's `info!("Fetching user")` inside `#[instrument]`): event name = the message, attributes =
+`log.severity` plus the call's own fields, rendered by `safe_attributes` (credentials left out, e-mail
+addresses masked). Jaeger then shows a step's log lines inside the step. It happens in loguru's patcher,
+which runs once per emitted record whatever the number of sinks, on the caller's thread (so the span is
+the right one). Calls below the log level are dropped before the patcher: they make no event either.
+`TRACEHOP_LOG_SPAN_EVENTS=false` turns it off.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from datetime import UTC
 from pathlib import Path
@@ -23,9 +32,17 @@ from loguru import logger
 from opentelemetry import trace
 
 from services.common import settings
+from services.common.safe_attributes import is_secret_name, safe_text, safe_value
 
 # Fields every line carries, in this order; an event's own fields follow.
 BASE_FIELDS = ("ts", "level", "service", "message", "logger", "trace_id", "span_id")
+
+# Bind this extra field to True (`logger.bind(**{NO_SPAN_EVENT: True})`) for a line that must not become a
+# span event. The leading underscore keeps it out of the JSON line.
+NO_SPAN_EVENT = "_no_span_event"
+
+# Fields of every record that the span already knows (its ids, its service) or that are ours.
+_NOT_EVENT_ATTRIBUTES = frozenset({"service", "trace_id", "span_id", "logger"})
 
 _configured_for: tuple[str, int] | None = None
 
@@ -40,7 +57,8 @@ def configure_logging(service: str, *, level: str | None = None, to_file: bool =
         return
     level = (level or settings.env_str("TRACEHOP_LOG_LEVEL", "INFO")).upper()
     logger.remove()
-    logger.configure(patcher=_add_trace_context, extra={"service": service})
+    logger.configure(extra={"service": service})
+    install_record_patcher()
     logger.add(sys.stdout, level=level, format=_format, colorize=False, backtrace=False, diagnose=False)
     if to_file:
         log_dir = Path(settings.log_dir())
@@ -60,14 +78,67 @@ def configure_logging(service: str, *, level: str | None = None, to_file: bool =
     _configured_for = (service, os.getpid())
 
 
-def _add_trace_context(record: dict[str, Any]) -> None:
-    context = trace.get_current_span().get_span_context()
+def install_record_patcher(*, span_events: bool | None = None) -> None:
+    """Give every loguru record the current trace context, and copy it onto the span as an event.
+
+    `span_events` defaults to TRACEHOP_LOG_SPAN_EVENTS (true), read once here rather than per record.
+    configure_logging() calls this; tests call it to get the services' behaviour without the sinks.
+    """
+    if span_events is None:
+        span_events = settings.env_bool("TRACEHOP_LOG_SPAN_EVENTS", True)
+    logger.configure(patcher=_patch_with_span_events if span_events else _add_trace_context)
+
+
+def _add_trace_context(record: dict[str, Any]) -> trace.Span | None:
+    """Stamp trace_id/span_id on the record; return the current span when there is a valid one."""
+    span = trace.get_current_span()
+    context = span.get_span_context()
     if context.is_valid:
         record["extra"]["trace_id"] = trace.format_trace_id(context.trace_id)
         record["extra"]["span_id"] = trace.format_span_id(context.span_id)
-    else:
-        record["extra"].setdefault("trace_id", "")
-        record["extra"].setdefault("span_id", "")
+        return span
+    record["extra"].setdefault("trace_id", "")
+    record["extra"].setdefault("span_id", "")
+    return None
+
+
+class _Reentry(threading.local):
+    active = False
+
+
+# The SDK may log while we add an event (e.g. a warning about the span); that log call comes back through
+# this patcher on the same thread, and must not try to add an event again.
+_reentry = _Reentry()
+
+
+def _patch_with_span_events(record: dict[str, Any]) -> None:
+    span = _add_trace_context(record)
+    # is_recording() is False for a non-sampled span and for one already ended but still current
+    # (e.g. a line written in a Flask teardown): adding an event there would only make the SDK warn.
+    if span is None or not span.is_recording() or record["extra"].get(NO_SPAN_EVENT) or _reentry.active:
+        return
+    _reentry.active = True
+    try:
+        span.add_event(safe_text(record["message"]), span_event_attributes(record))
+    except Exception:  # logging must never fail because of tracing
+        pass
+    finally:
+        _reentry.active = False
+
+
+def span_event_attributes(record: dict[str, Any]) -> dict[str, Any]:
+    """The attributes of the span event made from one loguru record."""
+    attributes: dict[str, Any] = {"log.severity": record["level"].name}
+    extra = record["extra"]
+    for key, value in extra.items():
+        if key in _NOT_EVENT_ATTRIBUTES or key.startswith("_") or is_secret_name(key):
+            continue
+        attributes[key] = safe_value(value)
+    if extra.get("logger"):  # a stdlib record (Celery, gunicorn, ...): say whose
+        attributes["log.logger"] = extra["logger"]
+    if record["exception"] is not None and record["exception"].type is not None:
+        attributes["exception.type"] = record["exception"].type.__name__
+    return attributes
 
 
 def json_line(record: dict[str, Any]) -> str:

@@ -26,6 +26,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from services.common import settings
+from services.common.propagation import use_w3c_tracestate
+from services.common.span_export_metrics import CountingSpanExporter
 
 # An absent or slow backend must cost a request nothing and a shutdown only a few seconds: the SDK's own
 # default export timeout is 10 s, and it retries within it.
@@ -82,8 +84,11 @@ def setup_tracing(
             return _provider
         provider = TracerProvider(resource=build_resource(service_name))
         provider.add_span_processor(BaggageSpanProcessor(_is_own_baggage_key))
-        provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter(timeout=_export_timeout_s())))
+        # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
+        exported_to = CountingSpanExporter(exporter or OTLPSpanExporter(timeout=_export_timeout_s()))
+        provider.add_span_processor(BatchSpanProcessor(exported_to))
         trace.set_tracer_provider(provider)
+        use_w3c_tracestate()
         _provider, _provider_pid = provider, os.getpid()
     if register_atexit:
         # gunicorn workers and the Celery main process run atexit handlers; prefork children do not,

@@ -9,12 +9,16 @@ from flask import Flask
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
-from services.common import telemetry
+from services.common import broken_on_purpose, telemetry
 from services.common.flask_observability import observe_flask_app
 from services.common.logging_setup import configure_logging
 from services.common.users_client import UsersClient
+from services.gateway.conformance import register_conformance_endpoint
 from services.gateway.job_queue import JobQueue
+from services.gateway.openapi import blueprint as openapi_blueprint
 from services.gateway.routes import blueprint
+from services.gateway.trust_boundary import install_trust_boundary
+from services.gateway.workflow_routes import blueprint as workflow_blueprint
 
 SERVICE = "gateway"
 
@@ -27,9 +31,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         configure_logging(SERVICE)
     # requests: the CLIENT span and `traceparent` on the call to users. Celery: the PRODUCER span and
     # the context injected into the task message headers — without it the worker starts a new trace.
-    telemetry.instrument([RequestsInstrumentor(), CeleryInstrumentor()])
+    # (Broken on purpose #1 leaves Celery out: the worker's spans then start traces of their own.)
+    broken_on_purpose.warn_if_any(SERVICE)
+    instrumentors: list[object] = [RequestsInstrumentor()]
+    if not broken_on_purpose.UNINSTRUMENTED_PRODUCER.on:
+        instrumentors.append(CeleryInstrumentor())
+    telemetry.instrument(instrumentors)
     app.extensions["users_client"] = app.config.get("USERS_CLIENT") or UsersClient()
     app.extensions["job_queue"] = app.config.get("JOB_QUEUE") or JobQueue()
     app.register_blueprint(blueprint)
+    app.register_blueprint(openapi_blueprint)
+    app.register_blueprint(workflow_blueprint)  # chain, chord, countdown, job queueing a job
+    register_conformance_endpoint(app)  # only with TRACEHOP_TRACECONTEXT_TEST=1
     observe_flask_app(app, SERVICE)
+    # After the instrumentation: the boundary's hook links the span the instrumentation has just started.
+    install_trust_boundary(app, app.config.get("TRUST_BOUNDARY"))
     return app

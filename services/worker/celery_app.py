@@ -11,23 +11,55 @@ Process lifecycle (prefork pool):
 - each child: `worker_process_init` → tracer provider + Celery and requests instrumentation;
   `worker_process_shutdown` → flush spans (prefork children skip atexit handlers) and mark their
   Prometheus files dead.
+- celery beat (`celery -A services.worker.celery_app beat`): `beat_init` → its own tracer provider
+  (service `beat`), so each scheduled job's trace starts with beat's PRODUCER span.
+
+The "broken on purpose" switches (services/common/broken_on_purpose.py) undo parts of this on request.
 """
 
 from __future__ import annotations
 
 import os
 
-from celery import Celery, signals
+from celery import Celery, Task, signals
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
-from services.common import settings, telemetry
+from services.common import broken_on_purpose, fault_injection, settings, telemetry
 from services.common.logging_setup import configure_logging
-from services.worker import job_metrics
+from services.worker import chord_links, job_metrics
 
 SERVICE = "worker"
+BEAT_SERVICE = "beat"
 
-app = Celery("tracehop", include=["services.worker.tasks"])
+
+class FaultInjectingTask(Task):
+    """Runs the faults a request's baggage asks of the worker (`tracehop.fault=worker:...`) inside the
+    job's span, before the job. A Task class and not a task_prerun receiver: Celery logs and swallows
+    exceptions raised by signal receivers, so an `error` fault could not fail the job from there."""
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        fault_injection.inject_faults(SERVICE)
+        return super().__call__(*args, **kwargs)
+
+
+def _redelivery_options(visibility_timeout_s: int) -> dict[str, int]:
+    """kombu looks for expired unacknowledged jobs (a worker that died holding them) only every
+    interval x throttle seconds, 10 x 10 by default: a job would wait up to 100 s past its visibility
+    timeout. Sweep every tenth of the timeout (1-10 s) instead; each sweep is one ZRANGE."""
+    return {
+        "visibility_timeout": visibility_timeout_s,
+        "unacked_restore_interval": min(10, max(1, visibility_timeout_s // 10)),
+        "unacked_restore_throttle": 1,
+    }
+
+
+app = Celery(
+    "tracehop",
+    include=["services.worker.tasks", "services.worker.workflow_tasks"],
+    # Only when allowed: otherwise every job runs through Celery's plain (faster) call path.
+    task_cls=FaultInjectingTask if fault_injection.enabled() else Task,
+)
 app.conf.update(
     broker_url=settings.broker_url(),
     result_backend=settings.redis_url(),
@@ -41,7 +73,7 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     # How long an unacknowledged job stays invisible before Redis hands it to another worker.
-    broker_transport_options={"visibility_timeout": settings.env_int("TRACEHOP_VISIBILITY_TIMEOUT_S", 3600)},
+    broker_transport_options=_redelivery_options(settings.env_int("TRACEHOP_VISIBILITY_TIMEOUT_S", 3600)),
     result_backend_transport_options={"retry_policy": {"timeout": 2.0}},
     broker_connection_retry_on_startup=True,
     # Publishing must fail fast when the broker is down, so the gateway can answer 503 within a request.
@@ -52,6 +84,14 @@ app.conf.update(
     worker_redirect_stdouts=False,
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
+    # A private queue name lets test runs share one RabbitMQ vhost without taking each other's jobs.
+    task_default_queue=settings.env_str("TRACEHOP_CELERY_QUEUE", "celery"),
+    # Broken on purpose #4: every pool child exits after one job (and, below, without a flush).
+    worker_max_tasks_per_child=1 if broken_on_purpose.NO_FLUSH_ON_CHILD_EXIT.on else None,
+    # celery beat: a periodic job, each run a trace of its own (tests shorten the period).
+    beat_schedule={
+        "heartbeat": {"task": "heartbeat", "schedule": settings.env_float("TRACEHOP_BEAT_INTERVAL_S", 60.0)},
+    },
 )
 
 
@@ -63,16 +103,37 @@ def _setup_logging(**_: object) -> None:
 @signals.worker_init.connect
 def _start_metrics_server(**_: object) -> None:
     job_metrics.start_server(settings.env_int("TRACEHOP_WORKER_METRICS_PORT", 9101))
+    broken_on_purpose.warn_if_any(SERVICE)
+    if broken_on_purpose.SETUP_BEFORE_FORK.on:
+        _set_up_tracing()  # broken on purpose #2: in the main process, before the pool forks
 
 
 @signals.worker_process_init.connect
 def _init_child(**_: object) -> None:
     configure_logging(SERVICE)
+    if not broken_on_purpose.SETUP_BEFORE_FORK.on:
+        _set_up_tracing()
+
+
+def _set_up_tracing() -> None:
     telemetry.setup_tracing(SERVICE)
+    if broken_on_purpose.B3_WORKER.on:
+        broken_on_purpose.use_b3_propagation()  # broken on purpose #3
     telemetry.instrument([CeleryInstrumentor(), RequestsInstrumentor()])
+    if not settings.tracing_disabled():
+        chord_links.connect()  # after the instrumentation, whose span ours need
 
 
 @signals.worker_process_shutdown.connect
 def _shutdown_child(**_: object) -> None:
-    telemetry.shutdown_tracing()
+    if not broken_on_purpose.NO_FLUSH_ON_CHILD_EXIT.on:  # broken on purpose #4 skips the flush
+        telemetry.shutdown_tracing()
     job_metrics.mark_process_dead(os.getpid())
+
+
+@signals.beat_init.connect
+def _init_beat(**_: object) -> None:
+    # beat publishes from its own single process (no fork): its spans are the roots of scheduled jobs.
+    configure_logging(BEAT_SERVICE)
+    telemetry.setup_tracing(BEAT_SERVICE)
+    telemetry.instrument([CeleryInstrumentor()])

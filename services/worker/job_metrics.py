@@ -13,14 +13,19 @@ import time
 from celery import signals
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 
-from services.common import settings
+from services.common import exemplars, settings
+from services.common.process_metrics import ProcessTreeCollector
 
-JOBS = Counter("tracehop_jobs_total", "Jobs finished, by task and final state of the attempt.", ["task", "state"])
+JOBS = Counter(
+    "tracehop_jobs_total", "Jobs finished, by task and final state of the attempt.", ["task", "state"]
+)
+JOB_DURATION_NAME = "tracehop_job_duration_seconds"
+JOB_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 JOB_DURATION = Histogram(
-    "tracehop_job_duration_seconds",
+    JOB_DURATION_NAME,
     "Time a job attempt ran in the worker, by task.",
     ["task"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=JOB_DURATION_BUCKETS,
 )
 RETRIES = Counter("tracehop_job_retries_total", "Job attempts that asked to be retried, by task.", ["task"])
 
@@ -30,7 +35,9 @@ _started: dict[str, float] = {}
 
 
 def start_server(port: int) -> None:
-    """Serve /metrics from the main worker process, summing what every child wrote."""
+    """Serve /metrics from the main worker process: what every child wrote, summed, and the CPU, memory
+    and file descriptors of the main process and of each prefork child (multiprocess mode has no
+    `process_*` metrics of its own)."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         # Without it each child would count in its own memory and /metrics would show zeros: refuse.
@@ -40,15 +47,22 @@ def start_server(port: int) -> None:
         )
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):  # values of a previous run's processes must not be summed in
-        if name.endswith(".db"):
+        if name.endswith(".db") or name.startswith(exemplars.FILE_PREFIX):
             os.remove(os.path.join(directory, name))
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    start_http_server(port, addr=settings.env_str("TRACEHOP_WORKER_METRICS_ADDR", "127.0.0.1"), registry=registry)
+    # The children's job durations, summed, with the trace ids the children recorded as exemplars
+    # (written only in the OpenMetrics format, which Prometheus asks for).
+    registry.register(exemplars.ExemplarCollector(multiprocess.MultiProcessCollector(None), directory))
+    # The server runs in the main process (worker_init), so the tree's root is this process.
+    registry.register(ProcessTreeCollector(root_role="main", child_role="child"))
+    start_http_server(
+        port, addr=settings.env_str("TRACEHOP_WORKER_METRICS_ADDR", "127.0.0.1"), registry=registry
+    )
 
 
 def mark_process_dead(pid: int) -> None:
     multiprocess.mark_process_dead(pid)
+    exemplars.mark_process_dead(pid)
 
 
 @signals.task_prerun.connect
@@ -63,7 +77,11 @@ def _job_finished(task_id: str | None = None, task=None, state: str | None = Non
     if task is None:
         return
     if started is not None:
-        JOB_DURATION.labels(task.name).observe(time.perf_counter() - started)
+        duration = time.perf_counter() - started
+        JOB_DURATION.labels(task.name).observe(duration)
+        # The job's CONSUMER span is still current: the Celery instrumentation ends it in its own
+        # task_postrun receiver, connected (worker_process_init) after this one (import time).
+        exemplars.record(JOB_DURATION_NAME, {"task": task.name}, duration, JOB_DURATION_BUCKETS)
     label = _STATE_LABELS.get(state or "")
     if label:
         JOBS.labels(task.name, label).inc()

@@ -5,16 +5,22 @@ Each job is idempotent, declares its retry policy on the decorator, and never hi
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
+from opentelemetry import trace
 
+from services.common import settings
+from services.common.traced import traced
 from services.common.users_client import UsersClient, UsersRejected, UsersUnavailable
 from services.worker.celery_app import app
 from services.worker.mail import TransientDeliveryError, deliver_welcome_email
 
 _users_client: UsersClient | None = None
+tracer = trace.get_tracer(__name__)
 
 
 def users_client() -> UsersClient:
@@ -32,7 +38,8 @@ def users_client() -> UsersClient:
     retry_backoff=1,
     retry_backoff_max=60,
     retry_jitter=True,
-    max_retries=5,
+    # Tests shorten the poison job's life with a smaller number; read once, when the task is declared.
+    max_retries=settings.env_int("TRACEHOP_MAIL_MAX_RETRIES", 5),
 )
 def send_welcome_email(self, user_id: int, recipient_domain: str) -> dict[str, Any]:  # noqa: ANN001
     deliver_welcome_email(user_id, recipient_domain, attempt=self.request.retries)
@@ -53,11 +60,17 @@ class ReportFailed(Exception):
     max_retries=5,
 )
 def generate_report(self, user_id: int) -> dict[str, Any]:  # noqa: ANN001
-    logger.info("generating report", user_id=user_id, attempt=self.request.retries)
     try:
-        user = users_client().get_user(user_id)
+        return build_report(user_id, attempt=self.request.retries)
     except UsersRejected as exc:
         raise ReportFailed(f"users answered {exc.status} {exc.error}: {exc.message}") from exc
+
+
+@traced
+def build_report(user_id: int, attempt: int = 0) -> dict[str, Any]:
+    """The report's domain work, traced: its span holds the call to users and the log lines below."""
+    logger.info("generating report", user_id=user_id, attempt=attempt)
+    user = users_client().get_user(user_id)
     report = {
         "user_id": user["id"],
         "name": user["name"],
@@ -65,3 +78,24 @@ def generate_report(self, user_id: int) -> dict[str, Any]:  # noqa: ANN001
     }
     logger.info("report ready", user_id=user_id)
     return report
+
+
+@app.task(name="long_job", bind=True)
+def long_job(self, steps: int, step_ms: int) -> dict[str, Any]:  # noqa: ANN001
+    """A job that works in steps, like a batch import: what a worker killed mid-job leaves in a trace.
+
+    Each step is a span that ends (and is exported) before the next one starts, so the trace keeps the
+    steps an attempt finished even when its process is killed; the attempt's own CONSUMER span dies with
+    the process (an unfinished span is never exported). The job is idempotent: running it again after a
+    crash redoes the steps. `job.redelivered` says whether the broker handed the message out again (kombu
+    marks a message it restores after a lost worker or an expired visibility timeout).
+    """
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    trace.get_current_span().set_attribute("job.redelivered", redelivered)
+    for step in range(min(steps, 100)):
+        # process.pid: which process ran this attempt (the reliability tests kill exactly that one).
+        with tracer.start_as_current_span(
+            "long_job.step", attributes={"job.step": step, "process.pid": os.getpid()}
+        ):
+            time.sleep(min(step_ms, 10_000) / 1000)
+    return {"steps": steps, "redelivered": redelivered}

@@ -10,28 +10,46 @@ from __future__ import annotations
 import uuid
 
 from tests.integration.conftest import RunningStack
+from tracehop.trace_tree import Node
 
 
 def create_user(stack: RunningStack, domain: str = "example.org", headers: dict | None = None):
     email = f"user-{uuid.uuid4().hex[:8]}@{domain}"
     response = stack.http.post(
-        f"{stack.gateway}/api/users", json={"name": "Ada Lovelace", "email": email}, headers=headers, timeout=10
+        f"{stack.gateway}/api/users",
+        json={"name": "Ada Lovelace", "email": email},
+        headers=headers,
+        timeout=10,
     )
     assert response.status_code == 201, response.text
     return response
 
 
+# The INTERNAL spans UserStore.create and deliver_welcome_email come from @traced (pattern 1),
+# auth_check and serialize are manual spans (pattern 2).
 CREATE_USER_TREE = """
     gateway  SERVER    POST /api/users
     ├─ gateway  CLIENT    POST
     │  └─ users  SERVER    POST /users
     │     ├─ users  INTERNAL  auth_check
-    │     ├─ users  CLIENT    INCRBY
-    │     ├─ users  CLIENT    HSET
+    │     ├─ users  INTERNAL  UserStore.create
+    │     │  ├─ users  CLIENT    INCRBY
+    │     │  └─ users  CLIENT    HSET
     │     └─ users  INTERNAL  serialize
     └─ gateway  PRODUCER  apply_async/send_welcome_email
        └─ worker  CONSUMER  run/send_welcome_email
+          └─ worker  INTERNAL  deliver_welcome_email
 """
+CREATE_USER_SPANS = 11
+
+
+def spans_named(roots: list[Node], name: str) -> list[Node]:
+    return [node for root in roots for _, node in root.walk() if node.span.name == name]
+
+
+def events(node: Node) -> dict[str, dict]:
+    """A span's events by name (pattern 3: the log lines written while it was current)."""
+    return {name: attributes for name, attributes, _ in node.span.events}
 
 
 def test_create_user_is_one_trace_across_users_and_worker(running_stack: RunningStack):
@@ -40,10 +58,22 @@ def test_create_user_is_one_trace_across_users_and_worker(running_stack: Running
     trace_id = body["trace_id"]
     assert response.headers["traceresponse"].split("-")[1] == trace_id
 
-    (root,) = running_stack.assert_tree(trace_id, CREATE_USER_TREE)
+    roots = running_stack.assert_tree(trace_id, CREATE_USER_TREE)
     # The traceresponse header names the gateway's SERVER span: a caller can find its place in the trace.
-    assert response.headers["traceresponse"].split("-")[2] == root.span.span_id
+    assert response.headers["traceresponse"].split("-")[2] == roots[0].span.span_id
     assert running_stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"
+
+    # Log lines of users and of the worker's job are events on the span that was current when they
+    # were written: the store's line on the store's span, the delivery's on the delivery's span.
+    (create,) = spans_named(roots, "UserStore.create")
+    assert events(create)["user created"] == {"log.severity": "INFO", "user_id": body["user"]["id"]}
+    assert create.span.attributes["arg.email"].startswith(body["user"]["email"][0] + "***@")
+    (deliver,) = spans_named(roots, "deliver_welcome_email")
+    assert events(deliver)["welcome e-mail delivered"]["user_id"] == body["user"]["id"]
+    assert deliver.span.attributes["arg.recipient_domain"] == "example.org"
+    # The access line says what the SERVER span already says: it is not an event.
+    (users_server,) = spans_named(roots, "POST /users")
+    assert "request" not in events(users_server)
 
 
 def test_report_job_reaches_users_again_from_the_worker(running_stack: RunningStack):
@@ -54,19 +84,25 @@ def test_report_job_reaches_users_again_from_the_worker(running_stack: RunningSt
 
     job = running_stack.wait_for_job(body["job_id"])
     assert job["state"] == "SUCCESS" and job["result"]["user_id"] == user_id
-    running_stack.assert_tree(
+    roots = running_stack.assert_tree(
         body["trace_id"],
         """
         gateway  SERVER    POST /api/users/<user_id>/report
         └─ gateway  PRODUCER  apply_async/generate_report
            └─ worker  CONSUMER  run/generate_report
-              └─ worker  CLIENT    GET
-                 └─ users  SERVER    GET /users/<int:user_id>
-                    ├─ users  INTERNAL  auth_check
-                    ├─ users  CLIENT    HGETALL
-                    └─ users  INTERNAL  serialize
+              └─ worker  INTERNAL  build_report
+                 └─ worker  CLIENT    GET
+                    └─ users  SERVER    GET /users/<int:user_id>
+                       ├─ users  INTERNAL  auth_check
+                       ├─ users  INTERNAL  UserStore.get
+                       │  └─ users  CLIENT    HGETALL
+                       └─ users  INTERNAL  serialize
         """,
     )
+    (build,) = spans_named(roots, "build_report")
+    assert events(build)["report ready"] == {"log.severity": "INFO", "user_id": user_id}
+    (get,) = spans_named(roots, "UserStore.get")
+    assert events(get)["fetching user"]["user_id"] == user_id
 
 
 def test_retried_job_keeps_both_attempts_in_the_same_trace(running_stack: RunningStack):
@@ -74,27 +110,37 @@ def test_retried_job_keeps_both_attempts_in_the_same_trace(running_stack: Runnin
     body = create_user(running_stack, domain="greylisted.example").json()
     assert running_stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"
 
-    (root,) = running_stack.assert_tree(
+    roots = running_stack.assert_tree(
         body["trace_id"],
         """
         gateway  SERVER    POST /api/users
         ├─ gateway  CLIENT    POST
         │  └─ users  SERVER    POST /users
         │     ├─ users  INTERNAL  auth_check
-        │     ├─ users  CLIENT    INCRBY
-        │     ├─ users  CLIENT    HSET
+        │     ├─ users  INTERNAL  UserStore.create
+        │     │  ├─ users  CLIENT    INCRBY
+        │     │  └─ users  CLIENT    HSET
         │     └─ users  INTERNAL  serialize
         └─ gateway  PRODUCER  apply_async/send_welcome_email
            └─ worker  CONSUMER  run/send_welcome_email
+              ├─ worker  INTERNAL  deliver_welcome_email
               └─ worker  PRODUCER  apply_async/send_welcome_email
                  └─ worker  CONSUMER  run/send_welcome_email
+                    └─ worker  INTERNAL  deliver_welcome_email
         """,
     )
-    first_attempt = root.children[1].children[0]
-    second_attempt = first_attempt.children[0].children[0]
+    first_attempt, second_attempt = sorted(
+        spans_named(roots, "run/send_welcome_email"), key=lambda n: n.span.start_ns
+    )
     # A retry is not an error: Celery's state says what happened to each attempt.
     assert first_attempt.span.attributes["celery.state"] == "RETRY"
     assert second_attempt.span.attributes["celery.state"] == "SUCCESS"
+    # The deferred delivery itself did fail: its span is the error, with the log line that says why.
+    first_delivery, second_delivery = sorted(
+        spans_named(roots, "deliver_welcome_email"), key=lambda n: n.span.start_ns
+    )
+    assert first_delivery.span.is_error and not second_delivery.span.is_error
+    assert events(first_delivery)["delivery deferred: greylisted"]["log.severity"] == "WARNING"
 
 
 def test_outside_traceparent_is_continued(running_stack: RunningStack):
@@ -108,7 +154,7 @@ def test_outside_traceparent_is_continued(running_stack: RunningStack):
 
 def test_callers_baggage_reaches_the_worker(running_stack: RunningStack):
     response = create_user(running_stack, headers={"baggage": "tracehop.tenant=acme,unrelated=x"})
-    spans = running_stack.wait_for_spans(response.json()["trace_id"], count=9)
+    spans = running_stack.wait_for_spans(response.json()["trace_id"], count=CREATE_USER_SPANS)
     (consumer,) = [s for s in spans if s.kind == "CONSUMER"]
     (users_server,) = [s for s in spans if s.service == "users" and s.kind == "SERVER"]
     assert consumer.attributes.get("tracehop.tenant") == "acme"
@@ -134,6 +180,7 @@ def test_every_service_logs_lines_with_the_trace_id(running_stack: RunningStack)
     ]
     assert access["route"] == "/api/users" and access["status"] == 201 and access["duration_ms"] > 0
     delivered = running_stack.wait_for_log_lines(
-        "worker", lambda line: line.get("trace_id") == trace_id and line["message"] == "welcome e-mail delivered"
+        "worker",
+        lambda line: line.get("trace_id") == trace_id and line["message"] == "welcome e-mail delivered",
     )
     assert delivered and delivered[0]["user_id"] == body["user"]["id"]

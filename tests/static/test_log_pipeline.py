@@ -21,7 +21,11 @@ from tests.static.stack_files import CONTRACT_LOG_FIELDS, PYTHON_SERVICES, REPO_
 # The Alloy components we use: the attributes each requires and the exports others may reference.
 ALLOY_COMPONENTS: dict[str, dict[str, set[str]]] = {
     "local.file_match": {"required": {"path_targets"}, "exports": {"targets"}, "blocks": set()},
-    "loki.source.file": {"required": {"targets", "forward_to"}, "exports": set(), "blocks": {"decompression"}},
+    "loki.source.file": {
+        "required": {"targets", "forward_to"},
+        "exports": set(),
+        "blocks": {"decompression", "file_watch"},
+    },
     "loki.process": {
         "required": {"forward_to"},
         "exports": {"receiver"},
@@ -68,7 +72,9 @@ def test_alloy_components_are_known_and_complete():
         assert not missing, f"line {block.line}: {block.name} {block.label!r} lacks {sorted(missing)}"
         for nested in block.blocks():
             assert nested.name in schema["blocks"], f"line {nested.line}: {nested.name} inside {block.name}?"
-    assert {name for name, _ in seen} == set(ALLOY_COMPONENTS), "file_match -> source.file -> process -> write"
+    assert {name for name, _ in seen} == set(ALLOY_COMPONENTS), (
+        "file_match -> source.file -> process -> write"
+    )
 
 
 def test_alloy_references_resolve():
@@ -83,7 +89,9 @@ def test_alloy_references_resolve():
                 component, label, export = ".".join(ref.path[:-2]), ref.path[-2], ref.path[-1]
                 assert (component, label) in components, f"line {attribute.line}: {ref} names no component"
                 exports = ALLOY_COMPONENTS[component]["exports"]
-                assert export in exports, f"line {attribute.line}: {component} exports {sorted(exports)}, not {export}"
+                assert export in exports, (
+                    f"line {attribute.line}: {component} exports {sorted(exports)}, not {export}"
+                )
 
 
 def test_alloy_pipeline_is_connected_end_to_end():
@@ -107,7 +115,15 @@ def test_alloy_pipeline_is_connected_end_to_end():
 
 def test_promtail_does_what_alloy_does():
     alloy, promtail = stack_files.alloy_pipeline(), stack_files.promtail_pipeline()
-    for key in ("json_fields", "labels", "structured_metadata", "timestamp", "label_drop", "path_patterns", "push_urls"):
+    for key in (
+        "json_fields",
+        "labels",
+        "structured_metadata",
+        "timestamp",
+        "label_drop",
+        "path_patterns",
+        "push_urls",
+    ):
         assert alloy[key] == promtail[key], f"{key}: Alloy {alloy[key]} but Promtail {promtail[key]}"
     assert set(alloy["static_labels"]) == set(promtail["static_labels"])
     assert alloy["static_labels"]["job"] == promtail["static_labels"]["job"] == "tracehop"
@@ -136,7 +152,9 @@ def test_collector_reads_the_files_the_services_write(collector: str, compose_se
         assert seen, f"{collector} does not mount {written['source']}, where {name} writes {name}.log"
         assert all(v.get("read_only") for v in seen), f"{collector} must mount the logs read-only"
         inside = [str(PurePosixPath(v["target"]) / host_file.name) for v in seen]
-        assert any(fnmatch.fnmatch(path, pattern) for path in inside for pattern in pipeline["path_patterns"]), (
+        assert any(
+            fnmatch.fnmatch(path, pattern) for path in inside for pattern in pipeline["path_patterns"]
+        ), (
             f"{collector}: {name} writes {host_file.relative_to(REPO_ROOT)} (inside: {inside}), "
             f"which no pattern of {pipeline['path_patterns']} matches"
         )
@@ -166,11 +184,15 @@ def test_fields_read_exist_in_every_log_line(collector: str, sample_log_lines: d
     extracted = set(pipeline["json_fields"])
     for stage in ("labels", "structured_metadata"):
         unknown = set(pipeline[stage].values()) - extracted
-        assert not unknown, f"{collector}: the {stage} stage uses {sorted(unknown)}, which no json stage extracts"
+        assert not unknown, (
+            f"{collector}: the {stage} stage uses {sorted(unknown)}, which no json stage extracts"
+        )
     for service, lines in sample_log_lines["by_service"].items():
         for number, line in enumerate(lines, 1):
             missing = [field for field in pipeline["json_fields"].values() if field not in line]
-            assert not missing, f"{collector} reads {missing}, absent from {service} line {number} ({source}): {line}"
+            assert not missing, (
+                f"{collector} reads {missing}, absent from {service} line {number} ({source}): {line}"
+            )
 
 
 def test_log_lines_have_the_shape_the_pipeline_expects(sample_log_lines: dict[str, Any]):
@@ -181,26 +203,37 @@ def test_log_lines_have_the_shape_the_pipeline_expects(sample_log_lines: dict[st
         for line in lines:
             where = f"{service} line {line} ({sample_log_lines['source']})"
             # RFC 3339 in UTC with microseconds, as Go's RFC3339Nano layout parses it.
-            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)", line[ts_field]), where
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)", line[ts_field]), (
+                where
+            )
             datetime.fromisoformat(line[ts_field])
             assert re.fullmatch(r"[0-9a-f]{32}|", line["trace_id"]), f"trace_id: {where}"
             assert re.fullmatch(r"[0-9a-f]{16}|", line["span_id"]), f"span_id: {where}"
-            assert line["level"] in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"), where
+            assert line["level"] in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"), (
+                where
+            )
             if service in PYTHON_SERVICES:
                 # The `service` label comes from the field; the file a line is in must agree with it.
-                assert line["service"] == service, f"logs/{service}.log holds a line of {line['service']}: {where}"
+                assert line["service"] == service, (
+                    f"logs/{service}.log holds a line of {line['service']}: {where}"
+                )
 
 
 def test_access_log_fields_the_dashboard_filters_on_exist(sample_log_lines: dict[str, Any]):
     access = [
-        line for lines in sample_log_lines["by_service"].values() for line in lines if line.get("message") == "request"
+        line
+        for lines in sample_log_lines["by_service"].values()
+        for line in lines
+        if line.get("message") == "request"
     ]
     assert access, f"no access-log line (message 'request') in {sample_log_lines['source']}"
     used = set()
     for dashboard in stack_files.dashboards().values():
         for _, expr in stack_files.dashboard_queries(dashboard, "loki"):
             if "| json" in expr:
-                used |= set(re.findall(r"\|\s*(\w+)\s*(?:=~|!~|!=|==|=|>=|<=|>|<)", expr.split("| json", 1)[1]))
+                used |= set(
+                    re.findall(r"\|\s*(\w+)\s*(?:=~|!~|!=|==|=|>=|<=|>|<)", expr.split("| json", 1)[1])
+                )
     assert used, "the dashboard's LogQL filters access-log fields after | json"
     for line in access:
         missing = used - set(line)

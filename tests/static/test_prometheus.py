@@ -1,4 +1,4 @@
-"""infra/prometheus/prometheus.yml against promtool, the compose services it scrapes, and the PromQL we ship."""
+"""prometheus.yml checked by promtool and against the compose services it scrapes; the PromQL we ship."""
 
 from __future__ import annotations
 
@@ -32,7 +32,10 @@ def promtool() -> str:
 
 def test_promtool_accepts_the_configuration(promtool: str):
     result = subprocess.run(
-        [promtool, "check", "config", str(stack_files.PROMETHEUS_CONFIG)], capture_output=True, text=True, timeout=60
+        [promtool, "check", "config", str(stack_files.PROMETHEUS_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, f"promtool check config failed:\n{result.stdout}{result.stderr}"
 
@@ -54,7 +57,9 @@ def test_every_target_is_a_compose_service_serving_metrics_on_that_port(compose_
         assert address is not None, f"job {job}: service {host} serves no /metrics that tests can see"
         listen_host, listen_port = stack_files.split_host_port(address)
         assert listen_port == port, f"job {job} scrapes port {port}, but {host} serves /metrics on {address}"
-        assert listen_host == "0.0.0.0", f"{host} serves /metrics on {address}: Prometheus's container can't reach it"
+        assert listen_host == "0.0.0.0", (
+            f"{host} serves /metrics on {address}: Prometheus's container can't reach it"
+        )
 
 
 def test_every_python_service_is_scraped():
@@ -66,7 +71,9 @@ def test_target_labels_agree_with_the_job(compose_services: dict[str, Any]):
     for job in stack_files.prometheus_config()["scrape_configs"]:
         for static in job.get("static_configs") or []:
             service = (static.get("labels") or {}).get("service")
-            assert service in (None, job["job_name"]), f"job {job['job_name']} labels its targets service={service}"
+            assert service in (None, job["job_name"]), (
+                f"job {job['job_name']} labels its targets service={service}"
+            )
 
 
 def test_prometheus_keeps_15_days_and_exemplars(compose_services: dict[str, Any]):
@@ -76,7 +83,9 @@ def test_prometheus_keeps_15_days_and_exemplars(compose_services: dict[str, Any]
     assert "--enable-feature=exemplar-storage" in command
     config_flag = next(arg for arg in command if arg.startswith("--config.file="))
     (mount,) = [v for v in service["volumes"] if v["target"] == config_flag.split("=", 1)[1]]
-    assert Path(mount["source"]) == stack_files.PROMETHEUS_CONFIG, "compose must mount the shared prometheus.yml"
+    assert Path(mount["source"]) == stack_files.PROMETHEUS_CONFIG, (
+        "compose must mount the shared prometheus.yml"
+    )
     assert mount.get("read_only")
 
 
@@ -92,7 +101,10 @@ def test_worker_health_check_asks_the_metrics_port(compose_services: dict[str, A
 def _shipped_promql() -> list[tuple[str, str]]:
     queries = []
     for name, dashboard in stack_files.dashboards().items():
-        queries.extend((f"{name}: {where}", expr) for where, expr in stack_files.dashboard_queries(dashboard, "prometheus"))
+        queries.extend(
+            (f"{name}: {where}", expr)
+            for where, expr in stack_files.dashboard_queries(dashboard, "prometheus")
+        )
     for datasource in stack_files.grafana_datasources():
         for query in (datasource.get("jsonData") or {}).get("tracesToMetrics", {}).get("queries") or []:
             # Provisioning turns `$$` into `$`; $__tags becomes the span's label matchers.
@@ -113,7 +125,10 @@ def test_shipped_promql_parses(promtool: str, tmp_path: Path):
             {
                 "name": "shipped-promql",
                 "rules": [
-                    {"record": f"tracehop:shipped_query_{index}", "expr": stack_files.grafana_to_prometheus(expr)}
+                    {
+                        "record": f"tracehop:shipped_query_{index}",
+                        "expr": stack_files.grafana_to_prometheus(expr),
+                    }
                     for index, (_, expr) in enumerate(queries)
                 ],
             }
@@ -121,7 +136,9 @@ def test_shipped_promql_parses(promtool: str, tmp_path: Path):
     }
     rules_file = tmp_path / "shipped.rules.yml"
     rules_file.write_text(yaml.safe_dump(rules, sort_keys=False))
-    result = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60
+    )
     if result.returncode != 0:
         listing = "\n".join(f"  tracehop:shipped_query_{i}  {where}" for i, (where, _) in enumerate(queries))
         pytest.fail(f"promtool rejects shipped PromQL:\n{result.stdout}{result.stderr}\nwhich is:\n{listing}")

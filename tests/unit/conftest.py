@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from werkzeug.serving import make_server
 
+from services.common.logging_setup import install_record_patcher
 from services.common.telemetry import build_resource
 from tests.conftest import free_port
 
@@ -25,6 +26,9 @@ def _tracer_provider() -> TracerProvider:
     provider = TracerProvider(resource=build_resource("unit-test"))
     provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
     trace.set_tracer_provider(provider)
+    # What configure_logging() does in the services (without its sinks): log calls inside a span become
+    # events on it, so unit tests see the same events the trace backend shows.
+    install_record_patcher(span_events=True)
     return provider
 
 
@@ -35,7 +39,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
     _EXPORTER.clear()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def users_app(valkey_url: str):
     from services.users import create_app
 
@@ -47,7 +51,7 @@ def users_client(users_app):
     return users_app.test_client()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def users_server(users_app) -> Iterator[str]:
     """The users app served over real HTTP in a thread, for the gateway to call."""
     port = free_port()

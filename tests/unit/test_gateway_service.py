@@ -32,7 +32,11 @@ def broker(valkey_url: str) -> redis.Redis:
 @pytest.fixture
 def gateway(users_server: str, broker: redis.Redis):
     app = create_app(
-        {"TESTING": True, "USERS_CLIENT": UsersClient(users_server, token="test-token"), "JOB_QUEUE": JobQueue()}
+        {
+            "TESTING": True,
+            "USERS_CLIENT": UsersClient(users_server, token="test-token"),
+            "JOB_QUEUE": JobQueue(),
+        }
     )
     return app.test_client()
 
@@ -65,8 +69,9 @@ def test_create_user_span_tree_crosses_http(gateway, spans):
         ├─ test  CLIENT    POST
         │  └─ test  SERVER    POST /users
         │     ├─ test  INTERNAL  auth_check
-        │     ├─ test  CLIENT    INCRBY
-        │     ├─ test  CLIENT    HSET
+        │     ├─ test  INTERNAL  UserStore.create
+        │     │  ├─ test  CLIENT    INCRBY
+        │     │  └─ test  CLIENT    HSET
         │     └─ test  INTERNAL  serialize
         └─ test  PRODUCER  apply_async/send_welcome_email
            └─ test  CLIENT    LPUSH
@@ -75,7 +80,9 @@ def test_create_user_span_tree_crosses_http(gateway, spans):
 
 
 def test_celery_message_carries_the_producer_span_context(gateway, broker, spans):
-    gateway.post("/api/users", json={"name": "Ada", "email": "ada@example.org"}, headers={"baggage": "tracehop.k=v1"})
+    gateway.post(
+        "/api/users", json={"name": "Ada", "email": "ada@example.org"}, headers={"baggage": "tracehop.k=v1"}
+    )
     (producer,) = [s for s in spans.get_finished_spans() if s.kind.name == "PRODUCER"]
     (message,) = queued_messages(broker)
     _, trace_id, parent_id, _ = message["headers"]["traceparent"].split("-")
@@ -116,11 +123,35 @@ def test_users_down_is_503_and_client_span_records_the_error(broker, spans):
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "status", "error"),
     [
-        ("post", "/api/users", {"data": "{not json", "content_type": "application/json"}, 400, "invalid_body"),
-        ("post", "/api/users", {"data": "name=Ada", "content_type": "text/plain"}, 415, "unsupported_media_type"),
-        ("post", "/api/users", {"json": {"name": "Ada", "email": "ada@example.org", "x": 1}}, 400, "invalid_body"),
+        (
+            "post",
+            "/api/users",
+            {"data": "{not json", "content_type": "application/json"},
+            400,
+            "invalid_body",
+        ),
+        (
+            "post",
+            "/api/users",
+            {"data": "name=Ada", "content_type": "text/plain"},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "post",
+            "/api/users",
+            {"json": {"name": "Ada", "email": "ada@example.org", "x": 1}},
+            400,
+            "invalid_body",
+        ),
         ("post", "/api/users", {"json": {"name": 7, "email": "ada@example.org"}}, 400, "invalid_name"),
-        ("post", "/api/users", {"json": {"name": "Ada", "email": "x" * 300 + "@a.org"}}, 400, "invalid_email"),
+        (
+            "post",
+            "/api/users",
+            {"json": {"name": "Ada", "email": "x" * 300 + "@a.org"}},
+            400,
+            "invalid_email",
+        ),
         ("post", "/api/users", {"data": "x" * 20000, "content_type": "application/json"}, 413, None),
         ("get", "/api/users/abc", {}, 400, "invalid_user_id"),
         ("get", "/api/users/-1", {}, 400, "invalid_user_id"),

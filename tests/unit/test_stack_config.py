@@ -194,7 +194,7 @@ def prometheus_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_every_program_is_configured(tmp_path: Path, prometheus_on_path: Path) -> None:
     programs = parse_with_supervisord(make_stack(tmp_path).write_config())
 
-    assert list(programs) == ["redis", "trace-store", "users", "worker", "gateway", "prometheus"]
+    assert list(programs) == ["redis", "trace-store", "users", "worker", "beat", "gateway", "prometheus"]
     assert "--port 16379 --bind 127.0.0.1" in programs["redis"].command
     assert "-m tracehop trace-store --otlp-port 14318 --query-port 26686" in programs["trace-store"].command
     assert "-b 127.0.0.1:18081 --env OTEL_SERVICE_NAME=users 'services.users:create_app()'" in (
@@ -204,6 +204,51 @@ def test_every_program_is_configured(tmp_path: Path, prometheus_on_path: Path) -
     assert "-m celery -A services.worker.celery_app worker" in programs["worker"].command
     assert programs["prometheus"].command.startswith(str(prometheus_on_path))
     assert "--web.listen-address=127.0.0.1:19090" in programs["prometheus"].command
+
+
+def test_beat_keeps_its_schedule_under_var_and_traces_as_its_own_service(
+    tmp_path: Path, prometheus_on_path: Path
+) -> None:
+    programs = parse_with_supervisord(make_stack(tmp_path, inherited_env={}).write_config())
+
+    beat = programs["beat"]
+    assert "-m celery -A services.worker.celery_app beat" in beat.command
+    assert f"--schedule {tmp_path / 'var' / 'celerybeat-schedule'}" in beat.command
+    assert beat.environment["OTEL_SERVICE_NAME"] == "beat"
+    assert beat.environment["REDIS_URL"] == programs["worker"].environment["REDIS_URL"]
+
+
+def test_beat_can_be_left_out(tmp_path: Path, prometheus_on_path: Path) -> None:
+    stack = make_stack(tmp_path, beat=False)
+
+    assert "beat" not in parse_with_supervisord(stack.write_config())
+    assert "beat" not in stack.components
+
+
+def test_beat_is_ready_once_its_schedule_file_exists_and_a_stale_one_is_removed(
+    tmp_path: Path, prometheus_on_path: Path
+) -> None:
+    stack = make_stack(tmp_path)
+    (probe,) = [probe for probe in stack.probes() if probe.component == "beat"]
+    assert probe.check() == "schedule file not written yet"
+    (tmp_path / "var").mkdir()
+    stale = tmp_path / "var" / "celerybeat-schedule.db"  # dbm may add a suffix
+    stale.write_bytes(b"")
+    assert probe.check() is None
+
+    stack._prepare_files()  # what `start` does first
+
+    assert not stale.exists()
+    assert probe.check() == "schedule file not written yet"
+
+
+def test_make_up_allows_fault_injection_unless_the_shell_says_otherwise(tmp_path: Path) -> None:
+    environ = {"TRACEHOP_VAR_DIR": str(tmp_path / "var"), "TRACEHOP_LOG_DIR": str(tmp_path / "logs")}
+    assert LocalStack.from_env(environ).env["TRACEHOP_FAULT_INJECTION"] == "1"
+
+    stack = LocalStack.from_env({**environ, "TRACEHOP_FAULT_INJECTION": "0"})
+    # Not overridden: the services inherit the shell's value from supervisord.
+    assert "TRACEHOP_FAULT_INJECTION" not in stack.env
 
 
 def test_programs_stop_as_a_group_restart_and_log_under_var(tmp_path: Path, prometheus_on_path: Path) -> None:
@@ -223,6 +268,7 @@ def test_redis_is_omitted_when_a_redis_url_is_given(tmp_path: Path, prometheus_o
     programs = parse_with_supervisord(stack.write_config())
 
     assert "redis" not in programs
+    assert "redis" not in stack.components  # nor waited for by `up`
     assert programs["worker"].environment["REDIS_URL"] == "redis://127.0.0.1:6379/5"
 
 

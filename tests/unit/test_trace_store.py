@@ -6,7 +6,6 @@ import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,11 +30,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, SpanKind, StatusCode, Tracer
 
+from tests.conftest import REPO_ROOT, free_port
 from tracehop.trace_query import TraceQuery
 from tracehop.trace_store import RunningTraceStore, parse_otlp_json, serve_in_thread
 from tracehop.trace_tree import assert_trace_tree
 
-REPO = Path(__file__).resolve().parents[2]
 HOUR_AGO_NS = (time.time_ns() - 3600 * 10**9) // 10**9 * 10**9  # whole second: exact RFC 3339 bounds
 MS = 1_000_000
 
@@ -50,6 +49,13 @@ def http() -> requests.Session:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[RunningTraceStore]:
     with serve_in_thread(db_path=tmp_path / "traces.sqlite3") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTraceStore]:
+    """One store for the tests that only check answers: none of them reads what another one stored."""
+    with serve_in_thread(db_path=tmp_path_factory.mktemp("shared") / "traces.sqlite3") as running:
         yield running
 
 
@@ -161,9 +167,9 @@ def test_a_span_exported_twice_is_stored_once(store: RunningTraceStore, http: re
 
 
 def test_protobuf_success_answer_is_an_export_response(
-    store: RunningTraceStore, http: requests.Session
+    shared_store: RunningTraceStore, http: requests.Session
 ) -> None:
-    response = _post(http, store, _request(_span(b"\x01" * 16, b"\x02" * 8)).SerializeToString())
+    response = _post(http, shared_store, _request(_span(b"\x01" * 16, b"\x02" * 8)).SerializeToString())
 
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/x-protobuf"
@@ -349,9 +355,9 @@ def _json_with(**span_fields) -> bytes:
     ],
 )
 def test_bad_bodies_get_a_clear_4xx_never_a_500(
-    store: RunningTraceStore, http: requests.Session, body, content_type, headers, status, message
+    shared_store: RunningTraceStore, http: requests.Session, body, content_type, headers, status, message
 ) -> None:
-    response = _post(http, store, body, content_type, headers)
+    response = _post(http, shared_store, body, content_type, headers)
 
     assert response.status_code == status
     if content_type == "application/x-protobuf":
@@ -360,8 +366,12 @@ def test_bad_bodies_get_a_clear_4xx_never_a_500(
         assert message in response.json()["message"]
 
 
-def test_protobuf_with_a_short_trace_id_is_rejected(store: RunningTraceStore, http: requests.Session) -> None:
-    response = _post(http, store, _request(_span(b"\x01\x02\x03", b"\x02" * 8, "short")).SerializeToString())
+def test_protobuf_with_a_short_trace_id_is_rejected(
+    shared_store: RunningTraceStore, http: requests.Session
+) -> None:
+    response = _post(
+        http, shared_store, _request(_span(b"\x01\x02\x03", b"\x02" * 8, "short")).SerializeToString()
+    )
 
     assert response.status_code == 400
     assert "span 'short': trace id must be 16 bytes" in status_pb2.Status.FromString(response.content).message
@@ -369,9 +379,11 @@ def test_protobuf_with_a_short_trace_id_is_rejected(store: RunningTraceStore, ht
 
 @pytest.mark.parametrize(("path", "status"), [("/v1/metrics", 200), ("/v1/logs", 200), ("/v2/traces", 404)])
 def test_other_signals_are_dropped_and_unknown_paths_are_404(
-    store: RunningTraceStore, http: requests.Session, path: str, status: int
+    shared_store: RunningTraceStore, http: requests.Session, path: str, status: int
 ) -> None:
-    response = http.post(store.otlp_endpoint + path, data=b"", headers={"Content-Type": "application/json"})
+    response = http.post(
+        shared_store.otlp_endpoint + path, data=b"", headers={"Content-Type": "application/json"}
+    )
 
     assert response.status_code == status
 
@@ -379,16 +391,20 @@ def test_other_signals_are_dropped_and_unknown_paths_are_404(
 # ---------------------------------------------------------------------------------------------- query API
 
 
-def test_unknown_trace_is_404_with_a_json_error(store: RunningTraceStore, http: requests.Session) -> None:
-    response = http.get(f"{store.query_url}/api/v3/traces/{'ab' * 16}")
+def test_unknown_trace_is_404_with_a_json_error(
+    shared_store: RunningTraceStore, http: requests.Session
+) -> None:
+    response = http.get(f"{shared_store.query_url}/api/v3/traces/{'ab' * 16}")
 
     assert response.status_code == 404
     assert response.json() == {"error": {"httpCode": 404, "message": f"trace not found: {'ab' * 16}"}}
 
 
 @pytest.mark.parametrize("trace_id", ["xyz", "a" * 33])
-def test_malformed_trace_id_is_400(store: RunningTraceStore, http: requests.Session, trace_id: str) -> None:
-    response = http.get(f"{store.query_url}/api/v3/traces/{trace_id}")
+def test_malformed_trace_id_is_400(
+    shared_store: RunningTraceStore, http: requests.Session, trace_id: str
+) -> None:
+    response = http.get(f"{shared_store.query_url}/api/v3/traces/{trace_id}")
 
     assert response.status_code == 400
     assert "malformed parameter trace_id" in response.json()["error"]["message"]
@@ -499,8 +515,8 @@ def test_search_without_match_is_404(store, http, timeline) -> None:
         ),
     ],
 )
-def test_search_with_bad_parameters_is_400(store, http, params: dict[str, str], message: str) -> None:
-    response = _search(http, store, **params)
+def test_search_with_bad_parameters_is_400(shared_store, http, params: dict[str, str], message: str) -> None:
+    response = _search(http, shared_store, **params)
 
     assert response.status_code == 400
     assert message in response.json()["error"]["message"]
@@ -534,18 +550,12 @@ def test_spans_survive_a_restart(tmp_path: Path, http: requests.Session) -> None
 # --------------------------------------------------------------------------------------------- process
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_cli_process_serves_and_stops_cleanly_on_sigterm(tmp_path: Path, http: requests.Session) -> None:
-    otlp_port, query_port = _free_port(), _free_port()
+    otlp_port, query_port = free_port(), free_port()
     command = [sys.executable, "-m", "tracehop", "trace-store", "--otlp-port", str(otlp_port)]
     command += ["--query-port", str(query_port), "--db", str(tmp_path / "traces.sqlite3")]
     process = subprocess.Popen(
-        command, cwd=REPO, stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"}
+        command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"}
     )
     try:
         _wait_until_answering(http, f"http://127.0.0.1:{query_port}/api/v3/services", process)

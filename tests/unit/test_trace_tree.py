@@ -230,6 +230,8 @@ def _replace_line(old: str, new: str) -> str:
         pytest.param(_replace_line("worker  CONSUMER", "users  CONSUMER"), id="wrong service"),
         pytest.param(_replace_line("users  CLIENT    INCR", "users  INTERNAL  INCR"), id="wrong kind"),
         pytest.param(_replace_line("HSET", "HGET"), id="wrong name"),
+        # Each expected line needs its own span: two INCR lines cannot both match the one INCR span.
+        pytest.param(_replace_line("HSET", "INCR"), id="one span for two lines"),
         pytest.param(_replace_line("│     ├─ users  CLIENT    HSET\n", ""), id="extra actual span"),
         pytest.param(CONTRACT_TREE + "\n      └─ worker  CLIENT  GET /users/<id>", id="missing actual span"),
     ],

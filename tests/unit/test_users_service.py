@@ -26,11 +26,35 @@ def test_create_user_span_tree(users_client, spans):
         """
         users  SERVER    POST /users
         ├─ users  INTERNAL  auth_check
-        ├─ users  CLIENT    INCRBY
-        ├─ users  CLIENT    HSET
+        ├─ users  INTERNAL  UserStore.create
+        │  ├─ users  CLIENT    INCRBY
+        │  └─ users  CLIENT    HSET
         └─ users  INTERNAL  serialize
         """,
     )
+
+
+def test_store_spans_carry_their_arguments_and_log_lines(users_client, spans):
+    user = users_client.post(
+        "/users", json={"name": "Ada", "email": "ada@example.org"}, headers=TOKEN
+    ).get_json()
+    users_client.get(f"/users/{user['id']}", headers=TOKEN)
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    create, get = finished["UserStore.create"], finished["UserStore.get"]
+    # @traced: the e-mail address masked, the name skipped, self never recorded.
+    assert dict(create.attributes) == {
+        "code.function.name": "services.users.store.UserStore.create",
+        "arg.email": "a***@example.org",
+    }
+    assert get.attributes["arg.user_id"] == user["id"]
+    # The store's log lines are events on the store's spans, not on the request's.
+    assert [(e.name, dict(e.attributes)) for e in create.events] == [
+        ("user created", {"log.severity": "INFO", "user_id": user["id"]})
+    ]
+    assert [e.name for e in get.events] == ["fetching user"]
+    # The access line duplicates the SERVER span's own attributes: it is not an event.
+    servers = [s for s in spans.get_finished_spans() if s.kind.name == "SERVER"]
+    assert servers and not [e for s in servers for e in s.events if e.name == "request"]
 
 
 def test_auth_check_records_outcome_without_the_token(users_client, spans):
@@ -49,6 +73,7 @@ def test_missing_token_is_401_json_with_trace_id(users_client, spans):
     (auth,) = [s for s in spans.get_finished_spans() if s.name == "auth_check"]
     assert auth.attributes["auth.outcome"] == "denied"
     assert auth.status.status_code.name == "ERROR"
+    assert "service token rejected" in [e.name for e in auth.events]
     # Refused before touching the database.
     assert not [s for s in spans.get_finished_spans() if s.kind.name == "CLIENT"]
 

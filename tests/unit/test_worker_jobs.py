@@ -37,17 +37,47 @@ def test_welcome_email_job_succeeds_and_is_counted(spans):
     result = tasks.send_welcome_email.apply(args=[7, "example.org"])
     assert result.get() == {"user_id": 7, "delivered": True, "attempts": 1}
     assert jobs_total("send_welcome_email", "succeeded") == before + 1
-    assert_trace_tree(as_query_spans(spans.get_finished_spans(), "worker"), "worker  CONSUMER  run/send_welcome_email")
+    assert_trace_tree(
+        as_query_spans(spans.get_finished_spans(), "worker"),
+        """
+        worker  CONSUMER  run/send_welcome_email
+        └─ worker  INTERNAL  deliver_welcome_email
+        """,
+    )
+
+
+def test_delivery_is_a_traced_span_holding_its_log_lines(spans):
+    tasks.send_welcome_email.apply(args=[7, "greylisted.example"])
+    first, second = sorted(
+        (s for s in spans.get_finished_spans() if s.name == "deliver_welcome_email"),
+        key=lambda s: s.start_time,
+    )
+    assert (first.attributes["arg.attempt"], second.attributes["arg.attempt"]) == (0, 1)
+    assert first.attributes["arg.recipient_domain"] == "greylisted.example"
+    # The deferred attempt failed (its span says so); the job's retry is read on the CONSUMER span.
+    assert first.status.status_code.name == "ERROR" and second.status.status_code.name == "UNSET"
+    assert [e.name for e in first.events] == [
+        "delivering welcome e-mail",
+        "delivery deferred: greylisted",
+        "exception",
+    ]
+    delivered = [e for e in second.events if e.name == "welcome e-mail delivered"]
+    assert delivered and delivered[0].attributes["user_id"] == 7
 
 
 def test_greylisted_job_retries_then_succeeds_and_both_attempts_are_counted():
-    retried, succeeded = jobs_total("send_welcome_email", "retried"), jobs_total("send_welcome_email", "succeeded")
+    retried, succeeded = (
+        jobs_total("send_welcome_email", "retried"),
+        jobs_total("send_welcome_email", "succeeded"),
+    )
     retries = REGISTRY.get_sample_value("tracehop_job_retries_total", {"task": "send_welcome_email"}) or 0.0
     result = tasks.send_welcome_email.apply(args=[8, "greylisted.example"])
     assert result.get()["attempts"] == 2
     assert jobs_total("send_welcome_email", "retried") == retried + 1
     assert jobs_total("send_welcome_email", "succeeded") == succeeded + 1
-    assert REGISTRY.get_sample_value("tracehop_job_retries_total", {"task": "send_welcome_email"}) == retries + 1
+    assert (
+        REGISTRY.get_sample_value("tracehop_job_retries_total", {"task": "send_welcome_email"}) == retries + 1
+    )
 
 
 def test_report_job_calls_users_over_http(users_server, users_app, monkeypatch, spans):
@@ -60,11 +90,13 @@ def test_report_job_calls_users_over_http(users_server, users_app, monkeypatch, 
         as_query_spans(spans.get_finished_spans(), "test"),
         """
         test  CONSUMER  run/generate_report
-        └─ test  CLIENT    GET
-           └─ test  SERVER    GET /users/<int:user_id>
-              ├─ test  INTERNAL  auth_check
-              ├─ test  CLIENT    HGETALL
-              └─ test  INTERNAL  serialize
+        └─ test  INTERNAL  build_report
+           └─ test  CLIENT    GET
+              └─ test  SERVER    GET /users/<int:user_id>
+                 ├─ test  INTERNAL  auth_check
+                 ├─ test  INTERNAL  UserStore.get
+                 │  └─ test  CLIENT    HGETALL
+                 └─ test  INTERNAL  serialize
         """,
     )
 

@@ -1,0 +1,113 @@
+"""The gateway is where outside callers meet our system: what of their trace context do we accept?
+
+Two settings decide (W3C Trace Context calls this "crossing a trust boundary"):
+
+- TRACEHOP_TRUST_INCOMING_TRACE (default true): true continues the caller's trace (their `traceparent`
+  becomes our parent, their `tracestate` travels on). false restarts it: our SERVER span starts a new trace
+  and keeps a span LINK to the caller's context, so the two traces can still be joined by whoever may see
+  both, while an outside caller cannot choose our trace ids or sampling decision.
+- TRACEHOP_BAGGAGE_ALLOWLIST (default `tracehop.*`) and TRACEHOP_BAGGAGE_MAX_BYTES (default 1024): the
+  caller's `baggage` entries that travel on to users and the worker (see baggage_policy.py).
+
+It works on the WSGI environ before the Flask instrumentation extracts context from it: a WSGI
+middleware rewrites or removes the headers (in place, so it does not matter which wrapper is outermost),
+and a `before_request` hook, registered after the instrumentation's own, adds the link to the new span
+and records on it what the boundary did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, request
+from opentelemetry import trace
+from opentelemetry.instrumentation.wsgi import wsgi_getter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from services.common import settings
+from services.common.propagation import use_w3c_tracestate
+from services.gateway.baggage_policy import BaggagePolicy
+
+CALLER_CONTEXT_KEY = "tracehop.caller_span_context"
+BAGGAGE_DROPPED_KEY = "tracehop.baggage_dropped"
+TRACE_HEADERS = ("HTTP_TRACEPARENT", "HTTP_TRACESTATE")
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    trust_incoming_trace: bool
+    baggage: BaggagePolicy
+
+    @classmethod
+    def from_env(cls) -> TrustSettings:
+        return cls(
+            trust_incoming_trace=settings.env_bool("TRACEHOP_TRUST_INCOMING_TRACE", True),
+            baggage=BaggagePolicy.from_setting(
+                settings.env_str("TRACEHOP_BAGGAGE_ALLOWLIST", "tracehop.*"),
+                settings.env_int("TRACEHOP_BAGGAGE_MAX_BYTES", 1024),
+            ),
+        )
+
+
+class TrustBoundaryMiddleware:
+    """Rewrites the trace-context headers of each request according to `TrustSettings`."""
+
+    def __init__(self, app: WsgiApp, trust: TrustSettings) -> None:
+        self.app = app
+        self.trust = trust
+        # Only to read the caller's traceparent for the link; never installed globally.
+        self._reader = TraceContextTextMapPropagator()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not self.trust.trust_incoming_trace:
+            self._restart_trace(environ)
+        self._filter_baggage(environ)
+        return self.app(environ, start_response)
+
+    def _restart_trace(self, environ: dict[str, Any]) -> None:
+        if "HTTP_TRACEPARENT" not in environ:
+            return
+        caller = trace.get_current_span(self._reader.extract(environ, getter=wsgi_getter)).get_span_context()
+        if caller.is_valid:
+            environ[CALLER_CONTEXT_KEY] = caller
+        # "Vendors SHOULD clean up tracestate collection on traceparent restart."
+        for name in TRACE_HEADERS:
+            environ.pop(name, None)
+
+    def _filter_baggage(self, environ: dict[str, Any]) -> None:
+        header = environ.get("HTTP_BAGGAGE")
+        if header is None:
+            return
+        filtered = self.trust.baggage.filter(header)
+        if filtered.dropped:
+            environ[BAGGAGE_DROPPED_KEY] = filtered.dropped
+        if filtered.header:
+            environ["HTTP_BAGGAGE"] = filtered.header
+        else:
+            del environ["HTTP_BAGGAGE"]
+
+
+def install_trust_boundary(app: Flask, trust: TrustSettings | None = None) -> None:
+    """Call after the Flask instrumentation is applied (its span must exist when the hook runs)."""
+    trust = trust or TrustSettings.from_env()
+    # Also the edge's tracestate parsing: members are kept one by one (services/common/tracestate.py).
+    use_w3c_tracestate()
+    app.wsgi_app = TrustBoundaryMiddleware(app.wsgi_app, trust)  # type: ignore[method-assign]
+    app.extensions["trust_boundary"] = trust
+
+    @app.before_request
+    def _record_boundary_on_span() -> None:
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        caller = request.environ.get(CALLER_CONTEXT_KEY)
+        if caller is not None:
+            span.add_link(caller, {"link.reason": "trust_boundary_restart"})
+            span.set_attribute("edge.trace_restarted", True)
+        dropped = request.environ.get(BAGGAGE_DROPPED_KEY)
+        if dropped:
+            span.set_attribute("edge.baggage_dropped", dropped)

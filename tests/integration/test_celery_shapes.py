@@ -1,0 +1,279 @@
+"""Every Celery shape keeps its trace: chain, chord, countdown, beat, a job queueing a job, a job calling
+users — each with Redis and with RabbitMQ as the broker (the result backend is Redis for both).
+
+One request each, the exact tree by parent ids; docs/context-propagation.md shows and explains each one.
+The chord callback also carries span links to every task of its header (services/worker/chord_links.py):
+its parent alone would name only the header task that happened to finish last.
+
+The last tests (Redis only) check what travels in a Celery message and the per-request fault flags.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.integration.conftest import RunningStack
+from tests.integration.context_capture import decoded_body, pushed_messages, wait_for
+from tracehop.trace_query import Span
+from tracehop.trace_tree import Node, assert_trace_tree
+
+# Decorator spans (@traced) may sit inside a job or a users request: a `…` line allows them.
+
+
+def post(stack: RunningStack, path: str, body: dict | None = None, headers: dict | None = None) -> dict:
+    response = stack.http.post(f"{stack.gateway}{path}", json=body or {}, headers=headers, timeout=10)
+    assert response.status_code in (201, 202), response.text
+    return response.json()
+
+
+def finished_job(stack: RunningStack, job_id: str) -> dict:
+    job = stack.wait_for_job(job_id)
+    assert job["state"] == "SUCCESS", job
+    return job
+
+
+def has_span(service: str, kind: str) -> Callable[[list[Span]], bool]:
+    return lambda spans: any(span.service == service and span.kind == kind for span in spans)
+
+
+def nodes_named(roots: list[Node], name: str) -> list[Node]:
+    return [node for root in roots for _, node in root.walk() if node.span.name == name]
+
+
+# ------------------------------------------------------------------------------------------------ chain
+
+CHAIN_TREE = """
+    gateway  SERVER    POST /api/workflows/etl
+    └─ gateway  PRODUCER  apply_async/etl_extract
+       └─ worker  CONSUMER  run/etl_extract
+          └─ worker  PRODUCER  apply_async/etl_transform
+             └─ worker  CONSUMER  run/etl_transform
+                └─ worker  PRODUCER  apply_async/etl_load
+                   └─ worker  CONSUMER  run/etl_load
+"""
+
+
+def test_chain_is_a_staircase_each_step_queued_by_the_one_before(broker_stack: RunningStack):
+    body = post(broker_stack, "/api/workflows/etl", {"source": "orders"})
+    assert finished_job(broker_stack, body["job_id"])["result"] == {"source": "orders", "loaded": 3}
+    broker_stack.assert_tree(body["trace_id"], CHAIN_TREE)
+
+
+# ------------------------------------------------------------------------------------------------ chord
+
+# Sibling order is ignored, so the callback may hang under whichever `run/count_words` matches.
+CHORD_TREE = """
+    gateway  SERVER    POST /api/workflows/wordcount
+    ├─ gateway  PRODUCER  apply_async/count_words
+    │  └─ worker  CONSUMER  run/count_words
+    │     └─ worker  PRODUCER  apply_async/sum_counts
+    │        └─ worker  CONSUMER  run/sum_counts
+    ├─ gateway  PRODUCER  apply_async/count_words
+    │  └─ worker  CONSUMER  run/count_words
+    └─ gateway  PRODUCER  apply_async/count_words
+       └─ worker  CONSUMER  run/count_words
+"""
+
+
+def test_chord_callback_is_child_of_the_last_header_task_and_linked_to_all(broker_stack: RunningStack):
+    body = post(broker_stack, "/api/workflows/wordcount", {"text": "one two three four five six", "parts": 3})
+    assert finished_job(broker_stack, body["job_id"])["result"] == {"parts": 3, "words": 6}
+
+    roots = broker_stack.assert_tree(body["trace_id"], CHORD_TREE)
+    headers = nodes_named(roots, "run/count_words")
+    (callback,) = nodes_named(roots, "run/sum_counts")
+    # The parent (matched above): the header task whose completion completed the chord, i.e. whichever
+    # finished last. The links: the callback depends on every header task, not only on that one.
+    assert sorted(callback.span.links) == sorted((node.span.trace_id, node.span.span_id) for node in headers)
+
+
+# -------------------------------------------------------------------------------------------- countdown
+
+
+def test_countdown_job_runs_later_in_the_same_trace(broker_stack: RunningStack):
+    body = post(broker_stack, "/api/workflows/reminder", {"note": "call back", "delay_s": 1})
+    finished_job(broker_stack, body["job_id"])
+
+    (root,) = broker_stack.assert_tree(
+        body["trace_id"],
+        """
+        gateway  SERVER    POST /api/workflows/reminder
+        └─ gateway  PRODUCER  apply_async/send_reminder
+           └─ worker  CONSUMER  run/send_reminder
+        """,
+    )
+    producer = root.children[0].span
+    consumer = root.children[0].children[0].span
+    # The worker receives the message at once but holds it until its ETA: the job starts a second later.
+    eta = datetime.fromisoformat(consumer.attributes["celery.eta"])
+    assert abs(eta.timestamp() - producer.start_ns / 1e9 - 1.0) < 0.5
+    assert consumer.start_ns >= eta.timestamp() * 1e9 - 50e6  # 50 ms for clock rounding
+
+
+# ------------------------------------------------------------------------------ a job that queues a job
+
+
+def test_job_queued_by_a_job_continues_its_trace(broker_stack: RunningStack):
+    body = post(broker_stack, "/api/workflows/followup", {"note": "check the report"})
+    followup_id = finished_job(broker_stack, body["job_id"])["result"]["followup_job_id"]
+    finished_job(broker_stack, followup_id)
+
+    broker_stack.assert_tree(
+        body["trace_id"],
+        """
+        gateway  SERVER    POST /api/workflows/followup
+        └─ gateway  PRODUCER  apply_async/plan_followup
+           └─ worker  CONSUMER  run/plan_followup
+              └─ worker  PRODUCER  apply_async/send_reminder
+                 └─ worker  CONSUMER  run/send_reminder
+        """,
+    )
+
+
+# ------------------------------------------------------------------------------ a job that calls users
+
+
+def test_job_calling_users_reaches_users_in_the_same_trace(broker_stack: RunningStack):
+    created = post(
+        broker_stack, "/api/users", {"name": "Ada", "email": f"ada-{uuid.uuid4().hex[:6]}@example.org"}
+    )
+    body = post(broker_stack, f"/api/users/{created['user']['id']}/report")
+    finished_job(broker_stack, body["job_id"])
+
+    (root,) = broker_stack.assert_tree(
+        body["trace_id"],
+        """
+        gateway  SERVER    POST /api/users/<user_id>/report
+        └─ gateway  PRODUCER  apply_async/generate_report
+           └─ worker  CONSUMER  run/generate_report
+              └─ …
+        """,
+    )
+    # Wherever the decorator spans put it, the call to users hangs under the job's span.
+    consumer = root.children[0].children[0]
+    below = {node.span.name: node for _, node in consumer.walk()}
+    assert below["GET"].span.kind == "CLIENT"
+    assert [child.span.name for child in below["GET"].children] == ["GET /users/<int:user_id>"]
+
+
+# ------------------------------------------------------------------------------------------------- beat
+
+BEAT_TREE = """
+    beat  PRODUCER  apply_async/heartbeat
+    └─ worker  CONSUMER  run/heartbeat
+"""
+
+
+def complete_beat_traces(stack: RunningStack, count: int, timeout: float = 20.0) -> dict[str, list[Span]]:
+    """At least `count` heartbeat traces with both spans (beat ticks every second in these stacks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = datetime.now(UTC)
+        found = stack.traces.search("beat", now - timedelta(minutes=10), now + timedelta(minutes=1), limit=10)
+        complete = {trace_id: spans for trace_id, spans in found.items() if len(spans) >= 2}
+        if len(complete) >= count or time.monotonic() > deadline:
+            return complete
+        time.sleep(0.2)
+
+
+def test_each_beat_run_is_a_trace_of_its_own(broker_stack: RunningStack):
+    traces = complete_beat_traces(broker_stack, count=2)
+    assert len(traces) >= 2, f"fewer than two complete heartbeat traces: {traces}"
+    for spans in traces.values():
+        (root,) = assert_trace_tree(spans, BEAT_TREE)
+        # A true root, not an orphan: no request started it.
+        assert root.span.parent_span_id == ""
+    assert len({spans[0].trace_id for spans in traces.values()}) == len(traces)
+
+
+# ------------------------------------------------------------------- what a Celery message carries (Redis)
+
+
+# The same session stack as the Redis half of `broker_stack`: no extra start. MONITOR is Redis's, and
+# the fault flags do not depend on the broker, so these run once.
+redis_broker_only = pytest.mark.parametrize("broker_stack", ["redis"], indirect=True)
+
+
+@redis_broker_only
+def test_the_message_carries_the_producer_span_and_the_baggage(broker_stack: RunningStack):
+    with pushed_messages(broker_stack.stack.redis_url) as messages:
+        body = post(broker_stack, "/api/workflows/followup", headers={"baggage": "tracehop.tenant=acme"})
+        wait_for(messages, 1)
+    (message,) = [m for m in messages if m["headers"]["id"] == body["job_id"]]
+    spans = broker_stack.traces.wait_for_trace(
+        body["trace_id"], until=has_span("gateway", "PRODUCER"), timeout=30
+    )
+    (producer,) = [span for span in spans if span.name == "apply_async/plan_followup"]
+
+    headers = message["headers"]
+    version, trace_id, parent_id, _flags = headers["traceparent"].split("-")
+    assert (version, trace_id, parent_id) == ("00", body["trace_id"], producer.span_id)
+    assert headers["baggage"] == "tracehop.tenant=acme"
+    assert headers["task"] == "plan_followup"
+    assert decoded_body(message)[0] == ["check the report"]
+
+
+# ------------------------------------------------------------------------------ fault flags (Redis)
+
+
+@redis_broker_only
+def test_a_fault_flag_slows_users_for_that_request_only(broker_stack: RunningStack):
+    flagged = broker_stack.http.post(
+        f"{broker_stack.gateway}/api/users",
+        json={"name": "Ada", "email": "ada-slow@example.org"},
+        headers={"baggage": "tracehop.fault=users:delay=300ms"},
+        timeout=10,
+    )
+    assert flagged.status_code == 201
+    spans = broker_stack.traces.wait_for_trace(
+        flagged.json()["trace_id"], until=has_span("users", "SERVER"), timeout=30
+    )
+    (users_server,) = [span for span in spans if span.service == "users" and span.kind == "SERVER"]
+    assert users_server.duration_ns >= 300e6
+    assert users_server.attributes["tracehop.fault.injected"] == "users:delay=300ms"
+    (event,) = [attributes for name, attributes, _ in users_server.events if name == "fault injected"]
+    assert event["fault.delay_ms"] == 300
+    # The gateway's own span is slow only because it waited: no fault was injected there.
+    (gateway_server,) = [span for span in spans if span.service == "gateway" and span.kind == "SERVER"]
+    assert "tracehop.fault.injected" not in gateway_server.attributes
+
+
+@redis_broker_only
+def test_a_fault_flag_fails_the_job_of_that_request(broker_stack: RunningStack):
+    body = post(broker_stack, "/api/workflows/followup", headers={"baggage": "tracehop.fault=worker:error"})
+    assert broker_stack.wait_for_job(body["job_id"])["state"] == "FAILURE"
+
+    (root,) = broker_stack.assert_tree(
+        body["trace_id"],
+        """
+        gateway  SERVER    POST /api/workflows/followup
+        └─ gateway  PRODUCER  apply_async/plan_followup
+           └─ worker  CONSUMER  run/plan_followup
+        """,
+    )
+    consumer = root.children[0].children[0].span
+    assert consumer.is_error and consumer.attributes["celery.state"] == "FAILURE"
+    assert "fault injected" in [name for name, _, _ in consumer.events]
+    assert not root.span.is_error  # the request itself was accepted (202)
+
+
+def test_fault_flags_do_nothing_where_the_setting_is_off(running_stack: RunningStack):
+    # The core stack runs with the services' default: TRACEHOP_FAULT_INJECTION unset.
+    response = running_stack.http.post(
+        f"{running_stack.gateway}/api/users",
+        json={"name": "Ada", "email": "ada-off@example.org"},
+        headers={"baggage": "tracehop.fault=users:error"},
+        timeout=10,
+    )
+    assert response.status_code == 201
+    both = (has_span("users", "SERVER"), has_span("worker", "CONSUMER"))
+    spans = running_stack.traces.wait_for_trace(
+        response.json()["trace_id"], until=lambda spans: all(has(spans) for has in both), timeout=30
+    )
+    assert not any("tracehop.fault.injected" in span.attributes for span in spans)
+    assert not [span for span in spans if span.is_error]

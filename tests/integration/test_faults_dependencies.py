@@ -1,0 +1,197 @@
+"""Faults of the stack's dependencies, on a private stack: the trace backend, users, Redis.
+
+Each test breaks one program of its own stack (never the session stack the other tests share), watches
+what callers get while it is broken, then brings it back and watches the system recover without a
+restart of anything else. The stack runs one worker process (TRACEHOP_WORKER_CONCURRENCY=1), so a long
+job keeps it busy and a second job must wait in Redis.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.integration.conftest import RunningStack, start_private_stack
+from tests.integration.fault_tools import BlackHole, Programs, metric_value, publish_job, timed
+
+EXPORT_TIMEOUT_S = 1.0
+ENV = {
+    "OTEL_BSP_SCHEDULE_DELAY": "200",
+    # Short, so that a hung backend fails many exports (and would log many lines) within the test.
+    "OTEL_EXPORTER_OTLP_TIMEOUT": str(EXPORT_TIMEOUT_S),
+    "TRACEHOP_MAIL_LATENCY_MS": "1",
+    "TRACEHOP_WORKER_CONCURRENCY": "1",
+    "TRACEHOP_VISIBILITY_TIMEOUT_S": "5",
+}
+SERVICES = ("gateway", "users", "worker")
+# What a fault may cost a request that cannot succeed: connect refused, plus the short retry policies.
+FAIL_FAST_S = 3.5
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    running = start_private_stack(tmp_path_factory.mktemp("faults-dependencies"), ENV)
+    try:
+        yield running
+    finally:
+        running.http.close()  # idle keep-alive connections would slow gunicorn's graceful stop
+        running.stack.stop()
+
+
+@pytest.fixture
+def programs(stack: RunningStack) -> Iterator[Programs]:
+    programs = Programs(stack.stack)
+    yield programs
+    programs.ensure_all_running()
+
+
+def post_user(stack: RunningStack, domain: str = "example.org") -> requests.Response:
+    email = f"fault-{uuid.uuid4().hex[:8]}@{domain}"
+    return stack.http.post(f"{stack.gateway}/api/users", json={"name": "F", "email": email}, timeout=15)
+
+
+def metrics_urls(stack: RunningStack) -> dict[str, str]:
+    urls = stack.stack.urls
+    return {
+        "gateway": f"{urls['gateway']}/metrics",
+        "users": f"{urls['users']}/metrics",
+        "worker": urls["worker_metrics"],
+    }
+
+
+def wait_until(condition, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(0.2)
+
+
+def exporter_log_lines(stack: RunningStack, service: str, after: int) -> list[dict]:
+    return [
+        line
+        for line in stack.log_lines(service)[after:]
+        if line.get("logger", "").startswith("opentelemetry")
+    ]
+
+
+def test_trace_backend_down_or_hung_costs_requests_nothing_and_export_resumes(stack, programs):
+    baseline = [timed(lambda: post_user(stack))[1] for _ in range(8)]
+    dropped_before = {
+        name: metric_value(url, "tracehop_spans_dropped_total") for name, url in metrics_urls(stack).items()
+    }
+    log_marks = {service: len(stack.log_lines(service)) for service in SERVICES}
+    statuses, latencies = [], []
+
+    def traffic(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            response, took = timed(lambda: post_user(stack))
+            statuses.append(response.status_code)
+            latencies.append(took)
+            time.sleep(0.05)
+
+    with programs.stopped("trace-store"):
+        traffic(4)  # down: every export is refused at once
+        with BlackHole(stack.stack.ports.otlp) as hole:
+            traffic(4)  # hung: every export waits for its timeout
+        assert hole.connections > 0, "the exporters never reached the hung backend"
+
+    assert set(statuses) == {201}, statuses
+    # Export runs on the batch processor's own thread: requests must not wait for the backend at all,
+    # and never for longer than one export timeout.
+    assert max(latencies) < max(baseline) + EXPORT_TIMEOUT_S, (max(latencies), max(baseline))
+    assert statistics.median(latencies) < statistics.median(baseline) + 0.25
+    for name, url in metrics_urls(stack).items():
+        wait_until(
+            lambda url=url, name=name: (
+                metric_value(url, "tracehop_spans_dropped_total") > dropped_before[name]
+            ),
+            15,
+            f"{name} counts the spans it could not export",
+        )
+    for service in SERVICES:
+        # One line per message per process per 30 s (logging_setup.RepeatLimiter): at most two processes
+        # here, a handful of distinct exporter messages; without the limiter this is dozens.
+        lines = exporter_log_lines(stack, service, log_marks[service])
+        assert len(lines) <= 8, [line["message"] for line in lines]
+    # The backend is back: new traces arrive whole.
+    trace_id = post_user(stack).json()["trace_id"]
+    spans = stack.traces.wait_for_trace(
+        trace_id, until=lambda spans: {s.service for s in spans} == set(SERVICES), timeout=30
+    )
+    assert any(s.kind == "CONSUMER" for s in spans)
+
+
+def test_users_down_is_a_503_with_its_trace_and_readyz_names_it(stack, programs):
+    with programs.stopped("users"):
+        response, took = timed(lambda: post_user(stack))
+        assert response.status_code == 503 and took < FAIL_FAST_S
+        body = response.json()
+        assert body["error"] == "users_unavailable" and len(body["trace_id"]) == 32
+        ready = stack.http.get(f"{stack.gateway}/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"users": False, "redis": True}
+        assert "users" in ready.json()["message"]
+
+    spans = stack.traces.wait_for_trace(
+        body["trace_id"], until=lambda spans: any(s.kind == "CLIENT" for s in spans), timeout=30
+    )
+    (client,) = [s for s in spans if s.kind == "CLIENT" and s.service == "gateway"]
+    assert client.is_error
+    assert any(name == "exception" for name, _, _ in client.events), client.events
+    (server,) = [s for s in spans if s.kind == "SERVER"]
+    assert server.is_error  # a 5xx answer marks the SERVER span as an error
+    assert not any(s.kind == "PRODUCER" for s in spans)  # nothing was queued for a user never created
+    wait_until(lambda: post_user(stack).status_code == 201, 30, "users answers again")
+
+
+def test_redis_down_answers_503_fast_and_no_accepted_job_is_lost(stack, programs):
+    user_id = post_user(stack).json()["user"]["id"]
+    worker_pid = programs.pid("worker")
+    # The only worker process is busy with a long job; the report job queued next waits in Redis.
+    trace_id = uuid.uuid4().hex
+    busy = publish_job(
+        stack.stack.redis_url, "long_job", [4, 500], f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+    )
+    wait_until(
+        lambda: stack.http.get(f"{stack.gateway}/api/jobs/{busy}", timeout=5).json()["state"] == "STARTED",
+        15,
+        "the long job started",
+    )
+    queued = stack.http.post(f"{stack.gateway}/api/users/{user_id}/report", timeout=10)
+    assert queued.status_code == 202
+    waiting = queued.json()["job_id"]
+
+    with programs.stopped("redis"):
+        calls = {
+            "queue a job": lambda: stack.http.post(f"{stack.gateway}/api/users/{user_id}/report", timeout=10),
+            "create a user": lambda: post_user(stack),
+            "read a job": lambda: stack.http.get(f"{stack.gateway}/api/jobs/{waiting}", timeout=10),
+        }
+        for what, call in calls.items():
+            response, took = timed(call)
+            assert response.status_code == 503, (what, response.text)
+            assert took < FAIL_FAST_S, (what, took)
+            assert len(response.json()["trace_id"]) == 32
+        ready = stack.http.get(f"{stack.gateway}/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["checks"]["redis"] is False
+
+    # Recovered without restarting the gateway: the next job is accepted again.
+    wait_until(
+        lambda: stack.http.post(f"{stack.gateway}/api/users/{user_id}/report", timeout=10).status_code == 202,
+        20,
+        "the gateway queues jobs again",
+    )
+    # The job accepted before the outage survived it (Redis keeps an append-only file) and ran; so did the
+    # long job that was running when Redis went away (its unacknowledged message came back).
+    assert stack.wait_for_job(waiting, timeout=60)["state"] == "SUCCESS"
+    assert stack.wait_for_job(busy, timeout=60)["state"] == "SUCCESS"
+    after = post_user(stack).json()["job_id"]
+    assert stack.wait_for_job(after, timeout=30)["state"] == "SUCCESS"
+    assert programs.pid("worker") == worker_pid  # the worker reconnected; nobody restarted it

@@ -1,0 +1,164 @@
+"""From window records to bench/results.json: medians, normalisation, targets and the schema."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rich.console import Console
+
+from tracehop.bench_report import (
+    MODES,
+    SERVICES,
+    results_table,
+    rss_added_mb,
+    summarise,
+    targets_table,
+    validate_results,
+)
+
+
+def window(mode, phase, round_number, rps, probe_ms, *, drain=0.5, dropped=0, rss=60.0, p95=40.0):
+    duration = 10.0
+    answered = int(rps * duration)
+    services = {
+        name: {"cpu_s": 2.0, "rss_mb": rss * 3, "pss_mb": rss * 2, "processes": 3, "rss_mb_max_process": rss}
+        for name in SERVICES
+    }
+    return {
+        "mode": mode,
+        "phase": phase,
+        "round": round_number,
+        "load": {
+            "generator": "builtin",
+            "shape": phase,
+            "duration_s": duration,
+            "requests": answered,
+            "created": answered // 2,
+            "fetched": answered - answered // 2,
+            "errors": 0,
+            "rps": rps,
+            "p50_ms": p95 / 2,
+            "p95_ms": p95,
+            "p99_ms": p95 * 2,
+            "max_ms": p95 * 3,
+            "cpu_s": 0.1,
+            "target_rps": 100.0 if phase == "fixed_rate" else None,
+            "behind_schedule": 0,
+        },
+        "services": services,
+        "drain_cpu_s": {"worker": 1.0},
+        "queue_drain_s": drain,
+        "queue_purged": 0,
+        "spans": None
+        if mode == "untraced"
+        else {
+            "spans_exported": 100,
+            "spans_expected": 100 + dropped,
+            "spans_dropped": dropped,
+            "incomplete_traces": 0,
+        },
+        "probe_cpu_ms": probe_ms,
+    }
+
+
+def document(**overrides):
+    windows = []
+    # Round 2 ran on a machine 20% slower (probe 6 ms instead of 5): raw throughput fell in both modes.
+    for round_number, probe, traced, untraced in (
+        (1, 5.0, 200.0, 250.0),
+        (2, 6.0, 170.0, 210.0),
+        (3, 5.0, 205.0, 245.0),
+    ):
+        for mode, rps in (("traced", traced), ("untraced", untraced)):
+            windows.append(window(mode, "saturation", round_number, rps, probe, **overrides.get(mode, {})))
+            windows.append(window(mode, "fixed_rate", round_number, 100.0, probe, **overrides.get(mode, {})))
+    return summarise(
+        windows,
+        when="2026-11-20T10:00:00+00:00",
+        machine={"cores": 2, "cpu_model": "AMD EPYC", "load_avg_start": [1.0, 1.0, 1.0]},
+        settings={"rounds": 3},
+        loadgen={"saturation": "builtin"},
+        freshness={"p95_s": 0.6, "samples": 10},
+    )
+
+
+def test_throughput_is_normalised_by_the_probe_and_reported_as_median_with_range():
+    doc = document()
+    # Reference probe = median of all windows = 5 ms; round 2's 170 req/s at 6 ms counts as 204.
+    assert doc["reference_probe_cpu_ms"] == 5.0
+    assert doc["traced"]["rps"] == pytest.approx(204.0)
+    assert doc["traced"]["rps_range"] == [200.0, 205.0]
+    assert doc["traced"]["rps_raw"] == 200.0
+    assert doc["untraced"]["rps"] == pytest.approx(250.0)
+    assert doc["ratio_rps"] == pytest.approx(204 / 250, abs=1e-3)
+    assert doc["ratio_rps_per_round"]["n"] == 3
+
+
+def test_per_request_cpu_includes_what_the_worker_spent_draining_the_queue():
+    doc = document()
+    worker = doc["traced"]["services"]["worker"]
+    # Round 1 traced: 2000 answers, 2 s in the window + 1 s draining = 1.5 ms per request.
+    assert worker["cpu_s"] == 2.0
+    assert worker["cpu_ms_per_req"] == pytest.approx(median_of([3000 / 2000, 3000 / 1700, 3000 / 2050]))
+
+
+def median_of(values):
+    return sorted(values)[len(values) // 2]
+
+
+def test_results_document_has_every_field_the_issue_names_and_is_json():
+    doc = document()
+    assert validate_results(doc) == []
+    for mode in MODES:
+        for key in ("rps", "p50_ms", "p95_ms", "p99_ms", "spans_exported", "spans_dropped", "queue_drain_s"):
+            assert key in doc[mode]
+        for service in SERVICES:
+            assert {"cpu_s", "rss_mb"} <= set(doc[mode]["services"][service])
+    for key in ("ratio_rps", "freshness_p95_s", "machine", "when"):
+        assert key in doc
+    assert json.loads(json.dumps(doc)) == doc
+
+
+def test_validation_names_what_is_missing():
+    doc = document()
+    del doc["traced"]["spans_dropped"]
+    del doc["untraced"]["services"]["worker"]["rss_mb"]
+    del doc["machine"]["cores"]
+    problems = validate_results(doc)
+    assert "missing traced.spans_dropped" in problems
+    assert "missing untraced.services.worker.rss_mb" in problems
+    assert "missing machine.cores" in problems
+
+
+def test_targets_are_judged_from_the_summary():
+    doc = document()
+    targets = doc["targets"]
+    assert targets["ratio_rps"]["met"] is False  # 0.82 < 0.85
+    assert targets["spans_dropped"]["met"] is True
+    assert targets["freshness_p95_s"]["met"] is True
+    assert targets["queue_drain_s"]["met"] is True
+    assert targets["rss_added_mb"]["met"] is True
+
+    worse = document(traced={"dropped": 3, "drain": 8.0, "rss": 75.0})
+    assert worse["traced"]["spans_dropped"] == 9  # 3 per saturation window
+    assert worse["targets"]["spans_dropped"]["met"] is False
+    assert worse["targets"]["queue_drain_s"]["met"] is False
+    assert rss_added_mb(worse)["gateway"] == pytest.approx(15.0)
+    assert worse["targets"]["rss_added_mb"]["met"] is False
+
+
+def test_a_queue_that_never_drained_is_not_a_met_target():
+    doc = document(untraced={"drain": None})
+    assert doc["untraced"]["queue_drain_s"] is None
+    assert doc["targets"]["queue_drain_s"]["met"] is None
+
+
+def test_tables_render():
+    doc = document()
+    console = Console(record=True, width=140)
+    console.print(results_table(doc))
+    console.print(targets_table(doc))
+    text = console.export_text()
+    assert "req/s at saturation" in text and "spans dropped" in text
+    assert "ratio_rps" in text and "freshness_p95_s" in text

@@ -1,0 +1,138 @@
+"""Our `tracestate` edge: members kept one by one, the current W3C key grammar, the specification's limits.
+
+Each case first shows what OpenTelemetry Python's own parser does with the same header, so the test says
+why the module exists: the library drops the WHOLE header where the specification asks to drop one member.
+"""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.propagate import get_global_textmap
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+
+from services.common.propagation import use_w3c_tracestate
+from services.common.tracestate import (
+    MAX_HEADER_LENGTH,
+    W3CTraceContextPropagator,
+    W3CTraceState,
+    parse_tracestate,
+    truncate,
+)
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("header", "kept"),
+    [
+        # A duplicate: the leftmost entry is the most recent position; the later one goes.
+        ("foo=1,bar=2,foo=3", [("foo", "1"), ("bar", "2")]),
+        # The current key grammar: `@` anywhere, more than one, a system part longer than 14 characters.
+        ("a@b@c=1,bar=2", [("a@b@c", "1"), ("bar", "2")]),
+        ("tenant@a-very-long-system-name=x,bar=2", [("tenant@a-very-long-system-name", "x"), ("bar", "2")]),
+        ("1st=x,bar=2", [("1st", "x"), ("bar", "2")]),
+        # Invalid members go one by one; valid neighbours stay.
+        ("FOO=1,bar=2", [("bar", "2")]),
+        ("foo.bar=1,bar=2", [("bar", "2")]),
+        ("@foo=1,bar=2", [("bar", "2")]),
+        ("foo=,bar=2", [("bar", "2")]),
+        ("foo=a=b,bar=2", [("bar", "2")]),
+        ("no-equals,bar=2", [("bar", "2")]),
+        ("foo=bad\x7fvalue,bar=2", [("bar", "2")]),
+        # Optional whitespace around members, empty members, a value with inner spaces.
+        ("foo=1 \t , \t bar=2,, ,baz=a b", [("foo", "1"), ("bar", "2"), ("baz", "a b")]),
+        ("", []),
+    ],
+)
+def test_bad_members_are_dropped_one_by_one(header: str, kept: list[tuple[str, str]]):
+    assert parse_tracestate([header]) == kept
+
+
+@pytest.mark.parametrize("header", ["foo=1,bar=2,foo=3", "a@b@c=1,bar=2", "FOO=1,bar=2"])
+def test_the_library_parser_drops_the_whole_header_where_we_drop_one_member(header: str):
+    # Why this module exists (OpenTelemetry Python 1.45): one bad member costs every vendor its entry.
+    assert len(TraceState.from_header([header])) == 0
+    assert ("bar", "2") in parse_tracestate([header])
+
+
+def test_keys_may_run_to_256_characters_and_no_further():
+    longest = "k" * 256
+    assert parse_tracestate([f"{longest}=1"]) == [(longest, "1")]
+    assert parse_tracestate([f"{longest}k=1,bar=2"]) == [("bar", "2")]
+
+
+def test_several_header_fields_are_one_list_in_order():
+    assert parse_tracestate(["foo=1,bar=2", "", "rojo=1,foo=9"]) == [
+        ("foo", "1"),
+        ("bar", "2"),
+        ("rojo", "1"),
+    ]
+
+
+def test_at_most_32_members_the_last_ones_go():
+    members = parse_tracestate([",".join(f"k{i}=v" for i in range(40))])
+    assert [key for key, _ in members] == [f"k{i}" for i in range(32)]
+
+
+def test_over_512_characters_long_entries_go_first_then_from_the_end():
+    long_entry = ("long", "x" * 200)
+    short = [(f"s{i:02d}", "y" * 20) for i in range(20)]  # 20 * 24 + commas = 499 characters
+    kept = truncate([short[0], long_entry, *short[1:]])
+    assert long_entry not in kept and kept == short
+    kept = truncate([(f"s{i:02d}", "y" * 30) for i in range(20)])  # 20 * 34 + commas = 699 characters
+    assert len(",".join(f"{k}={v}" for k, v in kept)) <= MAX_HEADER_LENGTH
+    assert [k for k, _ in kept] == [f"s{i:02d}" for i in range(len(kept))]
+
+
+def test_propagator_keeps_valid_members_through_extract_and_inject():
+    propagator = W3CTraceContextPropagator()
+    context = propagator.extract({"traceparent": TRACEPARENT, "tracestate": "a@b@c=1,bad KEY=2,foo=3,foo=4"})
+    parent = trace.get_current_span(context).get_span_context()
+    assert parent.is_valid and f"{parent.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+    assert isinstance(parent.trace_state, W3CTraceState)
+    carrier: dict[str, str] = {}
+    propagator.inject(carrier, context)
+    assert carrier["traceparent"] == TRACEPARENT
+    assert carrier["tracestate"] == "a@b@c=1,foo=3"
+
+
+def test_no_tracestate_is_read_without_a_valid_traceparent():
+    context = W3CTraceContextPropagator().extract({"traceparent": "00-bad", "tracestate": "foo=1"})
+    assert not trace.get_current_span(context).get_span_context().is_valid
+
+
+def test_a_child_span_carries_the_parents_trace_state_on(spans):
+    context = W3CTraceContextPropagator().extract({"traceparent": TRACEPARENT, "tracestate": "a@b@c=1"})
+    with trace.get_tracer("test").start_as_current_span("child", context=context) as span:
+        carrier: dict[str, str] = {}
+        W3CTraceContextPropagator().inject(carrier)
+    assert span.get_span_context().trace_state.to_header() == "a@b@c=1"
+    assert carrier["tracestate"] == "a@b@c=1"
+
+
+def test_mutations_keep_the_current_grammar():
+    state = W3CTraceState([("a@b@c", "1"), ("foo", "2")])
+    assert state.update("foo", "3").to_header() == "foo=3,a@b@c=1"
+    assert state.add("new@x@y", "4").to_header() == "new@x@y=4,a@b@c=1,foo=2"
+    assert state.delete("foo").to_header() == "a@b@c=1"
+    assert W3CTraceState([("BAD", "1"), ("ok", "2"), ("ok", "3")]).to_header() == "ok=2"
+
+
+def test_installed_into_the_global_propagator_next_to_baggage(monkeypatch):
+    from opentelemetry import propagate
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+
+    monkeypatch.setattr(
+        propagate,
+        "_HTTP_TEXT_FORMAT",
+        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]),
+    )
+    use_w3c_tracestate()
+    members = get_global_textmap()._propagators  # type: ignore[attr-defined]
+    assert [type(m) for m in members] == [W3CTraceContextPropagator, W3CBaggagePropagator]
+    installed = get_global_textmap()
+    use_w3c_tracestate()  # idempotent: nothing replaced twice
+    assert get_global_textmap() is installed
