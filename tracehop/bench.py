@@ -1,7 +1,7 @@
 """`make bench`: what tracing costs, measured on one machine in one run.
 
-    python -m tracehop.bench                               # 3 rounds x 15 s windows: about 6-7 minutes
-    BENCH_ROUNDS=1 BENCH_DURATION=5 python -m tracehop.bench   # a quick look (about 1.5 minutes)
+    python -m tracehop.bench                               # 3 rounds x 15 s windows: about 5 minutes
+    BENCH_ROUNDS=1 BENCH_DURATION=5 python -m tracehop.bench   # a quick look (1-2 minutes)
     python -m tracehop.bench --profile bench/profiles       # py-spy profiles instead of numbers
 
 Two private embedded stacks on free ports in a temporary directory (Prometheus off): one traced (the

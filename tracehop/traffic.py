@@ -3,6 +3,10 @@
 The gateway starts every trace (no traceparent is sent); the trace id comes back in the JSON body or the
 W3C `traceresponse` header. The run is saved to $TRACEHOP_VAR_DIR/last_traffic.json so that `make trace`
 can show the latest `POST /api/users` without being told an id.
+
+`--faults` sends instead a few requests that carry a fault flag in their baggage (`tracehop.fault`, see
+services/common/fault_injection.py): a slow trace and error traces on demand. The services apply them
+only where TRACEHOP_FAULT_INJECTION is on, which `make up` turns on for its local stack.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -181,6 +186,55 @@ def _json(response: requests.Response) -> dict[str, Any]:
 
 def _error_note(body: dict[str, Any]) -> str:
     return str(body.get("message") or body.get("error") or "")
+
+
+@dataclass(frozen=True)
+class FaultRequest:
+    """One request of `--faults`: what to send, the flag it carries, and what the stack should answer."""
+
+    kind: str  # a TrafficRun kind: create, get, report, ...
+    flag: str  # the tracehop.fault value
+    expected_status: int
+    effect: str
+
+
+# A slow trace, a failed job, a failed request, a slow job, and two faults at once. Order matters: the
+# first create leaves a user for the report and the read.
+FAULT_PLAN = (
+    FaultRequest("create", "users:delay=300ms", 201, "users answers 300 ms late: a slow trace"),
+    FaultRequest("create", "worker:error", 201, "the welcome job fails: an error in the worker"),
+    FaultRequest("create", "users:error", 503, "users fails, so the gateway answers 503"),
+    FaultRequest("report", "worker:delay=500ms", 202, "the report job runs 500 ms longer"),
+    FaultRequest("get", "gateway:delay=100ms;users:delay=100ms", 200, "two hops slowed down by one flag"),
+)
+
+
+def fault_baggage(flag: str) -> str:
+    """The `baggage` header carrying `flag`: W3C baggage reserves a raw `;` (properties) and `,`
+    (entries), so the value is percent-encoded; the services decode it back."""
+    return "tracehop.fault=" + urllib.parse.quote(flag, safe=":=.")
+
+
+def send_with_fault(run: TrafficRun, request: FaultRequest) -> TrafficRecord:
+    run.session.headers["baggage"] = fault_baggage(request.flag)
+    try:
+        record = run.send(request.kind)
+    finally:
+        del run.session.headers["baggage"]
+    record.expected_status = request.expected_status
+    record.note = f"{request.flag} → {request.effect}"
+    return record
+
+
+def run_fault_traffic(
+    base_url: str, console: Console, seed: int | None = None, session: requests.Session | None = None
+) -> list[TrafficRecord]:
+    """Send FAULT_PLAN's requests, one after the other; raises TrafficError when the gateway is down."""
+    run = TrafficRun(base_url, session=session, seed=seed)
+    for request in FAULT_PLAN:
+        record = send_with_fault(run, request)
+        console.print(f"{record.method} {record.path} → {record.status}  [dim]{escape(record.note)}[/]")
+    return run.records
 
 
 def run_traffic(base_url: str, count: int, console: Console, seed: int | None = None) -> list[TrafficRecord]:

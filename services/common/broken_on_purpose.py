@@ -4,16 +4,18 @@ Turn one on for a stack, send one request, and the trace breaks the way docs/con
 (tests/integration/test_broken_on_purpose.py proves each). They exist to teach; never set them anywhere
 that matters. A service that has one on says so in a WARNING log line at start.
 
-| variable                                 | the mistake                               | what the trace shows      |
-|------------------------------------------|-------------------------------------------|---------------------------|
-| TRACEHOP_BROKEN_UNINSTRUMENTED_PRODUCER  | the gateway does not instrument Celery    | no PRODUCER span; the job |
-|                                          | (only the worker does)                    | starts a trace of its own |
-| TRACEHOP_BROKEN_SETUP_BEFORE_FORK        | the worker sets up tracing in its main    | see SETUP_BEFORE_FORK     |
-|                                          | process, before the prefork pool forks    | below                     |
-| TRACEHOP_BROKEN_B3_WORKER                | the worker propagates B3 (as with         | the job, and users called |
-|                                          | OTEL_PROPAGATORS=b3), everyone else W3C   | from it, start new traces |
-| TRACEHOP_BROKEN_NO_FLUSH_ON_CHILD_EXIT   | worker_max_tasks_per_child=1 and no flush | the job's spans are lost  |
-|                                          | in worker_process_shutdown                |                           |
+TRACEHOP_BROKEN_UNINSTRUMENTED_PRODUCER
+    The gateway does not instrument Celery (only the worker does): no PRODUCER span, no context in the
+    message, and the job starts a trace of its own.
+TRACEHOP_BROKEN_SETUP_BEFORE_FORK
+    The worker sets up tracing in its main process, before the prefork pool forks its children. See
+    SETUP_BEFORE_FORK below for what that breaks with the SDK we lock (less than the folklore says).
+TRACEHOP_BROKEN_B3_WORKER
+    The worker propagates B3 (as with OTEL_PROPAGATORS=b3) while gateway and users speak W3C: the job,
+    and the users request it makes, each start a new trace.
+TRACEHOP_BROKEN_NO_FLUSH_ON_CHILD_EXIT
+    worker_max_tasks_per_child=1 and no flush in worker_process_shutdown: each pool child exits after
+    one job, and the job's spans die with it.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def warn_if_any(service: str) -> None:
     """One WARNING line per switch that is on, so nobody mistakes a broken trace for a bug."""
     for switch in ALL:
         if switch.on:
-            logger.warning("broken on purpose", service=service, switch=switch.variable, mistake=switch.mistake)
+            logger.warning(
+                "broken on purpose", service=service, switch=switch.variable, mistake=switch.mistake
+            )
 
 
 def use_b3_propagation() -> None:

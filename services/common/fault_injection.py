@@ -26,7 +26,6 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -166,6 +165,8 @@ def install_flask_hook(app: Flask, service: str) -> None:
     """
     if not enabled():
         return
+    # Here, not at the top: http_errors imports Flask, which the worker (also a user of this module)
+    # never needs to load.
     from services.common.http_errors import ApiError
 
     @app.before_request

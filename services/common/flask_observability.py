@@ -21,6 +21,7 @@ from services.common import exemplars, fault_injection, settings
 from services.common.http_errors import register_error_handlers
 from services.common.logging_setup import NO_SPAN_EVENT
 from services.common.process_metrics import ProcessTreeCollector
+from services.common.safe_attributes import mask_emails
 from services.common.telemetry import traceresponse_header
 
 # Probes and scrapes would drown the interesting spans and access-log lines.
@@ -126,7 +127,7 @@ def _add_access_log_and_traceresponse(app: Flask) -> None:
                 "request",
                 method=request.method,
                 route=route,
-                path=request.path,
+                path=mask_emails(request.path),  # the caller's text: it may hold an e-mail address
                 status=response.status_code,
                 duration_ms=round(duration * 1000, 3),
             )

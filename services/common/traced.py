@@ -42,8 +42,8 @@ from services.common.safe_attributes import is_secret_name, mask_emails, safe_te
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Exceptions Celery uses to steer a task, not failures of the work (matched by name: this module must not
-# import Celery, the gateway and users never load it).
+# Exceptions Celery uses to steer a task, not failures of the work. Matched by name: a shared module must
+# not import Celery (users never loads it).
 _CELERY_CONTROL_FLOW = {
     ("celery.exceptions", "Retry"),
     ("celery.exceptions", "Ignore"),

@@ -8,13 +8,18 @@ through the whole system. The grammar is the W3C Baggage one:
     key = token ; value = *baggage-octet ; property = key OWS "=" OWS value / key OWS
 
 Members that do not parse are dropped one by one (the rest stay), members whose key is not allowed are
-dropped, and allowed members are kept in order while they fit in `max_bytes`.
+dropped, and allowed members are kept in order while they fit in `max_bytes`. A member whose value (or a
+property) holds an e-mail address is dropped whatever its key: allowed `tracehop.*` entries become span
+attributes on every span of the trace, and personal data must not (W3C Baggage, "Privacy Considerations").
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
+
+from services.common.safe_attributes import mask_emails
 
 _OWS = " \t"
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -59,7 +64,7 @@ class BaggagePolicy:
             if not member:
                 continue
             match = _MEMBER.fullmatch(member)
-            if match is None or not self.allows(match.group(1)):
+            if match is None or not self.allows(match.group(1)) or _holds_email(member):
                 dropped += 1
                 continue
             added = len(member.encode()) + (1 if kept else 0)  # the comma that joins it
@@ -69,3 +74,8 @@ class BaggagePolicy:
             kept.append(member)
             size += added
         return FilteredBaggage(",".join(kept), len(kept), dropped)
+
+
+def _holds_email(member: str) -> bool:
+    decoded = unquote(member)  # baggage values are percent-encoded: `ada%40example.org`
+    return mask_emails(decoded) != decoded

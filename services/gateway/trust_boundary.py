@@ -9,6 +9,10 @@ Two settings decide (W3C Trace Context calls this "crossing a trust boundary"):
 - TRACEHOP_BAGGAGE_ALLOWLIST (default `tracehop.*`) and TRACEHOP_BAGGAGE_MAX_BYTES (default 1024): the
   caller's `baggage` entries that travel on to users and the worker (see baggage_policy.py).
 
+- Personal data in URLs: a caller may put an e-mail address in a path or query string (`/api/users/ada@…`).
+  The SERVER span's URL attributes are masked like every other attribute (services/common/safe_attributes),
+  and a request that matched no route gets a span name without its path (the path is the caller's text).
+
 It works on the WSGI environ before the Flask instrumentation extracts context from it: a WSGI
 middleware rewrites or removes the headers (in place, so it does not matter which wrapper is outermost),
 and a `before_request` hook, registered after the instrumentation's own, adds the link to the new span
@@ -28,11 +32,14 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from services.common import settings
 from services.common.propagation import use_w3c_tracestate
+from services.common.safe_attributes import mask_emails
 from services.gateway.baggage_policy import BaggagePolicy
 
 CALLER_CONTEXT_KEY = "tracehop.caller_span_context"
 BAGGAGE_DROPPED_KEY = "tracehop.baggage_dropped"
 TRACE_HEADERS = ("HTTP_TRACEPARENT", "HTTP_TRACESTATE")
+# Where the instrumentation puts the caller's URL (old and new HTTP semantic conventions).
+URL_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.query", "url.full")
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -111,3 +118,15 @@ def install_trust_boundary(app: Flask, trust: TrustSettings | None = None) -> No
         dropped = request.environ.get(BAGGAGE_DROPPED_KEY)
         if dropped:
             span.set_attribute("edge.baggage_dropped", dropped)
+        _mask_url(span)
+
+
+def _mask_url(span: trace.Span) -> None:
+    """E-mail addresses out of the URL attributes, the raw path out of an unmatched request's name."""
+    if request.url_rule is None:
+        span.update_name(request.method)
+    recorded = getattr(span, "attributes", None) or {}  # an SDK span exposes what it has recorded
+    for key in URL_ATTRIBUTES:
+        value = recorded.get(key)
+        if isinstance(value, str) and "@" in value:
+            span.set_attribute(key, mask_emails(value))

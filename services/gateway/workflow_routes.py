@@ -67,7 +67,9 @@ def etl() -> tuple[Response, int]:
     body = _body()
     source = body.get("source", "orders")
     if not isinstance(source, str) or not _SOURCE.fullmatch(source):
-        raise ApiError(400, "invalid_source", "'source' is 1-64 of a-z, 0-9, '-' and '_', starting alphanumeric")
+        raise ApiError(
+            400, "invalid_source", "'source' is 1-64 of a-z, 0-9, '-' and '_', starting alphanumeric"
+        )
     return _accepted(lambda: _queue().etl(source), steps=3)
 
 
@@ -77,9 +79,13 @@ def wordcount() -> tuple[Response, int]:
     text = body.get("text", DEFAULT_TEXT)
     parts = body.get("parts", 3)
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT_LENGTH:
-        raise ApiError(400, "invalid_text", f"'text' is a non-empty string of at most {MAX_TEXT_LENGTH} characters")
+        raise ApiError(
+            400, "invalid_text", f"'text' is a non-empty string of at most {MAX_TEXT_LENGTH} characters"
+        )
     if not _is_int(parts) or not 1 <= parts <= workflow_tasks.MAX_CHORD_PARTS:
-        raise ApiError(400, "invalid_parts", f"'parts' is an integer from 1 to {workflow_tasks.MAX_CHORD_PARTS}")
+        raise ApiError(
+            400, "invalid_parts", f"'parts' is an integer from 1 to {workflow_tasks.MAX_CHORD_PARTS}"
+        )
     parts = min(parts, len(text.split()))
     return _accepted(lambda: _queue().word_count(text, parts), parts=parts)
 
@@ -92,7 +98,9 @@ def reminder() -> tuple[Response, int]:
     if not isinstance(delay_s, int | float) or isinstance(delay_s, bool) or not 0 <= delay_s <= MAX_DELAY_S:
         raise ApiError(400, "invalid_delay", f"'delay_s' is a number of seconds from 0 to {MAX_DELAY_S:g}")
     eta = datetime.now(UTC) + timedelta(seconds=delay_s)
-    return _accepted(lambda: _queue().reminder(note, float(delay_s)), eta=eta.isoformat(timespec="milliseconds"))
+    return _accepted(
+        lambda: _queue().reminder(note, float(delay_s)), eta=eta.isoformat(timespec="milliseconds")
+    )
 
 
 @blueprint.post("/followup")
@@ -114,7 +122,9 @@ def _body() -> dict[str, Any]:
 def _note(body: dict[str, Any]) -> str:
     note = body.get("note", "check the report")
     if not isinstance(note, str) or not note.strip() or len(note) > MAX_NOTE_LENGTH:
-        raise ApiError(400, "invalid_note", f"'note' is a non-empty string of at most {MAX_NOTE_LENGTH} characters")
+        raise ApiError(
+            400, "invalid_note", f"'note' is a non-empty string of at most {MAX_NOTE_LENGTH} characters"
+        )
     return note
 
 

@@ -28,6 +28,7 @@ from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from services.common import broken_on_purpose, fault_injection, settings, telemetry
 from services.common.logging_setup import configure_logging
 from services.worker import chord_links, job_metrics
+from services.worker.log_privacy import hide_job_results
 
 SERVICE = "worker"
 BEAT_SERVICE = "beat"
@@ -98,12 +99,13 @@ app.conf.update(
 @signals.setup_logging.connect
 def _setup_logging(**_: object) -> None:
     configure_logging(SERVICE)
+    broken_on_purpose.warn_if_any(SERVICE)
+    hide_job_results()  # job results (a report holds a name) stay out of the log
 
 
 @signals.worker_init.connect
 def _start_metrics_server(**_: object) -> None:
     job_metrics.start_server(settings.env_int("TRACEHOP_WORKER_METRICS_PORT", 9101))
-    broken_on_purpose.warn_if_any(SERVICE)
     if broken_on_purpose.SETUP_BEFORE_FORK.on:
         _set_up_tracing()  # broken on purpose #2: in the main process, before the pool forks
 

@@ -27,7 +27,7 @@ from celery import signals
 from celery._state import get_current_task
 from loguru import logger
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanContext, TraceFlags
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from services.common import settings
 
@@ -93,7 +93,10 @@ def _add_links(entries: str) -> None:
         trace_hex, _, span_hex = entry.partition("-")
         try:
             context = SpanContext(
-                int(trace_hex, 16), int(span_hex, 16), is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+                int(trace_hex, 16),
+                int(span_hex, 16),
+                is_remote=True,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED),
             )
         except ValueError:
             continue

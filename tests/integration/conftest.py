@@ -141,8 +141,9 @@ def prometheus_url(running_stack: RunningStack) -> str:
 
 AMQP_URL_VARIABLE = "TRACEHOP_AMQP_URL"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
-# For the tests: a beat tick every second, faults allowed, quick exports.
+# For the tests: a beat tick every second, faults allowed, quick exports, one gunicorn worker each.
 SHAPES_ENV = {
+    "GUNICORN_WORKERS": "1",
     "OTEL_BSP_SCHEDULE_DELAY": "200",
     "TRACEHOP_MAIL_LATENCY_MS": "1",
     "TRACEHOP_BEAT_INTERVAL_S": "1",
@@ -171,7 +172,7 @@ def stop_in_background(stack: LocalStack) -> None:
     def stop() -> None:
         try:
             stack.stop()
-        except BaseException as error:  # re-raised by _join_background_stops
+        except BaseException as error:  # re-raised by wait_for_background_stops
             errors.append(error)
 
     thread = threading.Thread(target=stop, name=f"stop {stack.layout.var_dir}", daemon=True)
@@ -179,15 +180,20 @@ def stop_in_background(stack: LocalStack) -> None:
     _background_stops.append((stack, thread, errors))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _join_background_stops() -> Iterator[None]:
-    yield
-    for stack, thread, errors in _background_stops:
+def wait_for_background_stops() -> None:
+    while _background_stops:
+        stack, thread, errors = _background_stops.pop(0)
         thread.join(timeout=120)
         if thread.is_alive() or errors:
             raise RuntimeError(
                 f"stopping the stack in {stack.layout.var_dir} failed: {errors or 'timed out'}"
             )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _join_background_stops() -> Iterator[None]:
+    yield
+    wait_for_background_stops()
 
 
 def stored_spans(stack: LocalStack, trace_id: str) -> list[Span]:
@@ -235,7 +241,8 @@ def amqp_broker() -> Iterator[AmqpBroker]:
     url = os.environ.get(AMQP_URL_VARIABLE) or DEFAULT_AMQP_URL
     problem = _amqp_problem(url)
     if problem is not None:
-        message = f"no AMQP broker at {url} ({problem}); set {AMQP_URL_VARIABLE} or start RabbitMQ"
+        shown = url.replace(f":{urlsplit(url).password}@", ":***@") if urlsplit(url).password else url
+        message = f"no AMQP broker at {shown} ({problem}); set {AMQP_URL_VARIABLE} or start RabbitMQ"
         if os.environ.get("TRACEHOP_REQUIRE_AMQP") == "1":
             pytest.fail(message + " [TRACEHOP_REQUIRE_AMQP=1]")
         pytest.skip(message)
@@ -246,10 +253,12 @@ def amqp_broker() -> Iterator[AmqpBroker]:
     permissions = ("set_permissions", "-p", private, user, ".*", ".*", ".*")
     if _rabbitmqctl("add_vhost", private) and _rabbitmqctl(*permissions):
         yield AmqpBroker(urlunsplit(parts._replace(path=f"/{private}")), {})
+        wait_for_background_stops()  # a worker still stopping would reconnect and log errors
         _rabbitmqctl("delete_vhost", private)
         return
     # No rabbitmqctl (a remote or containerised broker): the shared vhost, a queue of our own.
     yield AmqpBroker(url, {"TRACEHOP_CELERY_QUEUE": private})
+    wait_for_background_stops()  # a worker still stopping would declare the queue again
     with Connection(url, connect_timeout=2) as connection:
         connection.default_channel.queue_delete(private)
 

@@ -4,7 +4,8 @@ message (gateway -> Redis -> worker), taken from a running stack rather than typ
     .venv/bin/python -m tests.integration.context_capture
 
 starts a private stack (free ports, a temporary directory) whose gateway calls users through a small
-recording proxy, sends one `POST /api/users` with a caller's baggage, and prints what went over the wire.
+recording proxy, sends one `POST /api/users` with a caller's baggage, and prints what went over the wire;
+then one chord (`POST /api/workflows/wordcount`), and the callback message the worker pushed.
 docs/context-propagation.md shows its output. The Celery half is also a test (test_celery_shapes.py).
 """
 
@@ -151,6 +152,17 @@ def main() -> None:
         for message in messages:
             print(json.dumps({**message, "body": "<base64, decoded below>"}, indent=2))
             print("\nbody (decoded): " + json.dumps(decoded_body(message)))
+        with pushed_messages(stack.redis_url) as messages:
+            chord = requests.post(f"{stack.urls['gateway']}/api/workflows/wordcount", json={}, timeout=10)
+            wait_for(messages, 4)
+        print(
+            f"\n# POST /api/workflows/wordcount -> {chord.status_code}, trace id {chord.json()['trace_id']}\n"
+        )
+        print("## Celery: the chord callback's message, pushed by the worker that ran the last header task\n")
+        for message in messages:
+            if message["headers"]["task"] == "sum_counts":
+                shown = ("task", "id", "parent_id", "root_id", "traceparent", "tracehop_chord_links")
+                print(json.dumps({name: message["headers"].get(name) for name in shown}, indent=2))
     finally:
         stack.stop()
         proxy.shutdown()

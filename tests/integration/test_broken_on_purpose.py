@@ -23,7 +23,9 @@ from tracehop.processes import group_members
 from tracehop.trace_query import Span
 from tracehop.trace_tree import Node, assert_trace_tree
 
-BASE_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "200", "TRACEHOP_MAIL_LATENCY_MS": "1"}
+# One gunicorn worker per service: these stacks serve one request at a time, and each worker process
+# costs a second of CPU to start.
+BASE_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "200", "TRACEHOP_MAIL_LATENCY_MS": "1", "GUNICORN_WORKERS": "1"}
 FLUSH_ON_EXIT_ONLY = {"OTEL_BSP_SCHEDULE_DELAY": "60000"}
 
 # What reaches the store of a POST /api/users whose job's spans were lost: the producer has no consumer.

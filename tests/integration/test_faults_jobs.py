@@ -72,10 +72,8 @@ def assert_both_attempts(stack: RunningStack, trace_id: str, killed_pid: int) ->
     """The killed attempt's finished steps, and the whole second attempt, in one trace."""
 
     def complete(spans: list[Span]) -> bool:
-        return (
-            sum(s.name == "long_job.step" and s.attributes["process.pid"] != killed_pid for s in spans)
-            == STEPS
-        )
+        second = sum(s.name == "long_job.step" and s.attributes["process.pid"] != killed_pid for s in spans)
+        return second == STEPS and any(s.kind == "CONSUMER" for s in spans)
 
     spans = stack.traces.wait_for_trace(trace_id, until=complete, timeout=30)
     first = [s for s in spans if s.name == "long_job.step" and s.attributes["process.pid"] == killed_pid]
@@ -143,7 +141,9 @@ def test_poison_job_is_retried_then_failed_and_holds_up_nothing(stack, programs)
     )
     # The trace: the first attempt and two retries, each queued by the one before; the last one failed.
     spans = stack.traces.wait_for_trace(
-        poison["trace_id"], until=lambda spans: sum(s.kind == "CONSUMER" for s in spans) == 3, timeout=30
+        poison["trace_id"],
+        until=lambda spans: sum(s.kind in ("PRODUCER", "CONSUMER") for s in spans) == 6,
+        timeout=30,
     )
     hops = [s for s in spans if s.kind in ("PRODUCER", "CONSUMER")]
     (root,) = assert_trace_tree(

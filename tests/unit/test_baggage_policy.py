@@ -56,3 +56,9 @@ def test_an_empty_allowlist_passes_nothing():
 def test_a_hostile_header_costs_linear_time_and_passes_nothing():
     filtered = DEFAULT.filter("k=v," * 2000)
     assert filtered.header == "" and filtered.dropped == 2000
+
+
+@pytest.mark.parametrize("value", ["ada@example.org", "ada%40example.org", "x;y=ada%40example.org"])
+def test_an_email_address_never_travels_in_baggage_even_under_an_allowed_key(value: str):
+    filtered = DEFAULT.filter(f"tracehop.user={value},tracehop.ok=1")
+    assert (filtered.header, filtered.dropped) == ("tracehop.ok=1", 1)

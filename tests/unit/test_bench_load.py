@@ -49,7 +49,7 @@ class FakeGateway(BaseHTTPRequestHandler):
 def gateway() -> Iterator[type[FakeGateway]]:
     handler = type("Handler", (FakeGateway,), {"seen": [], "status_override": None})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     handler.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield handler
@@ -72,7 +72,7 @@ def test_mix_sends_valid_creates_and_reads_of_existing_ids():
 
 
 def test_saturation_counts_every_answer_by_kind(gateway):
-    result = BuiltinLoad(gateway.url, MIX, duration_s=0.5, connections=2, seed=7).run()
+    result = BuiltinLoad(gateway.url, MIX, duration_s=0.3, connections=2, seed=7).run()
     assert result.requests == len(gateway.seen) > 10
     assert result.created == sum(1 for method, _, _ in gateway.seen if method == "POST")
     assert result.fetched == sum(1 for method, _, _ in gateway.seen if method == "GET")
@@ -112,10 +112,11 @@ def test_a_refused_connection_is_an_error_and_the_generator_keeps_going():
 
 def test_generator_ceiling_is_far_above_the_stacks_rate():
     # What the bench reports to show the generator is not the bottleneck: against a server that does
-    # nothing, even a short run on a busy 2-core machine goes well past the few hundred req/s of the stack.
+    # nothing, even a short run on a busy 2-core machine goes past the few hundred req/s of the stack
+    # (unloaded it reaches 3,000-11,000 req/s here).
     with TrivialServer() as server:
         result = BuiltinLoad(server.url, MIX, duration_s=0.5, connections=4).run()
-    assert result.requests / result.duration_s > 1000
+    assert result.requests / result.duration_s > 800
 
 
 class _Transport:

@@ -293,7 +293,7 @@ def test_the_services_get_the_stack_wiring(tmp_path: Path, prometheus_on_path: P
         assert env["REDIS_URL"] == "redis://127.0.0.1:16379/0"
         assert env["TRACEHOP_USERS_URL"] == "http://127.0.0.1:18081"
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:14318"
-        assert env["OTEL_BSP_SCHEDULE_DELAY"] == "500"
+        assert env["OTEL_BSP_SCHEDULE_DELAY"] == "1000"
         assert env["TRACEHOP_LOG_DIR"] == str(tmp_path / "logs")
         assert env["TRACEHOP_WORKER_METRICS_PORT"] == "19101"
         assert env["PYTHONUNBUFFERED"] == "1"

@@ -1,0 +1,42 @@
+"""The shared tracer setup: resource attributes and the cached resource hash."""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.resources import Resource
+
+from services.common.telemetry import HashCachedResource, build_resource
+
+
+def test_resource_defaults_and_environment_override(monkeypatch):
+    monkeypatch.setenv("TRACEHOP_ENV", "staging")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,team=obs")
+    resource = build_resource("gateway")
+    assert resource.attributes["service.name"] == "gateway"
+    assert resource.attributes["service.version"]
+    # OTEL_RESOURCE_ATTRIBUTES wins over our default, as OpenTelemetry's configuration rules say.
+    assert resource.attributes["deployment.environment"] == "prod"
+    assert resource.attributes["team"] == "obs"
+
+
+def test_otel_service_name_overrides_the_default(monkeypatch):
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "edge")
+    assert build_resource("gateway").attributes["service.name"] == "edge"
+
+
+def test_cached_hash_equals_the_sdk_hash_and_is_not_recomputed(monkeypatch):
+    resource = build_resource("users")
+    plain = Resource(resource.attributes, resource.schema_url)
+    assert isinstance(resource, HashCachedResource)
+    assert hash(resource) == hash(plain) and resource == plain
+
+    def fail(*_args, **_kwargs):
+        raise AssertionError("the hash was computed again")
+
+    monkeypatch.setattr("opentelemetry.sdk.resources.dumps", fail)
+    hash(resource)  # must not serialise the attributes again
+    try:
+        hash(plain)
+    except AssertionError:
+        pass
+    else:
+        raise AssertionError("the plain Resource should have recomputed its hash (test cannot tell otherwise)")

@@ -1,0 +1,164 @@
+"""Workflow routes and canvases (the messages they publish), chord links, and the broken-on-purpose switches.
+
+The broker is a real Redis-protocol server, so the messages read back are what the worker would take;
+the trees these workflows produce across real processes are asserted in tests/integration.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import redis
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.b3 import B3SingleFormat
+
+from services.common import broken_on_purpose
+from services.gateway import create_app
+from services.worker import chord_links, workflow_tasks
+from services.worker.celery_app import app as celery_app
+
+
+@pytest.fixture
+def broker(valkey_url: str) -> redis.Redis:
+    celery_app.conf.broker_url = valkey_url
+    celery_app.conf.result_backend = valkey_url
+    client = redis.Redis.from_url(valkey_url)
+    client.delete("celery")
+    return client
+
+
+@pytest.fixture
+def gateway(broker: redis.Redis):
+    return create_app({"TESTING": True}).test_client()
+
+
+def queued(broker: redis.Redis) -> list[tuple[dict, list]]:
+    """(headers, [args, kwargs, embed]) of each queued message, oldest first."""
+    raw = reversed(broker.lrange("celery", 0, -1))
+    messages = [json.loads(item) for item in raw]
+    return [(m["headers"], json.loads(base64.b64decode(m["body"]))) for m in messages]
+
+
+# ------------------------------------------------------------------------------------------ routes
+
+
+def test_chain_publishes_its_first_step_carrying_the_rest(gateway, broker):
+    response = gateway.post("/api/workflows/etl", json={"source": "orders"})
+    assert response.status_code == 202
+    ((headers, (args, _, embed)),) = queued(broker)
+    assert (headers["task"], args) == ("etl_extract", ["orders"])
+    # The remaining steps travel in the message, last first; the job id answered is the last step's.
+    assert [step["task"] for step in embed["chain"]] == ["etl_load", "etl_transform"]
+    assert embed["chain"][0]["options"]["task_id"] == response.get_json()["job_id"]
+
+
+def test_chord_publishes_every_header_task_carrying_the_callback(gateway, broker):
+    response = gateway.post("/api/workflows/wordcount", json={"text": "a b c d e", "parts": 2})
+    assert response.status_code == 202 and response.get_json()["parts"] == 2
+    messages = queued(broker)
+    assert [(headers["task"], body[0]) for headers, body in messages] == [
+        ("count_words", ["a b"]),
+        ("count_words", ["c d e"]),
+    ]
+    for _, (_, _, embed) in messages:
+        # What chord_links reads in each header task: the callback's id.
+        assert embed["chord"]["task"] == "sum_counts"
+        assert (
+            chord_links.callback_id(type("Request", (), {"chord": embed["chord"]}))
+            == (response.get_json()["job_id"])
+        )
+    assert len({headers["group"] for headers, _ in messages}) == 1
+
+
+def test_reminder_is_published_with_an_eta(gateway, broker):
+    response = gateway.post("/api/workflows/reminder", json={"note": "call back", "delay_s": 2})
+    assert response.status_code == 202
+    ((headers, (args, _, _)),) = queued(broker)
+    assert args == ["call back"] and headers["eta"]
+
+
+def test_every_field_has_a_default(gateway, broker):
+    for path in ("/etl", "/wordcount", "/reminder", "/followup"):
+        assert gateway.post(f"/api/workflows{path}").status_code == 202, path
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "error"),
+    [
+        ("/etl", {"source": "../etc"}, "invalid_source"),
+        ("/etl", {"source": 7}, "invalid_source"),
+        ("/wordcount", {"text": ""}, "invalid_text"),
+        ("/wordcount", {"text": "x" * 4001}, "invalid_text"),
+        ("/wordcount", {"parts": 9}, "invalid_parts"),
+        ("/wordcount", {"parts": True}, "invalid_parts"),
+        ("/reminder", {"delay_s": -1}, "invalid_delay"),
+        ("/reminder", {"delay_s": 61}, "invalid_delay"),
+        ("/reminder", {"delay_s": "1"}, "invalid_delay"),
+        ("/followup", {"note": ""}, "invalid_note"),
+        ("/followup", [1, 2], "invalid_body"),
+    ],
+)
+def test_bad_input_is_a_400_and_publishes_nothing(gateway, broker, path, body, error):
+    response = gateway.post(f"/api/workflows{path}", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == error
+    assert queued(broker) == []
+
+
+def test_a_broker_down_is_a_503():
+    class Down:
+        def followup(self, note: str):
+            raise ConnectionRefusedError("broker down")
+
+    client = create_app({"TESTING": True, "WORKFLOW_QUEUE": Down()}).test_client()
+    response = client.post("/api/workflows/followup")
+    assert response.status_code == 503 and response.get_json()["error"] == "queue_unavailable"
+
+
+@pytest.mark.parametrize(("words", "parts", "sizes"), [(5, 2, [2, 3]), (3, 8, [1, 1, 1]), (8, 3, [2, 3, 3])])
+def test_word_count_splits_the_text_into_consecutive_parts(words, parts, sizes):
+    text = " ".join(f"w{i}" for i in range(words))
+    header = workflow_tasks.word_count(text, parts).tasks
+    pieces = [signature.args[0] for signature in header]
+    assert [len(piece.split()) for piece in pieces] == sizes
+    assert " ".join(pieces) == text
+
+
+# ------------------------------------------------------------------------------------- chord links
+
+
+def test_a_callback_gets_one_link_per_recorded_header_span(spans):
+    header_ids = [(0xA1 + n, 0xB1 + n) for n in range(3)]
+    entries = ",".join(f"{t:032x}-{s:016x}" for t, s in header_ids) + ",garbage"
+    with trace.get_tracer("test").start_as_current_span("run/sum_counts"):
+        chord_links._add_links(entries)
+    (span,) = spans.get_finished_spans()
+    assert [(link.context.trace_id, link.context.span_id) for link in span.links] == header_ids
+    assert all(link.attributes == chord_links.LINK_ATTRIBUTES for link in span.links)
+
+
+def test_jobs_outside_a_chord_have_no_callback():
+    assert chord_links.callback_id(type("Request", (), {"chord": None})) is None
+    assert chord_links.callback_id(object()) is None
+
+
+# ------------------------------------------------------------------------------------------- switches
+
+
+def test_every_switch_is_off_by_default(monkeypatch):
+    for switch in broken_on_purpose.ALL:
+        monkeypatch.delenv(switch.variable, raising=False)
+        assert not switch.on
+        monkeypatch.setenv(switch.variable, "1")
+        assert switch.on
+
+
+def test_the_b3_switch_replaces_the_global_propagator():
+    before = propagate.get_global_textmap()
+    try:
+        broken_on_purpose.use_b3_propagation()
+        assert isinstance(propagate.get_global_textmap(), B3SingleFormat)
+    finally:
+        propagate.set_global_textmap(before)
