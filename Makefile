@@ -14,7 +14,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 UV := $(shell command -v uv)
 TRACEHOP := $(PY) -m tracehop
 
-.PHONY: help install up down status urls traffic trace logs test test-stack lint fmt
+.PHONY: help install up down status urls traffic trace logs test test-stack audit bench lint fmt
 
 help: ## list the targets
 	@echo "tracehop: one trace across Flask and Celery, with logs and metrics that line up"
@@ -52,8 +52,8 @@ status: install ## state, pid and readiness of each component
 urls: install ## where each component listens
 	@$(TRACEHOP) urls
 
-traffic: install ## send a bounded, realistic mix of requests and print their trace ids (COUNT=30)
-	@$(TRACEHOP) traffic $(if $(COUNT),--count $(COUNT))
+traffic: install ## send a bounded, realistic mix of requests and print their trace ids (COUNT=30, FAULTS=1 adds fault-injected ones)
+	@$(TRACEHOP) traffic $(if $(COUNT),--count $(COUNT)) $(if $(FAULTS),--faults)
 
 trace: install ## show one trace as a waterfall: ID=<trace id>, default the latest POST /api/users of `make traffic`
 	@$(TRACEHOP) trace $(ID)
@@ -75,6 +75,9 @@ test: install ## run the whole test suite (unit, integration with a private loca
 
 test-stack: install ## the same trace/log/metric checks against a running compose stack (exits non-zero if none answers)
 	$(PY) -m pytest tests/stack $(PYTEST_ARGS)
+
+audit: install ## audit the locked dependencies for known vulnerabilities (pip-audit)
+	$(PY) -m tracehop.dependency_audit
 
 lint: install ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .

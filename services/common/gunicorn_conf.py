@@ -23,7 +23,6 @@ from services.common.logging_setup import configure_logging, route_stdlib_loggin
 from services.common.telemetry import setup_tracing, shutdown_tracing  # noqa: E402
 
 
-
 def _service() -> str:
     # Read when needed, not at import: gunicorn applies `--env OTEL_SERVICE_NAME=…` after loading this file.
     return settings.env_str("OTEL_SERVICE_NAME", "tracehop")

@@ -78,7 +78,12 @@ app.conf.update(
     result_backend_transport_options={"retry_policy": {"timeout": 2.0}},
     broker_connection_retry_on_startup=True,
     # Publishing must fail fast when the broker is down, so the gateway can answer 503 within a request.
-    task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+    task_publish_retry_policy={
+        "max_retries": 2,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
+    },
     task_track_started=True,
     worker_concurrency=settings.env_int("TRACEHOP_WORKER_CONCURRENCY", 2),
     # Our logs go through loguru as JSON: Celery must neither redirect stdout nor take the root logger.

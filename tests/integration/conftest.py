@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +25,7 @@ import requests
 from kombu import Connection
 
 from tests.conftest import free_port
+from tests.integration.fault_tools import Programs
 from tracehop.stack import LocalStack
 from tracehop.trace_query import Span, TraceQuery, spans_from_otlp_json
 from tracehop.trace_store import SpanDatabase, resource_spans_json
@@ -149,6 +151,26 @@ SHAPES_ENV = {
     "TRACEHOP_BEAT_INTERVAL_S": "1",
     "TRACEHOP_FAULT_INJECTION": "1",
 }
+
+
+@contextmanager
+def private_stack(root: Path, env: dict[str, str], *, beat: bool = False) -> Iterator[RunningStack]:
+    """A private stack for the duration of a `with` block (a module's fixture, typically)."""
+    running = start_private_stack(root, env, beat=beat)
+    try:
+        yield running
+    finally:
+        running.http.close()  # idle keep-alive connections would slow gunicorn's graceful stop
+        running.stack.stop()
+
+
+@pytest.fixture
+def programs(stack: RunningStack) -> Iterator[Programs]:
+    """Stop, start or kill the programs of the module's private `stack` fixture; after each test every
+    program runs again, so one fault never leaks into the next test."""
+    programs = Programs(stack.stack)
+    yield programs
+    programs.ensure_all_running()
 
 
 def start_private_stack(root: Path, env: dict[str, str], *, beat: bool = False) -> RunningStack:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 from tests.integration.conftest import RunningStack
+from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE, REPORT_TREE
 from tracehop.trace_tree import Node
 
 
@@ -23,24 +24,6 @@ def create_user(stack: RunningStack, domain: str = "example.org", headers: dict 
     )
     assert response.status_code == 201, response.text
     return response
-
-
-# The INTERNAL spans UserStore.create and deliver_welcome_email come from @traced (pattern 1),
-# auth_check and serialize are manual spans (pattern 2).
-CREATE_USER_TREE = """
-    gateway  SERVER    POST /api/users
-    ├─ gateway  CLIENT    POST
-    │  └─ users  SERVER    POST /users
-    │     ├─ users  INTERNAL  auth_check
-    │     ├─ users  INTERNAL  UserStore.create
-    │     │  ├─ users  CLIENT    INCRBY
-    │     │  └─ users  CLIENT    HSET
-    │     └─ users  INTERNAL  serialize
-    └─ gateway  PRODUCER  apply_async/send_welcome_email
-       └─ worker  CONSUMER  run/send_welcome_email
-          └─ worker  INTERNAL  deliver_welcome_email
-"""
-CREATE_USER_SPANS = 11
 
 
 def spans_named(roots: list[Node], name: str) -> list[Node]:
@@ -86,18 +69,7 @@ def test_report_job_reaches_users_again_from_the_worker(running_stack: RunningSt
     assert job["state"] == "SUCCESS" and job["result"]["user_id"] == user_id
     roots = running_stack.assert_tree(
         body["trace_id"],
-        """
-        gateway  SERVER    POST /api/users/<user_id>/report
-        └─ gateway  PRODUCER  apply_async/generate_report
-           └─ worker  CONSUMER  run/generate_report
-              └─ worker  INTERNAL  build_report
-                 └─ worker  CLIENT    GET
-                    └─ users  SERVER    GET /users/<int:user_id>
-                       ├─ users  INTERNAL  auth_check
-                       ├─ users  INTERNAL  UserStore.get
-                       │  └─ users  CLIENT    HGETALL
-                       └─ users  INTERNAL  serialize
-        """,
+        REPORT_TREE,
     )
     (build,) = spans_named(roots, "build_report")
     assert events(build)["report ready"] == {"log.severity": "INFO", "user_id": user_id}

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.integration.conftest import RunningStack, start_private_stack
-from tests.integration.fault_tools import BlackHole, Programs, metric_value, publish_job, timed
+from tests.integration.conftest import RunningStack, private_stack
+from tests.integration.fault_tools import BlackHole, metric_value, publish_job, timed
 
 EXPORT_TIMEOUT_S = 1.0
 ENV = {
@@ -29,25 +29,14 @@ ENV = {
     "TRACEHOP_VISIBILITY_TIMEOUT_S": "5",
 }
 SERVICES = ("gateway", "users", "worker")
-# What a fault may cost a request that cannot succeed: connect refused, plus the short retry policies.
-FAIL_FAST_S = 3.5
+# "Within a couple of seconds": a refused connection plus the short publish and result-backend retry policies.
+FAIL_FAST_S = 2.5
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    running = start_private_stack(tmp_path_factory.mktemp("faults-dependencies"), ENV)
-    try:
+    with private_stack(tmp_path_factory.mktemp("faults-dependencies"), ENV) as running:
         yield running
-    finally:
-        running.http.close()  # idle keep-alive connections would slow gunicorn's graceful stop
-        running.stack.stop()
-
-
-@pytest.fixture
-def programs(stack: RunningStack) -> Iterator[Programs]:
-    programs = Programs(stack.stack)
-    yield programs
-    programs.ensure_all_running()
 
 
 WHOLE_TRACE = (("gateway", "SERVER"), ("users", "SERVER"), ("worker", "CONSUMER"))

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import RunningStack, start_private_stack
-from tests.integration.fault_tools import Programs, metric_value, publish_job
+from tests.integration.conftest import RunningStack, private_stack
+from tests.integration.fault_tools import metric_value, publish_job
 from tracehop.trace_query import Span
 from tracehop.trace_tree import assert_trace_tree
 
@@ -37,19 +37,8 @@ STEPS, STEP_MS = 6, 400
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    running = start_private_stack(tmp_path_factory.mktemp("faults-jobs"), ENV)
-    try:
+    with private_stack(tmp_path_factory.mktemp("faults-jobs"), ENV) as running:
         yield running
-    finally:
-        running.http.close()  # idle keep-alive connections would slow gunicorn's graceful stop
-        running.stack.stop()
-
-
-@pytest.fixture
-def programs(stack: RunningStack) -> Iterator[Programs]:
-    programs = Programs(stack.stack)
-    yield programs
-    programs.ensure_all_running()
 
 
 def queue_long_job(stack: RunningStack) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_core_traces import CREATE_USER_TREE
+from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE
 from tests.stack.conftest import ComposeStack, poll
 from tests.static import stack_files
 from tracehop.trace_query import TraceQuery
@@ -23,7 +23,6 @@ from tracehop.trace_tree import assert_trace_tree
 
 SERVICES = ("gateway", "users", "worker")
 # One span per line of the expected tree: wait for all of them before comparing.
-CREATE_USER_SPANS = sum(1 for line in CREATE_USER_TREE.splitlines() if line.strip())
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import redis
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -37,6 +38,14 @@ def spans() -> Iterator[InMemorySpanExporter]:
     _EXPORTER.clear()
     yield _EXPORTER
     _EXPORTER.clear()
+
+
+@pytest.fixture
+def broker(valkey_url: str) -> redis.Redis:
+    """The gateway's jobs go to the test's real Redis-protocol server, into an empty queue."""
+    from tests.unit.gateway_app import point_celery_at
+
+    return point_celery_at(valkey_url)
 
 
 @pytest.fixture(scope="session")

@@ -14,19 +14,9 @@ import redis
 from services.common.users_client import UsersClient
 from services.gateway import create_app
 from services.gateway.job_queue import JobQueue
-from services.worker.celery_app import app as celery_app
 from tests.conftest import free_port
 from tests.unit.conftest import as_query_spans
 from tracehop.trace_tree import assert_trace_tree
-
-
-@pytest.fixture
-def broker(valkey_url: str) -> redis.Redis:
-    celery_app.conf.broker_url = valkey_url
-    celery_app.conf.result_backend = valkey_url
-    client = redis.Redis.from_url(valkey_url)
-    client.delete("celery")
-    return client
 
 
 @pytest.fixture

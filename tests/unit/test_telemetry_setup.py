@@ -39,4 +39,6 @@ def test_cached_hash_equals_the_sdk_hash_and_is_not_recomputed(monkeypatch):
     except AssertionError:
         pass
     else:
-        raise AssertionError("the plain Resource should have recomputed its hash (test cannot tell otherwise)")
+        raise AssertionError(
+            "the plain Resource should have recomputed its hash (test cannot tell otherwise)"
+        )

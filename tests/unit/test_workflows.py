@@ -17,16 +17,6 @@ from opentelemetry.propagators.b3 import B3SingleFormat
 from services.common import broken_on_purpose
 from services.gateway import create_app
 from services.worker import chord_links, workflow_tasks
-from services.worker.celery_app import app as celery_app
-
-
-@pytest.fixture
-def broker(valkey_url: str) -> redis.Redis:
-    celery_app.conf.broker_url = valkey_url
-    celery_app.conf.result_backend = valkey_url
-    client = redis.Redis.from_url(valkey_url)
-    client.delete("celery")
-    return client
 
 
 @pytest.fixture
