@@ -136,11 +136,6 @@ def current_trace_id() -> str:
     return trace.format_trace_id(context.trace_id) if context.is_valid else ""
 
 
-def current_span_id() -> str:
-    context = trace.get_current_span().get_span_context()
-    return trace.format_span_id(context.span_id) if context.is_valid else ""
-
-
 def traceresponse_header() -> str | None:
     """The W3C Trace Context Level 2 `traceresponse` value for the current span, or None outside one."""
     context = trace.get_current_span().get_span_context()
