@@ -14,6 +14,7 @@ import redis
 from loguru import logger
 
 from services.common.traced import traced
+from services.users.database import with_retry
 
 NEXT_ID_KEY = "users:next_id"
 
@@ -40,15 +41,19 @@ class UserStore:
     # masked (`arg.email = "a***@example.org"`): the domain is what explains a delivery problem.
     @traced(skip=("name",))
     def create(self, name: str, email: str) -> User:
-        user_id = int(self._redis.incr(NEXT_ID_KEY))
-        self._redis.hset(user_key(user_id), mapping={"name": name, "email": email})
+        def write() -> int:
+            user_id = int(self._redis.incr(NEXT_ID_KEY))
+            self._redis.hset(user_key(user_id), mapping={"name": name, "email": email})
+            return user_id
+
+        user_id = with_retry(write)
         logger.info("user created", user_id=user_id)
         return User(user_id, name, email)
 
     @traced
     def get(self, user_id: int) -> User | None:
         logger.info("fetching user", user_id=user_id)
-        fields = self._redis.hgetall(user_key(user_id))
+        fields = with_retry(lambda: self._redis.hgetall(user_key(user_id)))
         if not fields:
             return None
         decoded = {k.decode(): v.decode() for k, v in fields.items()}
