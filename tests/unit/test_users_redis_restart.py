@@ -14,8 +14,7 @@ import pytest
 import redis
 from opentelemetry import trace
 
-from services.users import create_app
-from services.users import database
+from services.users import create_app, database
 from tests.valkey_process import AofValkey
 
 TOKEN = {"X-Service-Token": "test-token"}
