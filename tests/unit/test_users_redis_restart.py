@@ -40,7 +40,7 @@ def users(valkey):
     return app.test_client()
 
 
-def assert_database_unavailable(response, spans=None) -> None:
+def assert_database_unavailable(response) -> None:
     assert response.status_code == 503, response.get_data(as_text=True)
     body = response.get_json()
     assert body["error"] == "database_unavailable"
