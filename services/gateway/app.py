@@ -14,6 +14,7 @@ from services.common.flask_observability import observe_flask_app
 from services.common.logging_setup import configure_logging
 from services.common.users_client import UsersClient
 from services.gateway.conformance import register_conformance_endpoint
+from services.gateway.idempotency import IdempotencyStore
 from services.gateway.job_queue import JobQueue
 from services.gateway.openapi import blueprint as openapi_blueprint
 from services.gateway.routes import blueprint
@@ -39,6 +40,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     telemetry.instrument(instrumentors)
     app.extensions["users_client"] = app.config.get("USERS_CLIENT") or UsersClient()
     app.extensions["job_queue"] = app.config.get("JOB_QUEUE") or JobQueue()
+    app.extensions["idempotency"] = app.config.get("IDEMPOTENCY_STORE") or IdempotencyStore()
     app.register_blueprint(blueprint)
     app.register_blueprint(openapi_blueprint)
     app.register_blueprint(workflow_blueprint)  # chain, chord, countdown, job queueing a job
