@@ -79,7 +79,9 @@ def test_a_malformed_key_is_400(gateway, broker, key):
     assert queued(broker) == []
 
 
-def test_a_retry_after_the_first_attempt_died_before_queueing_queues_the_job_once(gateway, broker, users_server):
+def test_a_retry_after_the_first_attempt_died_before_queueing_queues_the_job_once(
+    gateway, broker, users_server
+):
     # The state a gateway killed between the two steps leaves: its record (job id chosen, not queued)
     # and the user users created for the key — but no job message.
     key = str(uuid.uuid4())
