@@ -20,6 +20,8 @@ from services.gateway.openapi import blueprint as openapi_blueprint
 from services.gateway.routes import blueprint
 from services.gateway.trust_boundary import install_trust_boundary
 from services.gateway.workflow_routes import blueprint as workflow_blueprint
+from services.worker.celery_app import app as celery_app
+from services.worker.job_ledger import start_reconciler
 
 SERVICE = "gateway"
 
@@ -48,4 +50,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     observe_flask_app(app, SERVICE)
     # After the instrumentation: the boundary's hook links the span the instrumentation has just started.
     install_trust_boundary(app, app.config.get("TRUST_BOUNDARY"))
+    if not app.testing:
+        # In each gunicorn worker process (the app is created after the fork): publishes again a job
+        # that was accepted but never started (services/worker/job_ledger.py).
+        start_reconciler(celery_app)
     return app

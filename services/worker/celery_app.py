@@ -27,7 +27,7 @@ from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
 from services.common import broken_on_purpose, fault_injection, settings, telemetry
 from services.common.logging_setup import configure_logging
-from services.worker import chord_links, job_metrics
+from services.worker import chord_links, job_ledger, job_metrics
 from services.worker.job_claims import IdempotentTask
 from services.worker.log_privacy import hide_job_results
 
@@ -101,6 +101,10 @@ app.conf.update(
         "heartbeat": {"task": "heartbeat", "schedule": settings.env_float("TRACEHOP_BEAT_INTERVAL_S", 60.0)},
     },
 )
+
+# Every publish of one of our jobs is recorded until the job starts (job_ledger.py): the gateway's
+# reconciler publishes a job again if its message was lost between the broker and a dying worker.
+job_ledger.connect_recording(app)
 
 
 @signals.setup_logging.connect
