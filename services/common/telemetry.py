@@ -23,11 +23,12 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.processor.baggage import BaggageSpanProcessor
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from services.common import settings
+from services.common.export_retry import RetryingSpanExporter, queue_size
 from services.common.propagation import use_w3c_tracestate
-from services.common.span_export_metrics import CountingSpanExporter
+from services.common.span_export_metrics import CountingSpanExporter, QueueCountingBatchSpanProcessor
 
 # An absent or slow backend must cost a request nothing and a shutdown only a few seconds: the SDK's own
 # default export timeout is 10 s, and it retries within it.
@@ -41,6 +42,7 @@ BAGGAGE_ATTRIBUTE_PREFIX = "tracehop."
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
 _provider_pid: int | None = None
+_retrying: RetryingSpanExporter | None = None
 
 
 def service_version() -> str:
@@ -96,7 +98,7 @@ def setup_tracing(
 
     Idempotent within one process. `exporter` replaces the OTLP exporter (tests pass an in-memory one).
     """
-    global _provider, _provider_pid
+    global _provider, _provider_pid, _retrying
     if settings.tracing_disabled():
         return None
     with _lock:
@@ -104,9 +106,12 @@ def setup_tracing(
             return _provider
         provider = TracerProvider(resource=build_resource(service_name))
         provider.add_span_processor(BaggageSpanProcessor(_is_own_baggage_key))
-        # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
-        exported_to = CountingSpanExporter(exporter or OTLPSpanExporter(timeout=_export_timeout_s()))
-        provider.add_span_processor(BatchSpanProcessor(exported_to))
+        # A batch is retried through a backend outage while new spans wait in a queue sized for one
+        # (export_retry.py); what is lost anyway is counted in /metrics (span_export_metrics.py).
+        _retrying = RetryingSpanExporter(exporter or OTLPSpanExporter(timeout=_export_timeout_s()))
+        provider.add_span_processor(
+            QueueCountingBatchSpanProcessor(CountingSpanExporter(_retrying), max_queue_size=queue_size())
+        )
         trace.set_tracer_provider(provider)
         use_w3c_tracestate()
         _provider, _provider_pid = provider, os.getpid()
@@ -127,6 +132,8 @@ def shutdown_tracing() -> None:
     with _lock:
         provider, _provider = _provider, None
     if provider is not None and _provider_pid == os.getpid():
+        if _retrying is not None:
+            _retrying.stop_retrying()
         provider.shutdown()
 
 
