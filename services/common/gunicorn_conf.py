@@ -7,9 +7,7 @@ Telemetry is set up in each worker AFTER the fork (post_fork) and flushed when t
 (worker_exit); the Prometheus multiprocess files of a dead worker are marked dead (child_exit).
 """
 
-import ctypes
 import os
-import signal
 import tempfile
 
 from gunicorn.glogging import Logger as _GunicornLogger
@@ -32,7 +30,7 @@ def _service() -> str:
 
 # gthread: a few threads per process serve I/O-bound requests (the gateway waits on users and Redis)
 # without the memory of more processes. Both are tunable without editing this file.
-worker_class = "gthread"
+worker_class = "services.common.gunicorn_worker.OrphanTolerantThreadWorker"  # gthread, see that module
 workers = settings.env_int("GUNICORN_WORKERS", 2)
 threads = settings.env_int("GUNICORN_THREADS", 4)
 # Longer than any client's idle pool timeout, so a pooled connection is not closed just as it is reused
@@ -44,9 +42,9 @@ accesslog = None  # the app writes one JSON access line per request itself, insi
 # gunicorn's control socket defaults to one path per user: two services on one host would fight over it.
 control_socket_disable = True
 # A master killed outright (SIGKILL, OOM) leaves its workers running, holding the port: without SO_REUSEPORT
-# the master supervisord starts next fails with "Connection in use" until they notice (about 10 s in a
-# first measurement, two failed restarts). With it the new master binds at once, and the orphans, told by
-# the kernel that their parent died (post_fork below), stop.
+# the master supervisord starts next fails with "Connection in use" (two failed restarts, 11 s of 503 in the
+# report of issue 14). With it the new master binds at once, while the orphans serve on until it is up
+# (gunicorn_worker.py).
 reuse_port = True
 
 
@@ -72,21 +70,8 @@ def on_starting(server):  # noqa: ANN001
 
 
 def post_fork(server, worker):  # noqa: ANN001
-    _stop_when_the_master_dies(server.pid)
     configure_logging(_service())
     setup_tracing(_service())
-
-
-def _stop_when_the_master_dies(master_pid: int) -> None:
-    """PR_SET_PDEATHSIG: the kernel sends this worker SIGTERM (a graceful stop) as soon as its master
-    dies, instead of the worker finding out at its next check of its parent pid. Linux only."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != master_pid:  # the master died before the call: nobody would signal us
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def worker_exit(server, worker):  # noqa: ANN001
