@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import RunningStack, start_private_stack, stop_in_background, stored_spans
-from tracehop.processes import group_members
-from tracehop.trace_query import Span
-from tracehop.trace_tree import Node, assert_trace_tree
+from tracehop.stack.processes import group_members
+from tracehop.traces.query import Span
+from tracehop.traces.tree import Node, assert_trace_tree
 
 # One gunicorn worker per service: these stacks serve one request at a time, and each worker process
 # costs a second of CPU to start.

@@ -20,8 +20,8 @@ import pytest
 from tests.integration.conftest import RunningStack
 from tests.integration.context_capture import decoded_body, pushed_messages, wait_for
 from tests.integration.expected_trees import REPORT_TREE
-from tracehop.trace_query import Span
-from tracehop.trace_tree import Node, assert_trace_tree
+from tracehop.traces.query import Span
+from tracehop.traces.tree import Node, assert_trace_tree
 
 # Decorator spans (@traced) may sit inside a job or a users request: a `…` line allows them.
 

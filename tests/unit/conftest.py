@@ -77,7 +77,7 @@ def as_query_spans(finished, service: str):
     same text form as integration tests. All spans of a unit test come from one process: one service."""
     from opentelemetry.trace import format_span_id, format_trace_id
 
-    from tracehop.trace_query import Span
+    from tracehop.traces.query import Span
 
     return [
         Span(

@@ -16,7 +16,7 @@ from services.gateway import create_app
 from services.gateway.job_queue import JobQueue
 from tests.conftest import free_port
 from tests.unit.conftest import as_query_spans
-from tracehop.trace_tree import assert_trace_tree
+from tracehop.traces.tree import assert_trace_tree
 
 
 @pytest.fixture

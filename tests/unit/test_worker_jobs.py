@@ -12,7 +12,7 @@ from services.common.users_client import UsersClient
 from services.worker import tasks
 from services.worker.mail import TransientDeliveryError, deliver_welcome_email
 from tests.unit.conftest import as_query_spans
-from tracehop.trace_tree import assert_trace_tree
+from tracehop.traces.tree import assert_trace_tree
 
 
 @pytest.fixture(autouse=True)

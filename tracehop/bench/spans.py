@@ -20,8 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracehop.bench_stats import percentile, round_or_none
-from tracehop.trace_query import Span, TraceQuery
+from tracehop.bench.stats import percentile, round_or_none
+from tracehop.traces.query import Span, TraceQuery
 
 
 @dataclass(frozen=True)

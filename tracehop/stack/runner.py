@@ -22,10 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracehop.processes import group_members, kill_group, process_command_line, process_exists
-from tracehop.prometheus_config import write_local_prometheus_config
-from tracehop.readiness import ReadinessProbe
-from tracehop.stack_config import (
+from tracehop.stack.config import (
     PORT_ENV_VARS,
     SERVICES,
     StackLayout,
@@ -40,8 +37,11 @@ from tracehop.stack_config import (
     var_dir_from_env,
     wiring_overrides_from_env,
 )
-from tracehop.supervisor_client import ProcessInfo, SupervisorClient, SupervisorUnavailable
-from tracehop.supervisord_conf import build_programs, render_supervisord_conf
+from tracehop.stack.processes import group_members, kill_group, process_command_line, process_exists
+from tracehop.stack.prometheus_config import write_local_prometheus_config
+from tracehop.stack.readiness import ReadinessProbe
+from tracehop.stack.supervisor_client import ProcessInfo, SupervisorClient, SupervisorUnavailable
+from tracehop.stack.supervisord_conf import build_programs, render_supervisord_conf
 
 # Components in the order they come up: each one's dependencies are before it.
 COMPONENT_ORDER = ("redis", "trace-store", "users", "worker", "beat", "gateway", "prometheus")

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from tracehop.bench_stats import median
+from tracehop.bench.stats import median
 
 DEFAULT_INTERVAL_S = 0.2
 # About 5 ms of pure Python on the machines this project runs on: long enough for the CPU clock to
@@ -78,7 +78,7 @@ class CpuProbe:
         self._command = [
             sys.executable,
             "-c",
-            f"from tracehop.bench_probe import run_probe; run_probe({interval_s!r}, {iterations!r})",
+            f"from tracehop.bench.probe import run_probe; run_probe({interval_s!r}, {iterations!r})",
         ]
         self._process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tracehop.stack_config import LOCALHOST, REPO_ROOT, StackPorts
+from tracehop.stack.config import LOCALHOST, REPO_ROOT, StackPorts
 
 SOURCE_CONFIG = REPO_ROOT / "infra" / "prometheus" / "prometheus.yml"
 

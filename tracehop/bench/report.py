@@ -14,7 +14,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from tracehop.bench_stats import median, normalise_rps, paired_ratios, ratio, round_or_none, spread
+from tracehop.bench.stats import median, normalise_rps, paired_ratios, ratio, round_or_none, spread
 
 SCHEMA_VERSION = 1
 MODES = ("traced", "untraced")

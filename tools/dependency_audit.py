@@ -1,6 +1,6 @@
 """Audit the locked dependencies against published advisories (pip-audit), and say so when it could not.
 
-    python -m tracehop.dependency_audit [--lock requirements.lock] [--service pypi|osv]
+    python -m tools.dependency_audit [--lock requirements.lock] [--service pypi|osv]
 
 Exit status: 0 every package was checked and none has a known vulnerability; 1 some have (listed, with
 the versions that fix them); 3 the advisory data could not be had for some or all packages (no network,
@@ -113,7 +113,7 @@ def run_audit(lock: Path, service: str = "pypi", timeout_s: int = 15) -> AuditRe
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tracehop.dependency_audit", description=__doc__.split("\n")[0]
+        prog="python -m tools.dependency_audit", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--lock", type=Path, default=Path("requirements.lock"))
     parser.add_argument("--service", choices=("pypi", "osv"), default="pypi")

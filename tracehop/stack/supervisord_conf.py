@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracehop.stack_config import StackLayout, StackPorts
+from tracehop.stack.config import StackLayout, StackPorts
 
 GUNICORN_CONF = "services/common/gunicorn_conf.py"
 

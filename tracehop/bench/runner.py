@@ -37,11 +37,11 @@ import requests
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tracehop import bench_procs
-from tracehop.bench_load import BenchRequest, BuiltinLoad, LoadResult, TrivialServer, UserMix
-from tracehop.bench_probe import CpuProbe
-from tracehop.bench_queue import DrainResult, wait_for_drain
-from tracehop.bench_report import (
+from tracehop.bench import procs
+from tracehop.bench.load import BenchRequest, BuiltinLoad, LoadResult, TrivialServer, UserMix
+from tracehop.bench.probe import CpuProbe
+from tracehop.bench.queue import DrainResult, wait_for_drain
+from tracehop.bench.report import (
     FIXED_RATE,
     MODES,
     SATURATION,
@@ -50,7 +50,7 @@ from tracehop.bench_report import (
     targets_table,
     validate_results,
 )
-from tracehop.bench_spans import (
+from tracehop.bench.spans import (
     FreshnessResult,
     FreshnessTracker,
     SpanAccount,
@@ -59,10 +59,10 @@ from tracehop.bench_spans import (
     account_spans,
     learn_shape,
 )
-from tracehop.bench_wrk import WrkLoad, wrk_binary, wrk_version
-from tracehop.stack import LocalStack
-from tracehop.stack_config import free_stack_ports
-from tracehop.trace_query import TraceQuery
+from tracehop.bench.wrk import WrkLoad, wrk_binary, wrk_version
+from tracehop.stack.config import free_stack_ports
+from tracehop.stack.runner import LocalStack
+from tracehop.traces.query import TraceQuery
 
 DEFAULT_OUTPUT = Path("bench/results.json")
 # Environment variables that change what is measured: recorded with the results.
@@ -216,31 +216,31 @@ class _Counters:
 
     at: float
     wall_ns: int
-    own: dict[str, dict[int, bench_procs.ProcessSample]]
-    other: dict[str, dict[int, bench_procs.ProcessSample]]
-    machine: bench_procs.MachineCpu
+    own: dict[str, dict[int, procs.ProcessSample]]
+    other: dict[str, dict[int, procs.ProcessSample]]
+    machine: procs.MachineCpu
     bench_cpu_s: float
     probe_cpu_s: float
 
     @classmethod
     def read(cls, bench: BenchStack, other: BenchStack, probe: CpuProbe, with_pss: bool = False) -> _Counters:
-        probe_sample = bench_procs.read_process(probe.pid) if probe.pid else None
+        probe_sample = procs.read_process(probe.pid) if probe.pid else None
         return cls(
             at=time.monotonic(),
             wall_ns=time.time_ns(),
-            own=bench_procs.snapshot(bench.groups, with_pss=with_pss),
-            other=bench_procs.snapshot(other.groups),
-            machine=bench_procs.machine_cpu(),
-            bench_cpu_s=bench_procs.own_cpu_s(),
+            own=procs.snapshot(bench.groups, with_pss=with_pss),
+            other=procs.snapshot(other.groups),
+            machine=procs.machine_cpu(),
+            bench_cpu_s=procs.own_cpu_s(),
             probe_cpu_s=probe_sample.cpu_s if probe_sample else 0.0,
         )
 
 
 def _cpu_by_component(
-    before: dict[str, dict[int, bench_procs.ProcessSample]],
-    after: dict[str, dict[int, bench_procs.ProcessSample]],
+    before: dict[str, dict[int, procs.ProcessSample]],
+    after: dict[str, dict[int, procs.ProcessSample]],
 ) -> dict[str, float]:
-    return {name: bench_procs.usage_between(before.get(name, {}), after[name]).cpu_s for name in after}
+    return {name: procs.usage_between(before.get(name, {}), after[name]).cpu_s for name in after}
 
 
 def make_load(bench: BenchStack, settings: BenchSettings, phase: str, on_response: Callable | None) -> Load:
@@ -303,7 +303,7 @@ def measure_window(
     probe_cpu_ms, probe_wall_ms = probe.window(before.at, after.at)
     progress.status(label, "draining the job queue")
     drain = wait_for_drain(bench.redis, after.at, settings.drain_timeout_s)
-    drained = bench_procs.snapshot(bench.groups)
+    drained = procs.snapshot(bench.groups)
 
     spans: SpanAccount | None = None
     if bench.traced:
@@ -332,11 +332,11 @@ def window_record(
     result: LoadResult,
     before: _Counters,
     after: _Counters,
-    drained: dict[str, dict[int, bench_procs.ProcessSample]],
+    drained: dict[str, dict[int, procs.ProcessSample]],
     drain: DrainResult,
     spans: SpanAccount | None,
 ) -> dict[str, Any]:
-    services = {name: bench_procs.usage_between(before.own[name], after.own[name]) for name in after.own}
+    services = {name: procs.usage_between(before.own[name], after.own[name]) for name in after.own}
     stack_cpu = sum(usage.cpu_s for usage in services.values())
     other_cpu = sum(_cpu_by_component(before.other, after.other).values())
     bench_cpu = after.bench_cpu_s - before.bench_cpu_s
@@ -358,7 +358,7 @@ def window_record(
         "spans": spans.as_dict() if spans else None,
         "machine": {
             "elapsed_s": round(elapsed, 3),
-            "load_avg_1m": bench_procs.load_average()[0],
+            "load_avg_1m": procs.load_average()[0],
             "busy_cpu_s": round(busy, 2),
             "steal_s": round(after.machine.steal_s - before.machine.steal_s, 2),
             "this_stack_cpu_s": round(stack_cpu, 2),
@@ -403,7 +403,7 @@ class BenchProgress:
         self._progress.update(self._task, description=description, info=info, completed=0, total=None)
 
     def load_tick(self, label: str, elapsed: float, duration: float, completed: int | None) -> None:
-        info = f"load avg {bench_procs.load_average()[0]:.1f}"
+        info = f"load avg {procs.load_average()[0]:.1f}"
         if completed is not None and elapsed > 0:
             info = f"{completed} answered, {completed / elapsed:.0f} req/s · {info}"
         self._progress.update(self._task, description=label, info=info, total=duration, completed=elapsed)
@@ -436,10 +436,10 @@ class BenchProgress:
 def machine_description() -> dict[str, Any]:
     return {
         "cores": os.cpu_count(),
-        "cpu_model": bench_procs.cpu_model(),
+        "cpu_model": procs.cpu_model(),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "load_avg_start": bench_procs.load_average(),
+        "load_avg_start": procs.load_average(),
     }
 
 
@@ -524,7 +524,7 @@ def run_bench(settings: BenchSettings, console: Console) -> dict[str, Any]:
                 + ", ".join(f"{name}: {shape['spans']} spans" for name, shape in shapes.items())
             )
             windows, freshness = run_rounds(benches, settings, probe, progress)
-        machine["load_avg_end"] = bench_procs.load_average()
+        machine["load_avg_end"] = procs.load_average()
         document = summarise(
             windows,
             when=when,
@@ -642,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         if settings.profile_dir is not None:
-            from tracehop.bench_profile import run_profile
+            from tracehop.bench.profile import run_profile
 
             run_profile(settings, console)
             return 0
@@ -660,7 +660,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Results: {settings.output}"
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

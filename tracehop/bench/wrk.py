@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tracehop.bench_load import LoadResult, UserMix
+from tracehop.bench.load import LoadResult, UserMix
 
 RESULT_MARKER = "TRACEHOP_BENCH "
 

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tracehop.trace_query import Span
-from tracehop.trace_tree import ERROR_MARK, Node, TreeLine, build_tree, tree_lines
+from tracehop.traces.query import Span
+from tracehop.traces.tree import ERROR_MARK, Node, TreeLine, build_tree, tree_lines
 
 SERVICE_COLOURS = (
     "cyan",

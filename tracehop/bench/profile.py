@@ -30,12 +30,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from tracehop import bench_procs
-from tracehop.bench_queue import wait_for_drain
-from tracehop.bench_report import MODES, SATURATION
+from tracehop.bench import procs
+from tracehop.bench.queue import wait_for_drain
+from tracehop.bench.report import MODES, SATURATION
 
 if TYPE_CHECKING:
-    from tracehop.bench import BenchSettings, BenchStack
+    from tracehop.bench.runner import BenchSettings, BenchStack
 
 SAMPLE_RATE_HZ = 100
 PROFILED = ("gateway", "users", "worker", "trace-store")
@@ -198,7 +198,7 @@ def _py_spy() -> str:
 def profile_window(
     bench: BenchStack, settings: BenchSettings, out_dir: Path, console: Console
 ) -> dict[str, Any]:
-    from tracehop.bench import make_load
+    from tracehop.bench.runner import make_load
 
     services = [s for s in PROFILED if s in bench.groups and (bench.traced or s != "trace-store")]
     spies = {}
@@ -229,13 +229,13 @@ def profile_window(
             output,
         )
     time.sleep(1.0)  # py-spy attaches to every process before the load starts
-    before = bench_procs.snapshot(bench.groups)
+    before = procs.snapshot(bench.groups)
     load = make_load(bench, settings, SATURATION, None).start()
     console.print(f"profiling {bench.mode}: {', '.join(services)} for {settings.duration_s:g} s")
     result = load.result()
-    after = bench_procs.snapshot(bench.groups)
+    after = procs.snapshot(bench.groups)
     measured = {
-        service: round(bench_procs.usage_between(before[service], after[service]).cpu_s * 1000 / result.ok, 4)
+        service: round(procs.usage_between(before[service], after[service]).cpu_s * 1000 / result.ok, 4)
         for service in services
         if result.ok
     }
@@ -251,7 +251,7 @@ def profile_window(
 
 
 def run_profile(settings: BenchSettings, console: Console) -> dict[str, Any]:
-    from tracehop.bench import start_bench_stack, warm_up
+    from tracehop.bench.runner import start_bench_stack, warm_up
 
     assert settings.profile_dir is not None
     out_dir = settings.profile_dir
@@ -326,7 +326,7 @@ def profile_tables(report: dict[str, Any]) -> list[Table]:
 
 
 if __name__ == "__main__":
-    # python -m tracehop.bench_profile bench/profiles: re-read the raw profiles a PROFILE=1 run wrote.
+    # python -m tracehop.bench.profile bench/profiles: re-read the raw profiles a PROFILE=1 run wrote.
     resummarise(
         Path(sys.argv[1] if len(sys.argv) > 1 else "bench/profiles"), Console(highlight=False, width=120)
     )

@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tracehop.stack_config import REPO_ROOT
+from tracehop.stack.config import REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 VERSIONS_ENV = REPO_ROOT / ".env"  # committed: image versions and non-secret defaults

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from tracehop.bench_stats import latency_percentiles_ms, round_or_none
+from tracehop.bench.stats import latency_percentiles_ms, round_or_none
 
 CREATE_PATH = "/api/users"
 REQUEST_TIMEOUT_S = 10.0
@@ -338,7 +338,7 @@ class TrivialServer:
 
     def __enter__(self) -> TrivialServer:
         self._process = subprocess.Popen(
-            [sys.executable, "-c", "from tracehop.bench_load import serve_trivial; serve_trivial()"],
+            [sys.executable, "-c", "from tracehop.bench.load import serve_trivial; serve_trivial()"],
             stdout=subprocess.PIPE,
             text=True,
         )

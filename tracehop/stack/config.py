@@ -17,7 +17,7 @@ from pathlib import Path
 LOCALHOST = "127.0.0.1"
 
 # The repository root: every process runs from here so that `services.*` and `tracehop` import.
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Environment variable naming each port, in the order the README lists them.
 PORT_ENV_VARS: dict[str, str] = {

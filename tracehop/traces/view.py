@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import requests
 from rich.console import Console
 
-from tracehop.trace_query import Span, TraceQuery
-from tracehop.traffic import latest_trace_id
+from tracehop.traces.query import Span, TraceQuery
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -29,17 +27,6 @@ def normalize_trace_id(raw: str) -> str:
     trace_id = raw.strip().lower()
     if not TRACE_ID.fullmatch(trace_id):
         raise TraceViewError(f"{raw!r} is not a trace id (32 hex digits, as `make traffic` prints)")
-    return trace_id
-
-
-def default_trace_id(last_traffic: Path) -> str:
-    """The latest `POST /api/users` trace of the last `make traffic` run."""
-    trace_id = latest_trace_id(last_traffic)
-    if trace_id is None:
-        raise TraceViewError(
-            f"no trace id given and no POST /api/users in {last_traffic}: run `make traffic` first, "
-            "or pass one: `make trace ID=<trace id>`"
-        )
     return trace_id
 
 
@@ -77,7 +64,7 @@ def fetch_settled_trace(
 
 
 def show_trace(trace_id: str, query_url: str, console: Console, timeout: float = WAIT_SECONDS) -> list[Span]:
-    from tracehop.waterfall import render_waterfall
+    from tracehop.traces.waterfall import render_waterfall
 
     spans = fetch_settled_trace(TraceQuery(query_url), trace_id, timeout=timeout)
     render_waterfall(spans, console)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from tracehop.trace_query import Span
+    from tracehop.traces.query import Span
 
 KINDS = ("SERVER", "CLIENT", "PRODUCER", "CONSUMER", "INTERNAL")
 KIND_WIDTH = max(len(kind) for kind in KINDS) + 2

@@ -12,8 +12,8 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 from rich.text import Text
 
-from tracehop.compose_stack import PublishedPort
-from tracehop.stack import ComponentStatus, ReadyCallback
+from tracehop.stack.compose import PublishedPort
+from tracehop.stack.runner import ComponentStatus, ReadyCallback
 
 NEXT_STEPS = (
     "Next: [bold]make traffic[/] sends a mix of requests, [bold]make trace[/] shows the latest one as a "

@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from tracehop.trace_tree import build_tree, render_text
+from tracehop.traces.tree import build_tree, render_text
 
 # OTLP enum values. JSON encoders may send the integer (Jaeger does) or the proto enum name.
 SPAN_KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
