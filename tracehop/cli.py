@@ -43,6 +43,7 @@ from tracehop.traces.logs import logs_table, read_trace_logs
 from tracehop.traces.view import WAIT_SECONDS, TraceViewError, normalize_trace_id, show_trace
 from tracehop.traffic import (
     DEFAULT_COUNT,
+    TrafficError,
     latest_trace_id,
     run_fault_traffic,
     run_traffic,
@@ -64,6 +65,7 @@ EXPECTED_ERRORS = (
     StackConfigError,
     ComposeError,
     PrometheusConfigError,
+    TrafficError,
     TraceViewError,
     requests.RequestException,
 )

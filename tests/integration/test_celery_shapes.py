@@ -49,8 +49,13 @@ def nodes_named(roots: list[Node], name: str) -> list[Node]:
 
 def test_the_jobs_travel_through_the_broker_named(broker_stack: RunningStack, request: pytest.FixtureRequest):
     # Guards the parametrisation itself: the worker's banner names the transport it consumes from.
-    banner = broker_stack.stack.layout.program_output("worker").read_text()
+    # The stack is ready once the worker's /metrics answers (worker_init), which can be a moment before
+    # Celery prints its banner: wait for it, with a deadline.
+    output = broker_stack.stack.layout.program_output("worker")
     scheme = {"redis": "redis://", "amqp": "amqp://"}[request.node.callspec.params["broker_stack"]]
+    deadline = time.monotonic() + 15
+    while "transport:" not in (banner := output.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert f"transport:   {scheme}" in banner
 
 

@@ -11,7 +11,7 @@ import json
 import pytest
 import redis
 
-from services.common.users_client import UsersClient
+from services.clients.users_client import UsersClient
 from services.gateway import create_app
 from services.gateway.job_queue import JobQueue
 from tests.conftest import free_port

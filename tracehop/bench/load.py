@@ -1,6 +1,6 @@
 """The bench's workload and its built-in load generator.
 
-Workload (wrk's Lua script in bench_wrk.py sends the same): `POST /api/users` (a users call and a queued
+Workload (wrk's Lua script in wrk.py sends the same): `POST /api/users` (a users call and a queued
 job) and `GET /api/users/<id>` (a users call) mixed at random, GET ids among users created beforehand.
 
 The built-in generator: threads, each holding one keep-alive `http.client` connection. Two shapes:

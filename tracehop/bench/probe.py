@@ -1,7 +1,7 @@
 """The CPU probe: a fixed piece of pure-Python work, timed every fraction of a second in its own process.
 
 It measures how fast a CPU second is right now, so each window's throughput can be normalised
-(bench_stats.normalise_rps). It times the loop by the process's own CPU clock, not the wall clock: under
+(stats.normalise_rps). It times the loop by the process's own CPU clock, not the wall clock: under
 load both cores are busy with the services and the wall time would mostly measure waiting for a core,
 not the speed of one. The wall time is kept as well (it shows contention).
 

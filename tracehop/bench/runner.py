@@ -13,7 +13,7 @@ Each mode, each round: a saturation window (wrk when installed, else the built-i
 the worker needs to drain the queued jobs, then a window at a fixed 100 req/s (always the built-in
 generator: Debian's wrk has no fixed-rate mode), during which sampled traces are timed until complete.
 A CPU probe runs throughout; /proc gives each component's CPU and memory. Results: a table on the
-terminal and bench/results.json (fields in bench_report.py, explained in docs/performance.md).
+terminal and bench/results.json (fields in report.py, explained in docs/performance.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`make trace`: a trace as a waterfall in the terminal, and a table of recent traces.
 
-Each line starts with the tree text form (prefix, service, kind, name: see trace_tree), so the first
+Each line starts with the tree text form (prefix, service, kind, name: see tree.py), so the first
 columns can be pasted into a test as they are; after `  │ ` come the duration and a bar on the trace's time
 axis, coloured per service, and `✗` with the status message on error spans.
 """

@@ -32,8 +32,8 @@ from loguru import logger
 from opentelemetry import baggage, trace
 from opentelemetry.context import Context
 
-from services.common import settings
-from services.common.logging_setup import NO_SPAN_EVENT
+from services.telemetry.logs import NO_SPAN_EVENT
+from services.web import settings
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -167,7 +167,7 @@ def install_flask_hook(app: Flask, service: str) -> None:
         return
     # Here, not at the top: http_errors imports Flask, which the worker (also a user of this module)
     # never needs to load.
-    from services.common.http_errors import ApiError
+    from services.web.http_errors import ApiError
 
     @app.before_request
     def _inject_faults() -> None:

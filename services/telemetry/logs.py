@@ -31,8 +31,8 @@ from typing import Any
 from loguru import logger
 from opentelemetry import trace
 
-from services.common import settings
-from services.common.safe_attributes import is_secret_name, safe_text, safe_value
+from services.telemetry.safe_attributes import is_secret_name, safe_text, safe_value
+from services.web import settings
 
 # Fields every line carries, in this order; an event's own fields follow.
 BASE_FIELDS = ("ts", "level", "service", "message", "logger", "trace_id", "span_id")

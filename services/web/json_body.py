@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import request
 
-from services.common.http_errors import ApiError
+from services.web.http_errors import ApiError
 
 
 def read_json_body() -> Any:

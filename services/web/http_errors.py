@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify
 from loguru import logger
 from werkzeug.exceptions import HTTPException
 
-from services.common.telemetry import current_trace_id
+from services.telemetry.setup import current_trace_id
 
 
 class ApiError(Exception):

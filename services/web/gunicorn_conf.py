@@ -1,6 +1,6 @@
 """gunicorn configuration shared by the gateway and users services.
 
-    gunicorn -c services/common/gunicorn_conf.py -b 127.0.0.1:8080 --env OTEL_SERVICE_NAME=gateway \
+    gunicorn -c services/web/gunicorn_conf.py -b 127.0.0.1:8080 --env OTEL_SERVICE_NAME=gateway \
         'services.gateway:create_app()'
 
 Telemetry is set up in each worker AFTER the fork (post_fork) and flushed when the worker exits
@@ -10,23 +10,16 @@ Telemetry is set up in each worker AFTER the fork (post_fork) and flushed when t
 import os
 import tempfile
 
-from gunicorn.glogging import Logger as _GunicornLogger
-
 # prometheus_client decides at import time whether it runs in multiprocess mode, so the directory must
 # exist in the environment before anything imports it. The stack runner and compose set it; a plain
 # `gunicorn -c …` run gets a private temporary one.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tracehop-prom-")
 
-from services.common import exemplars, settings  # noqa: E402
-from services.common.logging_setup import configure_logging, route_stdlib_logging  # noqa: E402
-from services.common.telemetry import setup_tracing, shutdown_tracing  # noqa: E402
-
-
-def _service() -> str:
-    # Read when needed, not at import: gunicorn applies `--env OTEL_SERVICE_NAME=…` after loading this file.
-    return settings.env_str("OTEL_SERVICE_NAME", "tracehop")
-
+from services.metrics import exemplars  # noqa: E402
+from services.metrics.span_export_metrics import CountingSpanExporter  # noqa: E402
+from services.telemetry import gunicorn_hooks  # noqa: E402
+from services.web import settings  # noqa: E402
 
 # gthread: a few threads per process serve I/O-bound requests (the gateway waits on users and Redis)
 # without the memory of more processes. Both are tunable without editing this file.
@@ -43,16 +36,8 @@ accesslog = None  # the app writes one JSON access line per request itself, insi
 control_socket_disable = True
 
 
-class LoguruLogger(_GunicornLogger):
-    """gunicorn's own messages (boot, worker exits, errors) as JSON lines in the service's log."""
-
-    def setup(self, cfg):  # noqa: ANN001 - gunicorn's signature
-        super().setup(cfg)
-        configure_logging(_service())
-        route_stdlib_logging(settings.env_str("TRACEHOP_LOG_LEVEL", "INFO").upper())
-
-
-logger_class = LoguruLogger
+# gunicorn's own messages (boot, worker exits, errors) as JSON lines in the service's log.
+logger_class = gunicorn_hooks.LoguruLogger
 
 
 def on_starting(server):  # noqa: ANN001
@@ -65,12 +50,12 @@ def on_starting(server):  # noqa: ANN001
 
 
 def post_fork(server, worker):  # noqa: ANN001
-    configure_logging(_service())
-    setup_tracing(_service())
+    # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
+    gunicorn_hooks.post_fork(server, worker, wrap_exporter=CountingSpanExporter)
 
 
 def worker_exit(server, worker):  # noqa: ANN001
-    shutdown_tracing()
+    gunicorn_hooks.worker_exit(server, worker)
 
 
 def child_exit(server, worker):  # noqa: ANN001

@@ -1,7 +1,7 @@
 """Which propagators a service uses: whatever OTEL_PROPAGATORS says, with our W3C `tracestate` parsing.
 
 `use_w3c_tracestate()` swaps the library's `TraceContextTextMapPropagator` for `W3CTraceContextPropagator`
-(services/common/tracestate.py) wherever it appears in the global propagator and leaves every other
+(services/telemetry/tracestate.py) wherever it appears in the global propagator and leaves every other
 propagator (baggage, B3, ...) as configured. Every service calls it, not only the gateway: a member the
 gateway kept must not make the next service's parser drop the whole header again.
 """
@@ -13,7 +13,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from services.common.tracestate import W3CTraceContextPropagator
+from services.telemetry.tracestate import W3CTraceContextPropagator
 
 
 def use_w3c_tracestate() -> None:

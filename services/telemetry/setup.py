@@ -15,7 +15,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from opentelemetry import trace
@@ -25,9 +25,8 @@ from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from services.common import settings
-from services.common.propagation import use_w3c_tracestate
-from services.common.span_export_metrics import CountingSpanExporter
+from services.telemetry.propagation import use_w3c_tracestate
+from services.web import settings
 
 # An absent or slow backend must cost a request nothing and a shutdown only a few seconds: the SDK's own
 # default export timeout is 10 s, and it retries within it.
@@ -90,11 +89,17 @@ def _export_timeout_s() -> float | None:
 
 
 def setup_tracing(
-    service_name: str, exporter: SpanExporter | None = None, *, register_atexit: bool = True
+    service_name: str,
+    exporter: SpanExporter | None = None,
+    *,
+    wrap_exporter: Callable[[SpanExporter], SpanExporter] | None = None,
+    register_atexit: bool = True,
 ) -> TracerProvider | None:
     """Install the process-wide tracer provider; returns None when tracing is disabled.
 
     Idempotent within one process. `exporter` replaces the OTLP exporter (tests pass an in-memory one).
+    `wrap_exporter` wraps whichever exporter is used: tracehop passes the Prometheus counter of exported
+    and failed spans (services/metrics/span_export_metrics.py); this module knows nothing of metrics.
     """
     global _provider, _provider_pid
     if settings.tracing_disabled():
@@ -104,8 +109,9 @@ def setup_tracing(
             return _provider
         provider = TracerProvider(resource=build_resource(service_name))
         provider.add_span_processor(BaggageSpanProcessor(_is_own_baggage_key))
-        # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
-        exported_to = CountingSpanExporter(exporter or OTLPSpanExporter(timeout=_export_timeout_s()))
+        exported_to = exporter or OTLPSpanExporter(timeout=_export_timeout_s())
+        if wrap_exporter is not None:
+            exported_to = wrap_exporter(exported_to)
         provider.add_span_processor(BatchSpanProcessor(exported_to))
         trace.set_tracer_provider(provider)
         use_w3c_tracestate()
@@ -134,17 +140,6 @@ def current_trace_id() -> str:
     """The current span's trace id as 32 lowercase hex digits, or "" outside a (valid) span."""
     context = trace.get_current_span().get_span_context()
     return trace.format_trace_id(context.trace_id) if context.is_valid else ""
-
-
-def traceresponse_header() -> str | None:
-    """The W3C Trace Context Level 2 `traceresponse` value for the current span, or None outside one."""
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return None
-    return (
-        f"00-{trace.format_trace_id(context.trace_id)}-{trace.format_span_id(context.span_id)}"
-        f"-{int(context.trace_flags):02x}"
-    )
 
 
 def instrument(instrumentors: Sequence[object]) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from loguru import logger
 from opentelemetry import propagate
 
-from services.common import settings
+from services.web import settings
 
 
 @dataclass(frozen=True)

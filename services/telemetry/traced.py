@@ -38,7 +38,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from services.common.safe_attributes import is_secret_name, mask_emails, safe_text, safe_value
+from services.telemetry.safe_attributes import is_secret_name, mask_emails, safe_text, safe_value
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -13,7 +13,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from services.common import settings
+from services.web import settings
 
 SERVICE_TOKEN_HEADER = "X-Service-Token"
 
