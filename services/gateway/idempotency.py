@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import redis
 
-from services.common import settings
+from services.web import settings
 
 RECORD_PREFIX = "tracehop:idempotency:create_user:"
 TTL_S = 24 * 3600

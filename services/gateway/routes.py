@@ -5,13 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 from opentelemetry import trace
 
-from services.common import fault_injection
-from services.common.http_errors import ApiError
-from services.common.idempotency_key import IDEMPOTENCY_HEADER, parse_idempotency_key
-from services.common.json_body import read_json_body
-from services.common.telemetry import current_trace_id
-from services.common.user_validation import parse_new_user
-from services.common.users_client import UsersClient, UsersRejected, UsersUnavailable
+from services.clients.user_validation import parse_new_user
+from services.clients.users_client import UsersClient, UsersRejected, UsersUnavailable
+from services.demo import fault_injection
 from services.gateway.idempotency import (
     IdempotencyKeyMismatch,
     IdempotencyStore,
@@ -19,6 +15,10 @@ from services.gateway.idempotency import (
     fingerprint,
 )
 from services.gateway.job_queue import JobQueue, QueueUnavailable, is_valid_job_id
+from services.telemetry.setup import current_trace_id
+from services.web.http_errors import ApiError
+from services.web.idempotency_key import IDEMPOTENCY_HEADER, parse_idempotency_key
+from services.web.json_body import read_json_body
 
 blueprint = Blueprint("gateway", __name__)
 

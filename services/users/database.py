@@ -28,7 +28,7 @@ from opentelemetry import trace
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from services.common.http_errors import error_response
+from services.web.http_errors import error_response
 
 T = TypeVar("T")
 

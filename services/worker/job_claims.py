@@ -26,7 +26,7 @@ from celery.exceptions import Ignore
 from loguru import logger
 from opentelemetry import trace
 
-from services.common import settings
+from services.web import settings
 
 CLAIM_PREFIX = "tracehop:job:claim:"
 DONE = "done"

@@ -37,7 +37,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 
-from services.common import settings
+from services.web import settings
 from services.worker.job_claims import LEDGER_KEY, LEDGER_MESSAGE_PREFIX, REPUBLISHED_HEADER, IdempotentTask
 
 MAX_BACKOFF_S = 3600

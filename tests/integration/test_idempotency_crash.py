@@ -2,7 +2,7 @@
 the client's retry with the same Idempotency-Key, on a private stack (real gunicorn, worker, Redis).
 
 The kill is deterministic: the request's baggage asks for `gateway:kill=user_created`, and the gateway
-SIGKILLs itself at exactly that line (services/common/fault_injection.py, on only with
+SIGKILLs itself at exactly that line (services/demo/fault_injection.py, on only with
 TRACEHOP_FAULT_INJECTION=1). gunicorn's master then starts a new worker process, as after an OOM kill.
 """
 

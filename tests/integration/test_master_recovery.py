@@ -14,7 +14,7 @@ import requests
 
 from tests.integration.conftest import RunningStack, private_stack
 from tests.integration.fault_tools import Programs
-from tracehop.stack import NOT_SERVING
+from tracehop.stack.runner import NOT_SERVING
 
 ENV = {"GUNICORN_WORKERS": "1", "OTEL_BSP_SCHEDULE_DELAY": "200", "TRACEHOP_MAIL_LATENCY_MS": "1"}
 

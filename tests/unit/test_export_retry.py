@@ -14,9 +14,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import REGISTRY
 
-from services.common import export_retry
-from services.common.export_retry import RetryingSpanExporter
-from services.common.span_export_metrics import CountingSpanExporter, QueueCountingBatchSpanProcessor
+from services.metrics.span_export_metrics import CountingSpanExporter
+from services.telemetry import export_retry
+from services.telemetry.export_retry import DropReportingBatchSpanProcessor, RetryingSpanExporter
 
 
 class Backend(SpanExporter):
@@ -51,7 +51,7 @@ def test_a_failing_batch_is_sent_again_until_the_backend_takes_it(monkeypatch):
     retrying = RetryingSpanExporter(backend, budget_s=5)
     dropped = sample("tracehop_spans_dropped_total", {"reason": "export_failed"})
     provider = TracerProvider()
-    processor = QueueCountingBatchSpanProcessor(CountingSpanExporter(retrying), schedule_delay_millis=10)
+    processor = DropReportingBatchSpanProcessor(CountingSpanExporter(retrying), schedule_delay_millis=10)
     provider.add_span_processor(processor)
     provider.get_tracer("t").start_span("kept").end()
     provider.force_flush()
@@ -67,7 +67,7 @@ def test_the_retries_end_with_the_budget_and_the_batch_is_counted_as_dropped(mon
     dropped = sample("tracehop_spans_dropped_total", {"reason": "export_failed"})
     started = time.monotonic()
     provider = TracerProvider()
-    provider.add_span_processor(QueueCountingBatchSpanProcessor(exporter, schedule_delay_millis=10))
+    provider.add_span_processor(DropReportingBatchSpanProcessor(exporter, schedule_delay_millis=10))
     provider.get_tracer("t").start_span("lost").end()
     provider.force_flush()
     assert time.monotonic() - started < 2 and backend.attempts > 2
@@ -88,7 +88,7 @@ def test_a_full_queue_drops_the_oldest_spans_and_counts_them():
     gate = threading.Event()  # the backend hangs: nothing leaves the queue
     backend = Backend(gate=gate)
     provider = TracerProvider()
-    processor = QueueCountingBatchSpanProcessor(
+    processor = DropReportingBatchSpanProcessor(
         CountingSpanExporter(RetryingSpanExporter(backend, budget_s=0)),
         max_queue_size=4,
         max_export_batch_size=1,

@@ -12,7 +12,7 @@ import uuid
 import pytest
 import redis
 
-from services.common.users_client import UsersClient
+from services.clients.users_client import UsersClient
 from services.gateway.idempotency import IdempotencyStore, fingerprint
 from services.users.store import IDEMPOTENCY_PREFIX
 from tests.unit.gateway_app import gateway_app

@@ -12,7 +12,7 @@ import redis
 from opentelemetry import trace
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
-from services.common import telemetry
+from services.telemetry import setup as telemetry
 from services.worker import job_claims
 from services.worker.celery_app import app as celery_app
 from services.worker.job_claims import LEDGER_KEY, LEDGER_MESSAGE_PREFIX, claim, mark_done
