@@ -110,6 +110,7 @@ class FaultResult:
     requests: int = 0
     traces_complete: int = 0
     traces_incomplete: int = 0
+    incomplete_examples: list[str] = field(default_factory=list)  # a few trace ids, to look at
 
 
 class Chaos:
@@ -306,6 +307,8 @@ def account(
                 result.traces_complete += 1
             else:
                 result.traces_incomplete += 1
+                if len(result.incomplete_examples) < 5:
+                    result.incomplete_examples.append(request.trace_id)
     lost = [
         {"job_id": r.job_id, "trace_id": r.trace_id, "state": states.get(r.job_id, "PENDING")}
         for r in accepted
