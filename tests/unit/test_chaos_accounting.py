@@ -26,17 +26,23 @@ def request(index: int, window: str, status: int | str = 201) -> chaos.Request:
 
 def test_a_pending_job_is_lost_listed_with_its_trace_and_traces_are_counted_per_window():
     fault = chaos.FaultResult("worker main process SIGKILLed", at_s=5.0, recovery_s=2.0)
+    replay = request(4, fault.name)
+    replay.replayed = True  # its job ran in an earlier attempt's trace: neither complete nor incomplete
     requests = [
         request(0, "baseline"),
         request(1, fault.name),
         request(2, fault.name),
         request(3, fault.name, 503),
+        replay,
     ]
-    fake = FakeChaos(requests, {"job-0": "SUCCESS", "job-1": "SUCCESS", "job-2": "PENDING"}, {"t0", "t1"})
+    states = {"job-0": "SUCCESS", "job-1": "SUCCESS", "job-2": "PENDING", "job-4": "SUCCESS"}
+    fake = FakeChaos(requests, states, {"t0", "t1"})
     report = chaos.account(fake, [fault], [chaos.SHORT_FAULTS[0]], rate=10, duration=30, env={})  # type: ignore[arg-type]
     assert report["jobs"]["lost"] == [{"job_id": "job-2", "trace_id": "t2", "state": "PENDING"}]
-    assert report["responses_by_status"] == {"201": 3, "503": 1}
+    assert report["responses_by_status"] == {"201": 4, "503": 1}
     (window,) = report["faults"]
-    assert (window["requests"], window["traces_complete"], window["traces_incomplete"]) == (2, 1, 1)
+    counts = (window["requests"], window["traces_complete"], window["traces_incomplete"], window["replays"])
+    assert counts == (3, 1, 1, 1)
+    assert window["incomplete_examples"] == ["t2"]
     assert report["traces"]["baseline_complete"] == 1
     assert any("LOST job job-2" in line and "t2" in line for line in chaos.summary_lines(report))

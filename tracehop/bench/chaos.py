@@ -99,6 +99,9 @@ class Request:
     job_id: str = ""
     trace_id: str = ""
     window: str = "baseline"
+    # The 201 was a replay (`Idempotent-Replayed`): an earlier attempt whose answer was lost did the work,
+    # so the job ran in THAT attempt's trace, not in this one's.
+    replayed: bool = False
 
 
 @dataclass
@@ -110,6 +113,7 @@ class FaultResult:
     requests: int = 0
     traces_complete: int = 0
     traces_incomplete: int = 0
+    replays: int = 0  # 201s that replayed an earlier attempt (not counted as complete or incomplete)
     incomplete_examples: list[str] = field(default_factory=list)  # a few trace ids, to look at
 
 
@@ -164,6 +168,7 @@ class Chaos:
             if response is not None and response.status_code == 201:
                 payload = response.json()
                 request.status, request.job_id, request.trace_id = 201, payload["job_id"], payload["trace_id"]
+                request.replayed = response.headers.get("Idempotent-Replayed") == "true"
                 return
             if response is not None and response.status_code not in (502, 503, 504):
                 request.status = response.status_code
@@ -303,7 +308,9 @@ def account(
         result = by_window.get(request.window)
         if result is not None:
             result.requests += 1
-            if request.trace_id in complete:
+            if request.replayed:
+                result.replays += 1
+            elif request.trace_id in complete:
                 result.traces_complete += 1
             else:
                 result.traces_incomplete += 1
@@ -315,6 +322,7 @@ def account(
         if states.get(r.job_id) not in ("SUCCESS", "FAILURE")
     ]
     baseline = [r for r in accepted if r.window == "baseline"]
+    replays = [r for r in accepted if r.replayed]
     return {
         "config": {
             "rate_per_s": rate,
@@ -335,9 +343,10 @@ def account(
         },
         "traces": {
             "baseline_complete": sum(1 for r in baseline if r.trace_id in complete),
-            "baseline_incomplete": sum(1 for r in baseline if r.trace_id not in complete),
+            "baseline_incomplete": sum(1 for r in baseline if not r.replayed and r.trace_id not in complete),
             "complete": len(complete),
-            "incomplete": len(accepted) - len(complete),
+            "incomplete": sum(1 for r in accepted if not r.replayed and r.trace_id not in complete),
+            "replays": len(replays),
         },
         "faults": [asdict(result) for result in results],
     }
@@ -357,6 +366,7 @@ def report_table(report: dict[str, Any]) -> Table:
         "requests",
         "traces complete",
         "incomplete",
+        "replays",
     ):
         table.add_column(column, justify="left" if column == "fault" else "right")
     traces = report["traces"]
@@ -368,6 +378,7 @@ def report_table(report: dict[str, Any]) -> Table:
         str(traces["baseline_complete"] + traces["baseline_incomplete"]),
         str(traces["baseline_complete"]),
         str(traces["baseline_incomplete"]),
+        "",
     )
     for fault in report["faults"]:
         recovered = "never" if fault["recovery_s"] is None else f"{fault['recovery_s']:.2f}"
@@ -379,6 +390,7 @@ def report_table(report: dict[str, Any]) -> Table:
             str(fault["requests"]),
             str(fault["traces_complete"]),
             str(fault["traces_incomplete"]),
+            str(fault["replays"]),
         )
     return table
 
