@@ -334,6 +334,13 @@ def account(
         "requests": len(requests_),
         "responses_by_status": dict(Counter(str(r.status) for r in requests_)),
         "attempts_by_outcome": dict(Counter(s for r in requests_ for s in r.statuses)),
+        # Where the failed attempts happened: which fault cost callers retries.
+        "failed_attempts_by_window": {
+            window: dict(
+                Counter(s for r in requests_ if r.window == window for s in r.statuses if s != "201")
+            )
+            for window in ["baseline", *(f.name for f in faults)]
+        },
         "unanswered": [r.index for r in requests_ if r.status != 201],
         "jobs": {
             "accepted": len(accepted),
