@@ -29,7 +29,6 @@ from services.worker.job_claims import IdempotentTask
 from services.worker.log_privacy import hide_job_results
 
 SERVICE = "worker"
-_MAIN_PID = os.getpid()  # the worker's main process imports this module before the pool forks
 BEAT_SERVICE = "beat"
 
 
@@ -115,8 +114,6 @@ def _start_metrics_server() -> None:
 
 
 def _after_tracing_setup() -> None:
-    if os.getpid() != _MAIN_PID:
-        job_metrics.close_inherited_server()  # a pool child must not hold the main process's port
     if broken_on_purpose.B3_WORKER.on:
         broken_on_purpose.use_b3_propagation()  # broken on purpose #3
     if not settings.tracing_disabled():

@@ -33,7 +33,6 @@ RETRIES = Counter("tracehop_job_retries_total", "Job attempts that asked to be r
 # Celery's states for a finished attempt, as the label values our dashboards use.
 _STATE_LABELS = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried"}
 _started: dict[str, float] = {}
-_server = None  # the main process's /metrics server (a pool child inherits it: close_inherited_server)
 
 
 def start_server(port: int) -> None:
@@ -57,19 +56,9 @@ def start_server(port: int) -> None:
     registry.register(exemplars.ExemplarCollector(multiprocess.MultiProcessCollector(None), directory))
     # The server runs in the main process (worker_init), so the tree's root is this process.
     registry.register(ProcessTreeCollector(root_role="main", child_role="child"))
-    global _server
-    _server, _ = start_http_server(
+    start_http_server(
         port, addr=settings.env_str("TRACEHOP_WORKER_METRICS_ADDR", "127.0.0.1"), registry=registry
     )
-
-
-def close_inherited_server() -> None:
-    """In a pool child: close the copy of the main process's listening /metrics socket that the fork gave
-    it. A child outlives a SIGKILLed main process by a moment (longer while it finishes a job); holding
-    the port, it made the main process supervisord starts next fail to bind it, again and again (21 s
-    before the worker consumed again in `make chaos` on RabbitMQ)."""
-    if _server is not None:
-        _server.socket.close()
 
 
 def mark_process_dead(pid: int) -> None:
