@@ -6,6 +6,7 @@ One call, `observe_flask_app(app, service)`, from each service's `create_app()`.
 from __future__ import annotations
 
 import os
+import re
 import time
 
 from flask import Flask, Response, g, request
@@ -24,7 +25,9 @@ from services.common.process_metrics import ProcessTreeCollector
 from services.common.safe_attributes import mask_emails
 from services.common.telemetry import traceresponse_header
 
-# Probes and scrapes would drown the interesting spans and access-log lines.
+# Probes and scrapes would drown the interesting spans and access-log lines: these routes are not traced
+# (so their answers carry no traceresponse) and not logged. Only where the app serves them: any other
+# request to such a path (users has no /readyz) is an ordinary 404 with its trace.
 QUIET_PATHS = ("/healthz", "/readyz", "/metrics")
 
 # prometheus_client's default buckets, named: the exemplar of a request goes on the bucket its duration
@@ -41,9 +44,25 @@ def observe_flask_app(app: Flask, service: str) -> None:
     _add_metrics(app)
     _add_access_log_and_traceresponse(app)
     if not settings.tracing_disabled():
-        FlaskInstrumentor().instrument_app(app, excluded_urls=",".join(QUIET_PATHS))
+        FlaskInstrumentor().instrument_app(app, excluded_urls=excluded_urls(quiet_paths(app)))
     # After the instrumentation, whose hook attaches the request's baggage (only with the setting on).
     fault_injection.install_flask_hook(app, service)
+
+
+def quiet_paths(app: Flask) -> frozenset[str]:
+    """The QUIET_PATHS `app` serves (call it after every route, /metrics included, is registered)."""
+    served = {rule.rule for rule in app.url_map.iter_rules()}
+    return frozenset(path for path in QUIET_PATHS if path in served)
+
+
+def excluded_urls(paths: frozenset[str]) -> str:
+    """The instrumentation's excluded_urls for exactly these paths.
+
+    It searches each entry as a regular expression anywhere in the full URL, query string included: a
+    bare "/healthz" would also leave /api/users/healthz or /api/users/1?next=/metrics untraced, and their
+    error answers without a trace id. Anchored to the path, only the probe itself is excluded.
+    """
+    return ",".join(rf"^[a-z]+://[^/]+{re.escape(path)}(?:\?|$)" for path in sorted(paths))
 
 
 def _add_metrics(app: Flask) -> None:
@@ -97,6 +116,8 @@ class _GunicornMetrics(GunicornInternalPrometheusMetrics):
 
 
 def _add_access_log_and_traceresponse(app: Flask) -> None:
+    quiet = quiet_paths(app)
+
     @app.before_request
     def _start_timer() -> None:
         g.request_started = time.perf_counter()
@@ -106,7 +127,7 @@ def _add_access_log_and_traceresponse(app: Flask) -> None:
         header = traceresponse_header()
         if header:
             response.headers["traceresponse"] = header
-        if request.path not in QUIET_PATHS:
+        if request.path not in quiet:
             started = g.get("request_started", time.perf_counter())
             duration = time.perf_counter() - started
             route = request.url_rule.rule if request.url_rule else "<unmatched>"

@@ -295,7 +295,7 @@ DOCUMENT: dict[str, Any] = {
                 "properties": {
                     "error": {"type": "string", "description": "a short machine-readable code"},
                     "message": {"type": "string"},
-                    # Empty only where no span exists (tracing switched off).
+                    # Empty only where no span exists: tracing switched off, or /readyz (not traced).
                     "trace_id": {"type": "string", "pattern": "^([0-9a-f]{32})?$"},
                 },
             },
