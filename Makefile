@@ -47,8 +47,10 @@ up: runtime ## start everything (docker compose if a Docker engine answers, else
 down: runtime ## stop everything `make up` started
 	@$(TRACEHOP) down
 
-status: runtime ## state, pid and readiness of each component
-	@$(TRACEHOP) status
+# A stopped stack is an answer, not an error of make: `python -m tracehop status` exits 3 then (the LSB code for
+# "not running", for scripts), which make would report as "Error 3".
+status: runtime ## state, pid and readiness of each component ("not running" is not an error)
+	@$(TRACEHOP) status || test $$? -eq 3
 
 urls: runtime ## where each component listens
 	@$(TRACEHOP) urls
