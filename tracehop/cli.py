@@ -16,11 +16,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from rich.console import Console
 from rich.markup import escape
 
 from tracehop import compose_stack
 from tracehop.compose_stack import ComposeError
+from tracehop.console import make_console, print_table
 from tracehop.prometheus_config import PrometheusConfigError
 from tracehop.stack import LocalStack, StackError, StackStartError
 from tracehop.stack_config import (
@@ -69,8 +69,8 @@ EXPECTED_ERRORS = (
     requests.RequestException,
 )
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = make_console()
+err = make_console(stderr=True)
 
 
 # -------------------------------------------------------------------------------------------- stack
@@ -84,14 +84,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         out.print(f"docker compose stack ready in {time.monotonic() - started:.1f}s")
         if new_password:
             out.print(f"Grafana admin password (saved in .env.local, shown once): [bold]{new_password}[/]")
-        out.print(published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
+        print_table(out, published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
         out.print(NEXT_STEPS)
         return EXIT_OK
 
     stack = LocalStack.from_env()
     if stack.is_running():
         out.print(f"The local stack is already running (state in {stack.layout.var_dir}): nothing started.")
-        out.print(components_table(stack.status()))
+        print_table(out, components_table(stack.status()))
         return EXIT_OK
     if not stack.runs_prometheus:
         out.print("[yellow]prometheus: skipped[/] (no `prometheus` binary on PATH; metrics stay on /metrics)")
@@ -118,8 +118,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.stop()
         return EXIT_INTERRUPTED
     out.print(f"[green]local stack ready in {time.monotonic() - started:.1f}s[/]")
-    out.print(components_table(stack.status()))
-    out.print(urls_table({key: _hide_password(url) for key, url in stack.urls.items()}))
+    print_table(out, components_table(stack.status()))
+    print_table(out, urls_table({key: _hide_password(url) for key, url in stack.urls.items()}))
     out.print(NEXT_STEPS)
     return EXIT_OK
 
@@ -142,14 +142,14 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     if compose_stack.wants_compose():
-        out.print(published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
+        print_table(out, published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
         return EXIT_OK
     stack = LocalStack.from_env()
     statuses = stack.status()
     if not statuses:
         out.print("local stack: not running (start it with `make up`).")
         return EXIT_NOT_RUNNING
-    out.print(components_table(statuses))
+    print_table(out, components_table(statuses))
     unready = [status.component for status in statuses if not status.ready]
     if unready:
         err.print(f"[red]not ready:[/] {', '.join(unready)} (see {stack.layout.var_dir}/<name>.out)")
@@ -159,7 +159,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_urls(args: argparse.Namespace) -> int:
     if compose_stack.wants_compose():
-        out.print(published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
+        print_table(out, published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
         return EXIT_OK
     stack = LocalStack.from_env()
     running = stack.is_running()
@@ -167,7 +167,9 @@ def cmd_urls(args: argparse.Namespace) -> int:
     if stack.embeds_redis and not running and stack.remembered_redis_port() is None:
         urls["redis"] = "redis://127.0.0.1:<a free port, chosen at the first `up`>/0"
     state = "running" if running else "not running"
-    out.print(urls_table({key: _hide_password(url) for key, url in urls.items()}, title=f"URLs ({state})"))
+    print_table(
+        out, urls_table({key: _hide_password(url) for key, url in urls.items()}, title=f"URLs ({state})")
+    )
     return EXIT_OK
 
 
@@ -188,7 +190,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
         records = run_fault_traffic(base_url, out, seed=args.seed)
     else:
         records = run_traffic(base_url, args.count, out, seed=args.seed)
-    out.print(traffic_table(records))
+    print_table(out, traffic_table(records))
     last_traffic = var_dir_from_env() / "last_traffic.json"
     save_traffic(last_traffic, base_url, records)
     out.print(f"trace ids saved to {last_traffic}; [bold]make trace[/] shows the latest POST /api/users.")
@@ -222,7 +224,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         # Plain stdout, not rich: the lines must stay byte-for-byte JSON for jq and friends.
         sys.stdout.write("".join(line.raw + "\n" for line in lines))
     else:
-        out.print(logs_table(lines, trace_id))
+        print_table(out, logs_table(lines, trace_id))
     return EXIT_OK
 
 

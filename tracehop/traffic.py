@@ -257,24 +257,30 @@ def run_traffic(base_url: str, count: int, console: Console, seed: int | None = 
 
 
 def traffic_table(records: Sequence[TrafficRecord]) -> Table:
-    # Light borders and a never-cut trace id column: the ids are what a person copies from this table.
-    table = Table(title="traffic: one trace per request", title_justify="left", box=box.SIMPLE_HEAD)
-    # Fixed columns never shrink (a piped console is only 80 wide); path and note give way instead.
-    table.add_column("#", justify="right", no_wrap=True, min_width=2)
-    table.add_column("method", no_wrap=True, min_width=4)
-    table.add_column("path", overflow="ellipsis", no_wrap=True, max_width=24)
-    table.add_column("status", justify="right", no_wrap=True, min_width=3)
+    # The trace ids are what a person copies from this table: never cut, and nothing but short fixed columns
+    # before them. The request (and its note) comes last, where it can wrap on a narrow terminal.
+    table = Table(
+        title="traffic: one trace per request",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("status", justify="right", no_wrap=True)
     table.add_column("trace id", no_wrap=True, min_width=32)
-    table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=20)
+    table.add_column("request", overflow="fold")
     for number, record in enumerate(records, start=1):
         style = "green" if record.as_expected else "red"
+        request = f"{record.method} {escape(record.path)}"
+        if record.note:
+            request += f"\n[dim]{escape(record.note)}[/]"
         table.add_row(
             str(number),
-            record.method,
-            record.path,
             f"[{style}]{record.status}[/]",
             record.trace_id or "[dim](none)[/]",
-            escape(record.note),
+            request,
         )
     return table
 
