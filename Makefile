@@ -58,12 +58,14 @@ urls: runtime ## where each component listens
 traffic: runtime ## send a bounded, realistic mix of requests and print their trace ids (COUNT=30, FAULTS=1 adds fault-injected ones)
 	@$(TRACEHOP) traffic $(if $(COUNT),--count $(COUNT)) $(if $(FAULTS),--faults)
 
-trace: runtime ## show one trace as a waterfall: ID=<trace id>, default the latest POST /api/users of `make traffic`
-	@$(TRACEHOP) trace $(ID)
+# ID may be a trace id or a whole traceparent/traceresponse value, even with its header name: quoted, so the
+# space in "traceresponse: 00-…" reaches the command as one argument.
+trace: runtime ## show one trace as a waterfall: ID=<trace id or traceresponse>, default the latest POST /api/users in the trace store
+	@$(TRACEHOP) trace "$(ID)"
 
-logs: runtime ## every log line of one trace from all services, in time order: ID=<trace id> (JSON=1 for raw lines)
+logs: runtime ## every log line of one trace from all services, in time order: ID=<trace id or traceresponse> (JSON=1 for raw lines)
 	@test -n "$(ID)" || { echo "usage: make logs ID=<trace id>   (make traffic prints trace ids)"; exit 2; }
-	@$(TRACEHOP) logs $(ID) $(if $(JSON),--json)
+	@$(TRACEHOP) logs "$(ID)" $(if $(JSON),--json)
 
 # --- measuring -----------------------------------------------------------------------------------------
 

@@ -40,7 +40,8 @@ from tracehop.stack_view import (
     urls_table,
 )
 from tracehop.trace_logs import logs_table, read_trace_logs
-from tracehop.trace_view import WAIT_SECONDS, TraceViewError, default_trace_id, normalize_trace_id, show_trace
+from tracehop.trace_query import TraceQuery
+from tracehop.trace_view import WAIT_SECONDS, TraceViewError, latest_trace_id, normalize_trace_id, show_trace
 from tracehop.traffic import (
     DEFAULT_COUNT,
     TrafficError,
@@ -54,6 +55,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_NOT_RUNNING = 3
 EXIT_INTERRUPTED = 130
+
+TRACE_ID_HELP = "32 hex digits, or a whole traceparent/traceresponse value (00-<trace id>-<span id>-<flags>)"
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
@@ -204,11 +207,9 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    if args.trace_id:
-        trace_id = normalize_trace_id(args.trace_id)
-    else:
-        trace_id = default_trace_id(var_dir_from_env() / "last_traffic.json")
     query_url = (args.query_url or query_url_from_env()).rstrip("/")
+    # No id: the latest POST /api/users in the trace store, so it works after a curl as after make traffic.
+    trace_id = normalize_trace_id(args.trace_id) if args.trace_id else latest_trace_id(TraceQuery(query_url))
     show_trace(trace_id, query_url, out, timeout=args.wait)
     return EXIT_OK
 
@@ -296,14 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     traffic.set_defaults(handler=cmd_traffic)
 
-    trace = commands.add_parser("trace", help="draw one trace as a waterfall (default: latest from traffic)")
-    trace.add_argument("trace_id", nargs="?", metavar="TRACE_ID", help="32 hex digits")
+    trace = commands.add_parser(
+        "trace", help="draw one trace as a waterfall (default: the latest POST /api/users in the trace store)"
+    )
+    trace.add_argument("trace_id", nargs="?", metavar="TRACE_ID", help=TRACE_ID_HELP)
     trace.add_argument("--query-url", help="query API (default: $TRACEHOP_QUERY_URL or 127.0.0.1:$PORT)")
     trace.add_argument("--wait", type=float, default=WAIT_SECONDS, help="seconds to wait for late spans")
     trace.set_defaults(handler=cmd_trace)
 
     logs = commands.add_parser("logs", help="every log line of one trace, all services, in time order")
-    logs.add_argument("trace_id", metavar="TRACE_ID", help="32 hex digits")
+    logs.add_argument("trace_id", metavar="TRACE_ID", help=TRACE_ID_HELP)
     logs.add_argument("--json", action="store_true", help="print the raw JSON lines")
     logs.add_argument(
         "--log-dir", help="directory of <service>.log files (default: $TRACEHOP_LOG_DIR or logs)"

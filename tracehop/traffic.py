@@ -1,8 +1,8 @@
 """`make traffic`: a bounded, realistic mix of requests against the gateway, and the trace id of each.
 
 The gateway starts every trace (no traceparent is sent); the trace id comes back in the JSON body or the
-W3C `traceresponse` header. The run is saved to $TRACEHOP_VAR_DIR/last_traffic.json so that `make trace`
-can show the latest `POST /api/users` without being told an id.
+W3C `traceresponse` header. The run is saved to $TRACEHOP_VAR_DIR/last_traffic.json (`make trace` without an
+id finds the latest `POST /api/users` in the trace store itself).
 
 `--faults` sends instead a few requests that carry a fault flag in their baggage (`tracehop.fault`, see
 services/common/fault_injection.py): a slow trace and error traces on demand. The services apply them
@@ -289,19 +289,3 @@ def save_traffic(path: Path, base_url: str, records: Sequence[TrafficRecord]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {"base_url": base_url, "finished_at": time.time(), "requests": [asdict(r) for r in records]}
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-
-
-def latest_trace_id(path: Path, method: str = "POST", request_path: str = "/api/users") -> str | None:
-    """Trace id of the last successful `method request_path` of the last traffic run (None if none)."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-    matching = [
-        record
-        for record in document.get("requests", [])
-        if record.get("method") == method and record.get("path") == request_path and record.get("trace_id")
-    ]
-    succeeded = [record for record in matching if 200 <= int(record.get("status", 0)) < 300]
-    chosen = succeeded or matching
-    return chosen[-1]["trace_id"] if chosen else None
