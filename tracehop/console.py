@@ -8,6 +8,9 @@ to fit them. One table row is one line, its columns aligned, so grep and awk see
 
 from __future__ import annotations
 
+import os
+import sys
+
 from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
@@ -16,8 +19,18 @@ from rich.text import Text
 COLUMN_GAP = "  "
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader stopped reading (`make trace | head`): that is not a failure of the command, so no
+        exit status 1 for make to report as an error (rich's default), and no traceback either."""
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, (sys.stderr if self.stderr else sys.stdout).fileno())
+        raise SystemExit(0)
+
+
 def make_console(*, stderr: bool = False) -> Console:
-    console = Console(stderr=stderr, highlight=False)
+    console = _Console(stderr=stderr, highlight=False)
     if not console.is_terminal:
         # Text is printed as it is, however long: the reader (a pager, a file, grep) decides how to wrap.
         console.soft_wrap = True

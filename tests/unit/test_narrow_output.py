@@ -337,3 +337,23 @@ def test_the_cli_on_an_80_column_terminal_fits_and_keeps_everything(
     assert_fits(logs)
     assert squeezed(f"reason={LONG_MESSAGE}") in squeezed("\n".join(logs))
     assert "┏" in logs[1] or "─" in "".join(logs)  # a terminal gets rich's table, not the plain lines
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path: Path) -> None:
+    """`make logs ID=… | head -1`: the pipe closes under the command, which must end quietly with 0."""
+    (tmp_path / "worker.log").write_text(
+        "".join(json.dumps({**LOG_FIELDS[2], "trace_id": TRACE, "n": n}) + "\n" for n in range(2000)),
+        encoding="utf-8",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tracehop", "logs", TRACE],
+        env={**os.environ, "TRACEHOP_LOG_DIR": str(tmp_path)},
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout.readline().startswith(b"logs of trace")
+    process.stdout.close()  # what head does after its line
+
+    assert process.wait(timeout=60) == 0
+    assert b"Traceback" not in process.stderr.read()
