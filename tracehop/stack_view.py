@@ -16,8 +16,9 @@ from tracehop.compose_stack import PublishedPort
 from tracehop.stack import ComponentStatus, ReadyCallback
 
 NEXT_STEPS = (
-    "Next: [bold]make traffic[/] sends a mix of requests, [bold]make trace[/] shows the latest POST /api/users "
-    "as a waterfall, [bold]make logs ID=<trace id>[/] its log lines, [bold]make down[/] stops everything."
+    "Next: [bold]make traffic[/] sends a mix of requests, [bold]make trace[/] shows the latest "
+    "POST /api/users as a waterfall, [bold]make logs ID=<trace id>[/] its log lines, [bold]make down[/] "
+    "stops everything."
 )
 
 
