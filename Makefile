@@ -23,7 +23,7 @@ TRACEHOP := $(PY) -m tracehop
 help: ## list the targets
 	@echo "tracehop: one trace across Flask and Celery, with logs and metrics that line up"
 	@echo
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -f tools/help.awk $(MAKEFILE_LIST)
 	@echo
 	@echo "Start here: make up, then make traffic, then make trace."
 
