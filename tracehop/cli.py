@@ -18,12 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from rich.markup import escape
 
-from tracehop import compose_stack
-from tracehop.compose_stack import ComposeError
 from tracehop.console import make_console, print_table
-from tracehop.prometheus_config import PrometheusConfigError
-from tracehop.stack import LocalStack, StackError, StackStartError
-from tracehop.stack_config import (
+from tracehop.stack import compose
+from tracehop.stack.compose import ComposeError
+from tracehop.stack.config import (
     StackConfigError,
     gateway_url_from_env,
     log_dir_from_env,
@@ -31,7 +29,9 @@ from tracehop.stack_config import (
     query_url_from_env,
     var_dir_from_env,
 )
-from tracehop.stack_view import (
+from tracehop.stack.prometheus_config import PrometheusConfigError
+from tracehop.stack.runner import LocalStack, StackError, StackStartError
+from tracehop.stack.view import (
     NEXT_STEPS,
     components_table,
     failure_panel,
@@ -39,9 +39,9 @@ from tracehop.stack_view import (
     start_progress,
     urls_table,
 )
-from tracehop.trace_logs import logs_table, read_trace_logs
-from tracehop.trace_query import TraceQuery
-from tracehop.trace_view import WAIT_SECONDS, TraceViewError, latest_trace_id, normalize_trace_id, show_trace
+from tracehop.traces.logs import logs_table, read_trace_logs
+from tracehop.traces.query import TraceQuery
+from tracehop.traces.view import WAIT_SECONDS, TraceViewError, latest_trace_id, normalize_trace_id, show_trace
 from tracehop.traffic import (
     DEFAULT_COUNT,
     TrafficError,
@@ -80,14 +80,14 @@ err = make_console(stderr=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    if compose_stack.wants_compose():
+    if compose.wants_compose():
         out.print("A Docker engine answers: starting the full stack with [bold]docker compose[/].")
         started = time.monotonic()
-        new_password = compose_stack.compose_up()
+        new_password = compose.compose_up()
         out.print(f"docker compose stack ready in {time.monotonic() - started:.1f}s")
         if new_password:
             out.print(f"Grafana admin password (saved in .env.local, shown once): [bold]{new_password}[/]")
-        print_table(out, published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
+        print_table(out, published_ports_table(compose.published_ports(compose.compose_ps())))
         out.print(NEXT_STEPS)
         return EXIT_OK
 
@@ -128,8 +128,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    if compose_stack.wants_compose():
-        compose_stack.compose_down()
+    if compose.wants_compose():
+        compose.compose_down()
         out.print("docker compose stack stopped.")
     stack = LocalStack.from_env()
     report = stack.stop(timeout=args.timeout)
@@ -144,8 +144,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    if compose_stack.wants_compose():
-        print_table(out, published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
+    if compose.wants_compose():
+        print_table(out, published_ports_table(compose.published_ports(compose.compose_ps())))
         return EXIT_OK
     stack = LocalStack.from_env()
     statuses = stack.status()
@@ -161,8 +161,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_urls(args: argparse.Namespace) -> int:
-    if compose_stack.wants_compose():
-        print_table(out, published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
+    if compose.wants_compose():
+        print_table(out, published_ports_table(compose.published_ports(compose.compose_ps())))
         return EXIT_OK
     stack = LocalStack.from_env()
     running = stack.is_running()
@@ -170,9 +170,8 @@ def cmd_urls(args: argparse.Namespace) -> int:
     if stack.embeds_redis and not running and stack.remembered_redis_port() is None:
         urls["redis"] = "redis://127.0.0.1:<a free port, chosen at the first `up`>/0"
     state = "running" if running else "not running"
-    print_table(
-        out, urls_table({key: _hide_password(url) for key, url in urls.items()}, title=f"URLs ({state})")
-    )
+    shown = {key: _hide_password(url) for key, url in urls.items()}
+    print_table(out, urls_table(shown, title=f"URLs ({state})"))
     return EXIT_OK
 
 
@@ -230,7 +229,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_trace_store(args: argparse.Namespace) -> int:
-    from tracehop import trace_store
+    from tracehop.traces.store import server as trace_store
 
     db_path = Path(args.db) if args.db else var_dir_from_env() / "traces.sqlite3"
     db_path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from tracehop import cli
-from tracehop.compose_stack import published_ports
-from tracehop.stack_config import free_port
-from tracehop.trace_logs import read_trace_logs
-from tracehop.trace_store import RunningTraceStore, serve_in_thread
-from tracehop.trace_view import TraceViewError, normalize_trace_id
+from tracehop.stack.compose import published_ports
+from tracehop.stack.config import free_port
+from tracehop.traces.logs import read_trace_logs
+from tracehop.traces.store.server import RunningTraceStore, serve_in_thread
+from tracehop.traces.view import TraceViewError, normalize_trace_id
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 OTHER_TRACE = "00f067aa0ba902b700f067aa0ba902b7"

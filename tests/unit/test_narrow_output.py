@@ -33,11 +33,11 @@ from rich.console import Console
 from tests.conftest import REPO_ROOT
 from tests.unit.test_trace_tree import contract_spans, make_span, shape
 from tracehop.console import print_table
-from tracehop.trace_logs import LogLine, logs_table, parse_timestamp
-from tracehop.trace_store import RunningTraceStore, serve_in_thread
-from tracehop.trace_tree import build_tree, parse_text
+from tracehop.traces.logs import LogLine, logs_table, parse_timestamp
+from tracehop.traces.store.server import RunningTraceStore, serve_in_thread
+from tracehop.traces.tree import build_tree, parse_text
+from tracehop.traces.waterfall import render_waterfall
 from tracehop.traffic import TrafficRecord, traffic_table
-from tracehop.waterfall import render_waterfall
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 WIDTH = 80

@@ -17,11 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from rich.console import Console
 
-from tracehop.processes import group_members, process_exists
-from tracehop.readiness import ReadinessProbe
-from tracehop.stack import ComponentStatus
-from tracehop.stack_config import free_port
-from tracehop.stack_view import components_table
+from tracehop.stack.config import free_port
+from tracehop.stack.processes import group_members, process_exists
+from tracehop.stack.readiness import ReadinessProbe
+from tracehop.stack.runner import ComponentStatus
+from tracehop.stack.view import components_table
 
 
 class ReadyzHandler(BaseHTTPRequestHandler):

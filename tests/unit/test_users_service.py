@@ -6,7 +6,7 @@ import pytest
 from opentelemetry.trace import format_trace_id
 
 from tests.unit.conftest import as_query_spans
-from tracehop.trace_tree import assert_trace_tree
+from tracehop.traces.tree import assert_trace_tree
 
 TOKEN = {"X-Service-Token": "test-token"}
 
