@@ -357,3 +357,23 @@ def test_a_reader_that_stops_early_is_not_an_error(tmp_path: Path) -> None:
 
     assert process.wait(timeout=60) == 0
     assert b"Traceback" not in process.stderr.read()
+
+
+def test_a_deep_tree_at_80_columns_keeps_a_bar_on_every_span() -> None:
+    # The greylisted retry: the retry's spans hang three levels under the first attempt's consumer.
+    spans = [
+        *error_trace(),
+        make_span(11, 9, "worker", "PRODUCER", "apply_async/send_welcome_email", 70, 5),
+        make_span(12, 11, "worker", "CONSUMER", "run/send_welcome_email", 76, 40),
+        make_span(13, 12, "worker", "INTERNAL", "deliver_welcome_email", 80, 30),
+    ]
+    console = terminal()
+    render_waterfall(spans, console)
+    lines = terminal_lines(console)
+
+    assert_fits(lines)
+    span_lines = [line for line in lines if "  │ " in line]
+    assert len(span_lines) == len(spans)
+    assert all("█" in line for line in span_lines), "a bar fell off the screen's edge"
+    (failed,) = [line for line in span_lines if "deliver_welcome_email" in line and "10.00 ms" in line]
+    assert failed.endswith("█ ✗"), "the error mark fell off the screen's edge"

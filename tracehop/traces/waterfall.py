@@ -57,18 +57,25 @@ def render_waterfall(spans: Sequence[Span], console: Console) -> None:
     text_width = max(len(line.text) for line in lines)
     notes = [_notes(line.node) for line in lines]
     notes_width = max(note.cell_len for note in notes)
-    room = console.width - (text_width + len(SEPARATOR) + DURATION_WIDTH + 1)
+    mark_width = len(f" {ERROR_MARK}") if any(notes) else 0
+    duration_width = DURATION_WIDTH
+    room = console.width - (text_width + len(SEPARATOR) + duration_width + 1)
+    if terminal and room - mark_width < MIN_BAR_WIDTH:
+        # A deep tree on a narrow terminal: the durations give up their padding before the bar shrinks.
+        duration_width = max(len(_ms(span.duration_ns)) for span in spans)
+        room = console.width - (text_width + len(SEPARATOR) + duration_width + 1)
     notes_inline = not terminal or room - notes_width >= 2 * MIN_BAR_WIDTH
     if not terminal:
         bar_width = PIPE_BAR_WIDTH
     elif notes_inline:
         bar_width = room - notes_width
     else:
-        bar_width = max(MIN_BAR_WIDTH, room - len(f" {ERROR_MARK}"))
+        # Whatever is left, however little: a bar cut off at the screen's edge would misplace the span.
+        bar_width = max(1, room - mark_width)
     axis = _Axis(trace_start, trace_end, bar_width)
     listed: list[tuple[TreeLine, Text]] = []
     for line, note in zip(lines, notes, strict=True):
-        text = _span_line(line, text_width, axis, colours)
+        text = _span_line(line, text_width, duration_width, axis, colours)
         if notes_inline:
             text.append_text(note)
         elif note:
@@ -130,7 +137,9 @@ class _Axis:
         return offset, max(1, min(length, self.width - offset))
 
 
-def _span_line(line: TreeLine, text_width: int, axis: _Axis, colours: Mapping[str, str]) -> Text:
+def _span_line(
+    line: TreeLine, text_width: int, duration_width: int, axis: _Axis, colours: Mapping[str, str]
+) -> Text:
     """Text-form columns, separator, duration and the bar (notes are appended by the caller)."""
     span = line.node.span
     colour = colours[span.service]
@@ -138,7 +147,7 @@ def _span_line(line: TreeLine, text_width: int, axis: _Axis, colours: Mapping[st
     # Colour the service column like its bar; the characters stay the text form.
     text.stylize(colour, len(line.prefix), len(line.prefix) + len(span.service))
     text.append(SEPARATOR, style="dim")
-    text.append(f"{_ms(span.duration_ns):>{DURATION_WIDTH}} ")
+    text.append(f"{_ms(span.duration_ns):>{duration_width}} ")
     offset, length = axis.bar(span)
     text.append(" " * offset)
     text.append(BAR * length, style="red" if span.is_error else colour)
