@@ -6,15 +6,16 @@
 #
 # The packages are installed with requirements.lock as constraints: each one at exactly the version the
 # lock pins, and only what PACKAGE... needs (so `make up` never installs the test tools the lock also pins).
-# Environment: VENV (.venv), PYTHON (interpreter for a new venv without uv), UV (uv binary, empty: use pip).
+# Environment: VENV (.venv), PYTHON (interpreter for a new venv without uv), UV (uv binary, empty: use pip),
+# INSTALL_LOG (var/install.log).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 what=$1
 shift
 venv=${VENV:-.venv}
-log=var/install.log
-mkdir -p var
+log=${INSTALL_LOG:-var/install.log}
+mkdir -p "$(dirname "$log")"
 
 printf 'Installing %s into %s (log: %s) ... ' "$what" "$venv" "$log"
 started=$SECONDS

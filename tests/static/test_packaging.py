@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tests.conftest import REPO_ROOT
@@ -129,3 +130,88 @@ def test_building_the_project_emits_no_warning(label: str, requirements: list[st
     assert metadata["License-Expression"] == PYPROJECT["project"]["license"] == "Apache-2.0"
     assert metadata.get_all("License-File") == ["LICENSE"]
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+
+
+# --------------------------------------------------------------------------------- the install itself
+
+INSTALL_SCRIPT = REPO_ROOT / "tools" / "install_venv.sh"
+
+
+def run_install(tmp_path: Path, *packages: str) -> subprocess.CompletedProcess:
+    """tools/install_venv.sh as the Makefile runs it, into a private venv and log."""
+    env = {
+        **os.environ,
+        "VENV": str(tmp_path / "venv"),
+        "PYTHON": sys.executable,
+        "UV": shutil.which("uv") or "",
+        "INSTALL_LOG": str(tmp_path / "install.log"),
+    }
+    return subprocess.run(
+        [str(INSTALL_SCRIPT), "the stack", *packages], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def locked_versions() -> dict[str, str]:
+    pins = re.findall(
+        r"^([A-Za-z0-9._-]+)==(\S+)", (REPO_ROOT / "requirements.lock").read_text(), re.MULTILINE
+    )
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def test_the_stack_install_prints_one_line_and_installs_no_test_tool(tmp_path: Path) -> None:
+    result = run_install(tmp_path, "--editable", ".")
+    log = (tmp_path / "install.log").read_text()
+
+    assert result.returncode == 0, log
+    assert re.fullmatch(
+        r"Installing the stack into \S+ \(log: \S+install\.log\) \.\.\. done in \d+ s\n", result.stdout
+    )
+    assert result.stderr == ""
+    listing = subprocess.run(
+        [str(tmp_path / "venv" / "bin" / "python"), "-c", LIST_DISTRIBUTIONS], capture_output=True, text=True
+    )
+    installed = dict(line.split("==") for line in listing.stdout.split())
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    dev_only = {canonicalize_name(Requirement(text).name) for text in extras["test"] + extras["dev"]}
+    dev_only.discard("tracehop")  # the dev extra pulls the test extra in by naming the project
+    assert not dev_only & set(installed), "make up installed test or development tools"
+    runtime = {canonicalize_name(Requirement(text).name) for text in PYPROJECT["project"]["dependencies"]}
+    assert runtime <= set(installed)
+    # Every package at exactly the version the lock pins (the project itself is not in the lock).
+    pins = locked_versions()
+    assert {name: version for name, version in installed.items() if name != "tracehop"} == {
+        name: pins[name] for name in installed if name != "tracehop"
+    }
+
+
+def test_a_failed_install_names_its_log_and_shows_its_end(tmp_path: Path) -> None:
+    result = run_install(tmp_path, "--editable", "./no-such-directory")
+
+    assert result.returncode != 0
+    log = tmp_path / "install.log"
+    assert result.stdout.startswith("Installing the stack into ") and "FAILED" in result.stdout
+    assert f"the whole output of the installer is in {log}" in result.stdout
+    assert "no-such-directory" in result.stdout  # the installer's own error, from the log's last lines
+
+
+LIST_DISTRIBUTIONS = """
+import importlib.metadata as metadata, re
+for dist in metadata.distributions():
+    name = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+    if name not in ("pip", "setuptools"):
+        print(f"{name}=={dist.version}")
+"""
+
+
+@pytest.mark.parametrize(
+    ("target", "dev"), [("up", False), ("trace", False), ("test", True), ("install", True)]
+)
+def test_make_installs_the_dev_extra_only_for_development_targets(target: str, dev: bool) -> None:
+    # -n: print the recipes, run nothing; -B: as on a fresh clone, every install step is due.
+    plan = subprocess.run(
+        ["make", "-n", "-B", target], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert plan.returncode == 0, plan.stderr
+    installs = [line for line in plan.stdout.splitlines() if "install_venv.sh" in line]
+    assert installs and all("--editable" in line for line in installs)
+    assert any("'.[dev]'" in line for line in installs) == dev
