@@ -12,7 +12,8 @@ redis-py's own retry is switched off: it retries both the command and each recon
 default), and the two multiply — one request waited 4.4 s through a 5 s load in a first measurement.
 
 Running an operation again after a ConnectionError can repeat a command whose reply was lost: users'
-operations allow it (an extra `INCR` of the id counter only skips an id; `HSET` writes the same fields).
+operations allow it (an extra `INCR` of the id counter only skips an id; `HSET` writes the same fields; the
+create-once script of an Idempotency-Key finds the user its first run created).
 """
 
 from __future__ import annotations
