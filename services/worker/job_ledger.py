@@ -163,7 +163,7 @@ def reconcile_once(app: Celery, ledger: JobLedger) -> int:
 
 def connect_recording(app: Celery) -> None:
     """Record every publish of an IdempotentTask, in whichever process publishes it."""
-    ledger_holder: dict[int, JobLedger] = {}
+    ledger_holder: dict[str, JobLedger] = {}
 
     @signals.after_task_publish.connect(weak=False)
     def _record(
@@ -177,9 +177,11 @@ def connect_recording(app: Celery) -> None:
         task = app.tasks.get(sender or "")
         if headers is None or not isinstance(task, IdempotentTask):
             return
-        ledger = ledger_holder.get(0)
+        # One ledger per result backend URL (tests point the app at another Redis between runs).
+        url = app.conf.result_backend
+        ledger = ledger_holder.get(url)
         if ledger is None:
-            ledger = ledger_holder[0] = process_ledger(app)
+            ledger = ledger_holder[url] = process_ledger(app)
         try:
             ledger.record(headers, body, exchange, routing_key)
         except redis.RedisError as exc:
