@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -431,8 +432,13 @@ def main(argv: list[str] | None = None) -> int:
     faults = SHORT_FAULTS if args.short else FULL_FAULTS
     rate = args.rate or (10.0 if args.short else 40.0)
     gap = args.gap or (6.0 if args.short else 25.0)
-    with tempfile.TemporaryDirectory(prefix="tracehop-chaos-") as directory:
-        report = run_chaos(Path(directory), faults, rate, gap, env, console)
+    directory = Path(tempfile.mkdtemp(prefix="tracehop-chaos-"))
+    report = run_chaos(directory, faults, rate, gap, env, console)
+    if report["jobs"]["lost"]:
+        # The stack's logs and data (the worker's log, Redis's append-only file) say where a job went.
+        console.print(f"kept {directory} (logs/, var/) to look into the lost jobs")
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     console.print(report_table(report))
