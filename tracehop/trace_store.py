@@ -23,6 +23,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
+
+from tracehop.traces.store import indexing
+from tracehop.traces.store.retention import PRUNE_INTERVAL_S, Retention, prune
+from tracehop.traces.store.service_map import ServiceMap, build_service_map
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -199,7 +204,10 @@ CREATE TABLE IF NOT EXISTS spans (
     UNIQUE (trace_id, span_id)
 );
 CREATE INDEX IF NOT EXISTS spans_by_service_start ON spans (service, start_ns);
+CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_ns);
 """
+# Databases written before the attribute index (user_version 0) get it built once when opened.
+_SCHEMA_VERSION = 1
 
 _INSERT_SPAN = """
 INSERT OR REPLACE INTO spans (trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns,
@@ -210,7 +218,14 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 @dataclass(frozen=True)
 class TraceSearch:
-    """Parameters of `GET /api/v3/traces`, times and durations in nanoseconds."""
+    """Parameters of `GET /api/v3/traces`, times and durations in nanoseconds.
+
+    One span of the trace must meet the span conditions together (service, operation, durations,
+    attributes), as in Jaeger. `service` "" means any service (the viewer; the API requires one).
+    `attributes`: (key, value) pairs the span must carry (its own, its resource's or an event's).
+    `errors_only`: some span of the trace has status ERROR. `parent_service`: the span's parent is a span
+    of that service (a service-map edge parent -> `service`).
+    """
 
     service: str
     start_min_ns: int
@@ -219,6 +234,9 @@ class TraceSearch:
     num_traces: int = DEFAULT_NUM_TRACES
     duration_min_ns: int | None = None
     duration_max_ns: int | None = None
+    attributes: tuple[tuple[str, str], ...] = ()
+    errors_only: bool = False
+    parent_service: str | None = None
 
 
 @dataclass(frozen=True)
@@ -245,7 +263,8 @@ class SpanDatabase:
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")  # durable enough for a local dev store
         self._connection.execute("PRAGMA busy_timeout=5000")
-        self._connection.executescript(_SCHEMA)
+        self._connection.executescript(_SCHEMA + indexing.SCHEMA)
+        self._index_old_spans()
 
     def close(self) -> None:
         with self._lock:
@@ -257,21 +276,55 @@ class SpanDatabase:
         INSERT OR REPLACE on (trace_id, span_id): an exporter retrying a batch it thinks failed must not
         duplicate spans.
         """
+        count = 0
         with self._lock, self._connection:
-            rows = []
+            cursor = self._connection.cursor()
+            terms: list[tuple[str, str, int]] = []
             for resource_spans in request.resource_spans:
-                resource_id = self._intern("resources", _resource_key(resource_spans))
+                resource_id = self._intern_resource(resource_spans)
                 service = service_name(resource_spans)
                 for scope_spans in resource_spans.scope_spans:
                     scope_id = self._intern("scopes", _scope_key(scope_spans))
-                    rows.extend(_span_row(span, service, resource_id, scope_id) for span in scope_spans.spans)
-            self._connection.executemany(_INSERT_SPAN, rows)
-        return len(rows)
+                    for span in scope_spans.spans:
+                        # One execute per span (not executemany): the attribute rows need its rowid.
+                        cursor.execute(_INSERT_SPAN, _span_row(span, service, resource_id, scope_id))
+                        rowid = cursor.lastrowid
+                        terms.extend((key, value, rowid) for key, value in indexing.span_search_terms(span))
+                        count += 1
+            cursor.executemany(indexing.INSERT_SPAN_ATTRIBUTE, terms)
+        return count
 
     def _intern(self, table: str, body: bytes) -> int:
         self._connection.execute(f"INSERT OR IGNORE INTO {table} (body) VALUES (?)", (body,))
         (row_id,) = self._connection.execute(f"SELECT id FROM {table} WHERE body = ?", (body,)).fetchone()
         return row_id
+
+    def _intern_resource(self, resource_spans: ResourceSpans) -> int:
+        resource_id = self._intern("resources", _resource_key(resource_spans))
+        terms = indexing.searchable(resource_spans.resource.attributes)
+        self._connection.executemany(
+            indexing.INSERT_RESOURCE_ATTRIBUTE, [(key, value, resource_id) for key, value in terms]
+        )
+        return resource_id
+
+    def _index_old_spans(self) -> None:
+        """Build the attribute index of spans stored by a version of the store that had none."""
+        with self._lock, self._connection:
+            (version,) = self._connection.execute("PRAGMA user_version").fetchone()
+            if version >= _SCHEMA_VERSION:
+                return
+            for (body,) in self._connection.execute("SELECT body FROM resources").fetchall():
+                self._intern_resource(ResourceSpans.FromString(body))
+            rows = self._connection.execute("SELECT rowid, body FROM spans").fetchall()
+            self._connection.executemany(
+                indexing.INSERT_SPAN_ATTRIBUTE,
+                [
+                    (key, value, rowid)
+                    for rowid, body in rows
+                    for key, value in indexing.span_search_terms(SpanProto.FromString(body))
+                ],
+            )
+            self._connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def trace(self, trace_id: str) -> list[StoredSpan]:
         return self.traces([trace_id]).get(trace_id, [])
@@ -293,25 +346,58 @@ class SpanDatabase:
         return {trace_id: spans for trace_id, spans in found.items() if spans}
 
     def find_trace_ids(self, search: TraceSearch) -> list[str]:
-        """Traces with at least one span meeting every condition, most recent first (as Jaeger does)."""
-        sql = (
-            "SELECT trace_id, MAX(start_ns) AS latest FROM spans"
-            " WHERE service = ? AND start_ns BETWEEN ? AND ?"
-        )
-        args: list[Any] = [search.service, search.start_min_ns, search.start_max_ns]
+        """Traces with at least one span meeting every span condition, most recent first (as Jaeger does).
+
+        Each attribute drives an index lookup (key, value) -> span rows, so a search by attribute stays
+        fast however many spans the window holds.
+        """
+        sql = "SELECT s.trace_id, MAX(s.start_ns) AS latest FROM spans AS s WHERE s.start_ns BETWEEN ? AND ?"
+        args: list[Any] = [search.start_min_ns, search.start_max_ns]
+        if search.service:
+            sql += " AND s.service = ?"
+            args.append(search.service)
         if search.operation:
-            sql += " AND name = ?"
+            sql += " AND s.name = ?"
             args.append(search.operation)
         if search.duration_min_ns is not None:
-            sql += " AND end_ns - start_ns >= ?"
+            sql += " AND s.end_ns - s.start_ns >= ?"
             args.append(search.duration_min_ns)
         if search.duration_max_ns is not None:
-            sql += " AND end_ns - start_ns <= ?"
+            sql += " AND s.end_ns - s.start_ns <= ?"
             args.append(search.duration_max_ns)
-        sql += " GROUP BY trace_id ORDER BY latest DESC LIMIT ?"
+        for key, value in search.attributes:
+            sql += (
+                " AND (s.rowid IN (SELECT span_rowid FROM span_attributes WHERE key = ? AND value = ?)"
+                " OR s.resource_id IN"
+                " (SELECT resource_id FROM resource_attributes WHERE key = ? AND value = ?))"
+            )
+            args += [key, value, key, value]
+        if search.parent_service:
+            sql += (
+                " AND EXISTS (SELECT 1 FROM spans AS p WHERE p.trace_id = s.trace_id"
+                " AND p.span_id = s.parent_span_id AND p.service = ?)"
+            )
+            args.append(search.parent_service)
+        if search.errors_only:
+            sql += (
+                " AND EXISTS (SELECT 1 FROM spans AS e WHERE e.trace_id = s.trace_id AND e.status_code = 2)"
+            )
+        sql += " GROUP BY s.trace_id ORDER BY latest DESC LIMIT ?"
         args.append(search.num_traces)
         with self._lock:
             return [row[0] for row in self._connection.execute(sql, args)]
+
+    def service_map(
+        self, start_min_ns: int, start_max_ns: int, trace_ids: Sequence[str] | None = None
+    ) -> ServiceMap:
+        """Services and cross-service calls of the spans starting in the window (see service_map.py)."""
+        with self._lock:
+            return build_service_map(self._connection, start_min_ns, start_max_ns, trace_ids)
+
+    def prune(self, retention: Retention, now_ns: int) -> int:
+        """Delete whole traces beyond `retention` (by age, then by span count); return how many spans."""
+        with self._lock, self._connection:
+            return prune(self._connection, retention, now_ns)
 
     def services(self) -> list[str]:
         with self._lock:
@@ -641,60 +727,54 @@ class OtlpHandler(_Handler):
 _GRPC_CODES = {400: 3, 404: 5, 405: 12, 413: 3, 415: 3}
 
 
-class QueryHandler(_Handler):
-    """The Jaeger query API v3 subset: traces by id, search, services, operations."""
+def answer_query(database: SpanDatabase, path: str, query_string: str) -> tuple[int, dict[str, Any]]:
+    """The Jaeger query API v3 subset (traces by id, search, services, operations): (status, JSON body)."""
+    stripped = path.rstrip("/")
+    query = parse_qs(query_string, keep_blank_values=True)
+    try:
+        if stripped.startswith("/api/v3/traces/"):
+            return _get_trace(database, unquote(stripped.removeprefix("/api/v3/traces/")))
+        if stripped == "/api/v3/traces":
+            return _find_traces(database, query)
+        if stripped == "/api/v3/services":
+            return 200, {"services": database.services()}
+        if stripped == "/api/v3/operations":
+            operations = database.operations(_param(query, "service"), _param(query, "span_kind", "spanKind"))
+            return 200, {"operations": [{"name": name, "spanKind": kind} for name, kind in operations]}
+        return _error(HTTPStatus.NOT_FOUND, f"unknown path {path!r}")
+    except BadRequest as error:
+        return _error(error.status, str(error))
 
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        path = url.path.rstrip("/")
-        query = parse_qs(url.query, keep_blank_values=True)
-        try:
-            if path.startswith("/api/v3/traces/"):
-                self._get_trace(unquote(path.removeprefix("/api/v3/traces/")))
-            elif path == "/api/v3/traces":
-                self._find_traces(query)
-            elif path == "/api/v3/services":
-                self.send_json(200, {"services": self.server.database.services()})
-            elif path == "/api/v3/operations":
-                self._get_operations(query)
-            else:
-                self._send_error(HTTPStatus.NOT_FOUND, f"unknown path {url.path!r}")
-        except BadRequest as error:
-            self._send_error(error.status, str(error))
 
-    do_HEAD = do_GET
+def encode_json(document: Any) -> bytes:
+    """The query API's JSON encoding (compact, as the answers have always been)."""
+    return json.dumps(document, separators=(",", ":")).encode()
 
-    def _get_trace(self, trace_id_text: str) -> None:
-        trace_id = normalise_trace_id(trace_id_text)
-        spans = self.server.database.trace(trace_id)
-        if not spans:
-            self._send_error(HTTPStatus.NOT_FOUND, f"trace not found: {trace_id}")
-            return
-        self._send_resource_spans([spans])
 
-    def _find_traces(self, query: Mapping[str, list[str]]) -> None:
-        search = parse_trace_search(query)
-        database = self.server.database
-        traces = database.traces(database.find_trace_ids(search))
-        if not traces:
-            self._send_error(HTTPStatus.NOT_FOUND, "No traces found")
-            return
-        self._send_resource_spans(list(traces.values()))
+def _get_trace(database: SpanDatabase, trace_id_text: str) -> tuple[int, dict[str, Any]]:
+    trace_id = normalise_trace_id(trace_id_text)
+    spans = database.trace(trace_id)
+    if not spans:
+        return _error(HTTPStatus.NOT_FOUND, f"trace not found: {trace_id}")
+    return _resource_spans(database, [spans])
 
-    def _get_operations(self, query: Mapping[str, list[str]]) -> None:
-        service = _param(query, "service")
-        operations = self.server.database.operations(service, _param(query, "span_kind", "spanKind"))
-        self.send_json(200, {"operations": [{"name": name, "spanKind": kind} for name, kind in operations]})
 
-    def _send_resource_spans(self, traces: list[list[StoredSpan]]) -> None:
-        # Several traces come back as one flat list, each trace's resources in turn, as Jaeger does.
-        resource_spans = [
-            item for spans in traces for item in resource_spans_json(self.server.database, spans)
-        ]
-        self.send_json(200, {"result": {"resourceSpans": resource_spans}})
+def _find_traces(database: SpanDatabase, query: Mapping[str, list[str]]) -> tuple[int, dict[str, Any]]:
+    search = parse_trace_search(query)
+    traces = database.traces(database.find_trace_ids(search))
+    if not traces:
+        return _error(HTTPStatus.NOT_FOUND, "No traces found")
+    return _resource_spans(database, list(traces.values()))
 
-    def _send_error(self, status: int, message: str) -> None:
-        self.send_json(status, {"error": {"httpCode": int(status), "message": message}})
+
+def _resource_spans(database: SpanDatabase, traces: list[list[StoredSpan]]) -> tuple[int, dict[str, Any]]:
+    # Several traces come back as one flat list, each trace's resources in turn, as Jaeger does.
+    resource_spans = [item for spans in traces for item in resource_spans_json(database, spans)]
+    return 200, {"result": {"resourceSpans": resource_spans}}
+
+
+def _error(status: int, message: str) -> tuple[int, dict[str, Any]]:
+    return int(status), {"error": {"httpCode": int(status), "message": message}}
 
 
 class _StoreServer(ThreadingHTTPServer):
@@ -709,19 +789,42 @@ class _StoreServer(ThreadingHTTPServer):
 
 
 class RunningTraceStore:
-    """Both servers serving from background threads; `stop()` (or leaving the `with`) shuts them down."""
+    """Both servers serving from background threads, and the pruner that applies the retention;
+    `stop()` (or leaving the `with`) shuts them down.
 
-    def __init__(self, otlp_port: int, query_port: int, db_path: str | os.PathLike[str], host: str) -> None:
+    The query port serves the query API and the trace viewer (which shows log lines from `log_dir` and
+    links to Prometheus at `prometheus_url` when given).
+    """
+
+    def __init__(
+        self,
+        otlp_port: int,
+        query_port: int,
+        db_path: str | os.PathLike[str],
+        host: str,
+        log_dir: Path | None = None,
+        prometheus_url: str | None = None,
+        retention: Retention | None = None,
+    ) -> None:
+        from tracehop.traces.store.query_app import create_query_app, make_query_server
+
         self.db_path = db_path
         self.host = host
         self.database = SpanDatabase(db_path)
-        self._servers: list[_StoreServer] = []
+        self.retention = retention or Retention()
+        self._servers: list[Any] = []
         try:
-            for port, handler in ((otlp_port, OtlpHandler), (query_port, QueryHandler)):
-                self._servers.append(_StoreServer((host, port), handler, self.database))
+            self._servers.append(_StoreServer((host, otlp_port), OtlpHandler, self.database))
+            app = create_query_app(self.database, log_dir, prometheus_url)
+            self._servers.append(make_query_server(host, query_port, app))
         except OSError:
             self._close()
             raise
+        self._stop_pruning = threading.Event()
+        self._pruner = threading.Thread(
+            target=self._prune_periodically, name="trace-store-pruner", daemon=True
+        )
+        self._pruner.start()
         self._threads = [
             threading.Thread(
                 target=server.serve_forever,
@@ -763,6 +866,8 @@ class RunningTraceStore:
         if self._stopped:
             return
         self._stopped = True
+        self._stop_pruning.set()
+        self._pruner.join()
         # In parallel: each shutdown waits up to one poll interval for its serve_forever loop.
         stoppers = [threading.Thread(target=server.shutdown) for server in self._servers]
         for stopper in stoppers:
@@ -770,6 +875,18 @@ class RunningTraceStore:
         for thread in [*stoppers, *self._threads]:
             thread.join()
         self._close()
+
+    def _prune_periodically(self) -> None:
+        while True:
+            try:
+                deleted = self.database.prune(self.retention, time.time_ns())
+            except sqlite3.Error as error:  # a locked or closing database: try again next time
+                sys.stderr.write(f"trace store: pruning failed: {error}\n")
+                deleted = 0
+            if deleted:
+                sys.stderr.write(f"trace store: retention removed {deleted} spans\n")
+            if self._stop_pruning.wait(PRUNE_INTERVAL_S):
+                return
 
     def _close(self) -> None:
         for server in self._servers:
@@ -788,21 +905,32 @@ def serve_in_thread(
     query_port: int = 0,
     db_path: str | os.PathLike[str] = ":memory:",
     host: str = "127.0.0.1",
+    log_dir: Path | None = None,
+    prometheus_url: str | None = None,
+    retention: Retention | None = None,
 ) -> RunningTraceStore:
     """Start the store in background threads (port 0 picks a free port); for tests and embedding."""
-    return RunningTraceStore(otlp_port, query_port, db_path, host)
+    return RunningTraceStore(otlp_port, query_port, db_path, host, log_dir, prometheus_url, retention)
 
 
-def run(otlp_port: int, query_port: int, db_path: str | os.PathLike[str], host: str = "127.0.0.1") -> None:
+def run(
+    otlp_port: int,
+    query_port: int,
+    db_path: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    log_dir: Path | None = None,
+    prometheus_url: str | None = None,
+    retention: Retention | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down cleanly (blocking)."""
     stop_requested = threading.Event()
-    store = serve_in_thread(otlp_port, query_port, db_path, host)
+    store = serve_in_thread(otlp_port, query_port, db_path, host, log_dir, prometheus_url, retention)
     previous = {
         sig: signal.signal(sig, lambda *_: stop_requested.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
     sys.stderr.write(
-        f"trace store: OTLP/HTTP on {store.traces_url}, query API v3 on {store.query_url}/api/v3, "
-        f"database {db_path}\n"
+        f"trace store: OTLP/HTTP on {store.traces_url}, trace viewer on {store.query_url}/ and query API v3"
+        f" on {store.query_url}/api/v3, database {db_path}\n"
     )
     sys.stderr.flush()
     try:

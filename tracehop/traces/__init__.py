@@ -1,0 +1,1 @@
+"""Traces: the query client and model, trees, waterfalls, logs, the trace store and its browser viewer."""
