@@ -661,9 +661,14 @@ class OtlpHandler(_Handler):
             self._export(body, content_type)
 
     def do_GET(self) -> None:
-        status = (
-            HTTPStatus.METHOD_NOT_ALLOWED if urlsplit(self.path).path == TRACES_PATH else HTTPStatus.NOT_FOUND
-        )
+        path = urlsplit(self.path).path
+        if path == "/":
+            # A person who opens the receiver's address learns what it is for (and where traces are shown).
+            self.send_json(
+                200, {"receiver": "OTLP/HTTP", "traces": f"POST {TRACES_PATH}", "accepts": [PROTOBUF, JSON]}
+            )
+            return
+        status = HTTPStatus.METHOD_NOT_ALLOWED if path == TRACES_PATH else HTTPStatus.NOT_FOUND
         self._send_status(status, f"{self.command} {self.path}: the OTLP receiver only accepts POST", JSON)
 
     def _export(self, body: bytes, content_type: str) -> None:
