@@ -36,7 +36,7 @@ def main() -> int:
         root / "var",
         root / "logs",
         dict(zip(names, free_ports(len(names)), strict=True)),
-        {"TRACEHOP_FAULT_INJECTION": "1", "OTEL_BSP_SCHEDULE_DELAY": "200"},
+        {"TRACEHOP_FAULT_INJECTION": "1", "OTEL_BSP_SCHEDULE_DELAY": "200", "TRACEHOP_MAIL_LATENCY_MS": "15"},
     )
     stack.start(timeout=180)
     try:

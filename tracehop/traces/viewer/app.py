@@ -7,7 +7,6 @@ its URL; the search and the service map have JSON twins (`/search.json`, `/servi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from tracehop.traces.viewer.search_form import (
     pasted_trace_id,
 )
 from tracehop.traces.viewer.summaries import newest_first, summarise
-from tracehop.traces.viewer.trace_page import build_trace_page
+from tracehop.traces.viewer.trace_page import build_trace_page, service_colours
 
 EXTENSION = "trace_viewer"
 MAP_TRACE_LIMIT = 100_000  # traces a filtered service map considers
@@ -80,11 +79,9 @@ def _page_globals() -> dict[str, Any]:
 
 def _search(form: SearchForm) -> list:
     database = _sources().database
-    started = time.perf_counter()
     trace_ids = database.find_trace_ids(form.trace_search())
-    colours: dict[str, int] = {}
+    colours = service_colours(database.services())
     summaries = [summarise(spans, colours) for spans in _spans(trace_ids).values() if spans]
-    current_app.logger.debug("search %s: %.1f ms", form, (time.perf_counter() - started) * 1e3)
     return newest_first(summaries)
 
 
@@ -143,7 +140,7 @@ def trace_page(trace_id_text: str) -> tuple[str, int]:
         return render_template("not_found.html", title="Trace not found", message=message, text=""), 404
     sources = _sources()
     logs = read_trace_logs(sources.log_dir, trace_id) if sources.log_dir else []
-    page = build_trace_page(spans, logs)
+    page = build_trace_page(spans, logs, sources.database.services())
     metrics = {}
     if sources.prometheus_url:
         for count in page.services:
@@ -172,7 +169,7 @@ def services_page() -> tuple[str, int]:
         form = parse_search_form(request.args)
     except SearchFormError as error:
         return render_template("services.html", form=SearchForm(), drawing=None, error=str(error)), 400
-    drawing = service_map_view.draw(_service_map(form))
+    drawing = service_map_view.draw(_service_map(form), _sources().database.services())
     return render_template("services.html", form=form, drawing=drawing, error=None), 200
 
 

@@ -65,10 +65,11 @@ def columns(service_map: ServiceMap) -> dict[str, int]:
     return column
 
 
-def draw(service_map: ServiceMap) -> MapDrawing:
+def draw(service_map: ServiceMap, known_services: list[str] | None = None) -> MapDrawing:
+    """`known_services`: every service of the store, so that a service has the same colour on every page."""
     column = columns(service_map)
     counts = {node.service: node for node in service_map.nodes}
-    colours = service_colours(sorted(column, key=lambda service: (column[service], service)))
+    colours = service_colours([*(known_services or []), *sorted(column)])
     rows: dict[int, int] = {}
     boxes: dict[str, NodeBox] = {}
     for service in sorted(column, key=lambda service: (column[service], service)):
@@ -103,7 +104,8 @@ def _edge_path(parent: NodeBox, child: NodeBox, edge: ServiceEdge) -> EdgePath:
     elif skipped:
         bow = (NODE_HEIGHT + ROW_GAP) * skipped
         path = f"M{x1},{y1} C{x1 + 80},{y1 + bow} {x2 - 80},{y2 + bow} {x2},{y2}"
-        label_x, label_y = (x1 + x2) // 2, (y1 + y2) // 2 + bow * 3 // 4
+        # Under the lowest point of the curve (3/4 of the bow for these control points).
+        label_x, label_y = (x1 + x2) // 2, (y1 + y2) // 2 + bow * 3 // 4 + 18
     else:
         path = f"M{x1},{y1} C{(x1 + x2) // 2},{y1} {(x1 + x2) // 2},{y2} {x2},{y2}"
         label_x, label_y = (x1 + x2) // 2, (y1 + y2) // 2 - 8

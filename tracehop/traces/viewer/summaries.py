@@ -46,7 +46,7 @@ class TraceSummary:
 
 
 def summarise(spans: Sequence[Span], colours: dict[str, int]) -> TraceSummary:
-    """`colours`: shared by all results of a page (and grown here), so a service keeps its colour."""
+    """`colours`: service -> palette index, shared by every page (and grown here for a new service)."""
     root = build_tree(spans)[0].span
     counts: dict[str, int] = {}
     for span in spans:

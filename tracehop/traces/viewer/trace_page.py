@@ -115,17 +115,20 @@ class TracePage:
 
 
 def service_colours(services: Iterable[str]) -> dict[str, int]:
-    """A palette index per service in order of first appearance (the terminal waterfall's order)."""
+    """A palette index per service in order of first appearance."""
     colours: dict[str, int] = {}
     for service in services:
         colours.setdefault(service, len(colours) % SERVICE_PALETTE_SIZE)
     return colours
 
 
-def build_trace_page(spans: Sequence[Span], log_lines: Sequence[LogLine] = ()) -> TracePage:
+def build_trace_page(
+    spans: Sequence[Span], log_lines: Sequence[LogLine] = (), known_services: Sequence[str] = ()
+) -> TracePage:
+    """`known_services`: every service of the store, so that a service has the same colour on every page."""
     roots = build_tree(spans)
     lines = tree_lines(roots)
-    colours = service_colours(line.node.span.service for line in lines)
+    colours = service_colours([*known_services, *(line.node.span.service for line in lines)])
     start_ns = min(span.start_ns for span in spans)
     end_ns = max(max(span.end_ns, span.start_ns) for span in spans)
     total_ns = max(1, end_ns - start_ns)
@@ -171,7 +174,7 @@ def build_trace_page(spans: Sequence[Span], log_lines: Sequence[LogLine] = ()) -
         duration=formatting.duration(end_ns - start_ns),
         depth=1 + max((depth for root in roots for depth, _ in root.walk()), default=0),
         errors=sum(span.is_error for span in spans),
-        services=[ServiceCount(service, colours[service], counts[service]) for service in colours],
+        services=[ServiceCount(service, colours[service], counts[service]) for service in sorted(counts)],
         rows=rows,
         ticks=[formatting.duration(total_ns * index // (TICKS - 1)) for index in range(TICKS)],
         logs=logs,
