@@ -49,7 +49,7 @@ def synthetic_trace(
     ids: list[bytes] = []
     for index in range(spans):
         span_id = rng.getrandbits(64).to_bytes(8, "big")
-        parent = ids[rng.randrange(max(1, len(ids) - 5), len(ids))] if ids else b""
+        parent = rng.choice(ids) if ids else b""  # a random recursive tree: depth ~ e·ln(n)
         service = SERVICES[0] if index == 0 else rng.choice(SERVICES)
         begin = start_ns + index * 200_000
         span = SpanProto(

@@ -62,9 +62,16 @@ def test_every_page_forbids_inline_scripts(client):
 
 def test_hostile_names_values_and_log_lines_are_escaped(client):
     page = client.get(f"/trace/{tid(9)}").get_data(as_text=True)
-    assert "<script>alert(1)" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;&amp;" in page  # name, attribute, log line
-    assert page.count("&lt;script&gt;alert(1)") >= 4
+    detail = client.get(f"/trace/{tid(9)}/span/{91:016x}").get_data(as_text=True)
+    assert "<script>alert(1)" not in page + detail
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;&amp;" in page  # the name, the log line
+    assert page.count("&lt;script&gt;alert(1)") >= 3
+    assert detail.count("&lt;script&gt;alert(1)") >= 2  # the name, the attribute
+    # The panel is fetched when a row is clicked, or rendered into the page with ?span=<id>.
+    assert f'id="detail-{91:016x}"' not in page and f'id="detail-{91:016x}"' in detail
+    opened = client.get(f"/trace/{tid(9)}?span={91:016x}").get_data(as_text=True)
+    assert f'id="detail-{91:016x}"' in opened and "<script>alert(1)" not in opened
+    assert client.get(f"/trace/{tid(9)}/span/{'0' * 16}").status_code == 404
     results = client.get("/?tags=user.name%3D%22%3Cscript%3Ealert(1)%3C/script%3E%22").get_data(as_text=True)
     assert "<script>alert" not in results
 

@@ -25,7 +25,7 @@ from tracehop.traces.viewer.search_form import (
     pasted_trace_id,
 )
 from tracehop.traces.viewer.summaries import newest_first, summarise
-from tracehop.traces.viewer.trace_page import build_trace_page, service_colours
+from tracehop.traces.viewer.trace_page import TracePage, build_trace_page, service_colours
 
 EXTENSION = "trace_viewer"
 MAP_TRACE_LIMIT = 100_000  # traces a filtered service map considers
@@ -125,8 +125,8 @@ def find_trace() -> Any:
     return redirect(f"/trace/{trace_id}", code=303)
 
 
-@blueprint.get("/trace/<trace_id_text>")
-def trace_page(trace_id_text: str) -> tuple[str, int]:
+def _load_trace_page(trace_id_text: str) -> TracePage | tuple[str, int]:
+    """The trace's page model, or the error page to answer instead."""
     try:
         trace_id = normalise_trace_id(trace_id_text)
     except BadRequest as error:
@@ -140,7 +140,15 @@ def trace_page(trace_id_text: str) -> tuple[str, int]:
         return render_template("not_found.html", title="Trace not found", message=message, text=""), 404
     sources = _sources()
     logs = read_trace_logs(sources.log_dir, trace_id) if sources.log_dir else []
-    page = build_trace_page(spans, logs, sources.database.services())
+    return build_trace_page(spans, logs, sources.database.services())
+
+
+@blueprint.get("/trace/<trace_id_text>")
+def trace_page(trace_id_text: str) -> tuple[str, int]:
+    page = _load_trace_page(trace_id_text)
+    if not isinstance(page, TracePage):
+        return page
+    sources = _sources()
     metrics = {}
     if sources.prometheus_url:
         for count in page.services:
@@ -151,6 +159,19 @@ def trace_page(trace_id_text: str) -> tuple[str, int]:
     return render_template(
         "trace.html", page=page, selected=selected, metrics=metrics, log_dir=sources.log_dir
     ), 200
+
+
+@blueprint.get("/trace/<trace_id_text>/span/<span_id>")
+def span_detail(trace_id_text: str, span_id: str) -> tuple[str, int]:
+    """One span's detail panel, fetched by the page's script when its row is clicked."""
+    page = _load_trace_page(trace_id_text)
+    if not isinstance(page, TracePage):
+        return page
+    for row in page.rows:
+        if row.span.span_id == span_id.lower():
+            return render_template("_span_detail.html", row=row), 200
+    message = f"Span {span_id} is not in trace {page.trace_id}."
+    return render_template("not_found.html", title="Span not found", message=message, text=""), 404
 
 
 # --------------------------------------------------------------------------------------------- services

@@ -41,6 +41,25 @@
   }
 
   // ------------------------------------------------------------------ selection
+  // A span's details come from the server (GET /trace/<id>/span/<span id>, escaped HTML rendered by the
+  // same template as the page) the first time its row is opened, and stay in the page after that.
+  function loadDetail(row) {
+    var existing = detailOf(row);
+    if (existing) return Promise.resolve(existing);
+    var traceId = document.getElementById("trace-id").textContent;
+    return fetch("/trace/" + traceId + "/span/" + row.dataset.spanId)
+      .then(function (response) {
+        if (!response.ok) throw new Error("span details: HTTP " + response.status);
+        return response.text();
+      })
+      .then(function (html) {
+        if (!detailOf(row)) row.insertAdjacentHTML("afterend", html);
+        var detail = detailOf(row);
+        detail.hidden = true;
+        return detail;
+      });
+  }
+
   function select(spanId, options) {
     options = options || {};
     var row = document.getElementById("span-" + spanId);
@@ -59,7 +78,9 @@
     if (open) {
       row.classList.add("selected");
       reveal(row);
-      detailOf(row).hidden = false;
+      loadDetail(row).then(function (detail) {
+        if (row.classList.contains("selected") && !row.hidden) detail.hidden = false;
+      });
       url.searchParams.set("span", spanId);
       if (options.scroll) row.scrollIntoView({ block: "center" });
     } else {
