@@ -107,7 +107,6 @@ class TracePage:
     ticks: list[str]
     logs: list[LogRow]
     start_ns: int
-    end_ns: int
 
     @property
     def span_count(self) -> int:
@@ -179,7 +178,6 @@ def build_trace_page(
         ticks=[formatting.duration(total_ns * index // (TICKS - 1)) for index in range(TICKS)],
         logs=logs,
         start_ns=start_ns,
-        end_ns=end_ns,
     )
 
 
