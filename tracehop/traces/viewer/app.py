@@ -16,6 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, render_te
 from tracehop.trace_logs import read_trace_logs
 from tracehop.trace_query import Span, spans_from_otlp_json
 from tracehop.trace_store import BadRequest, SpanDatabase, normalise_trace_id, resource_spans_json
+from tracehop.traces.store.service_map import ServiceMap
 from tracehop.traces.viewer import metrics_links, service_map_view
 from tracehop.traces.viewer.search_form import (
     LOOKBACK_LABELS,
@@ -24,7 +25,7 @@ from tracehop.traces.viewer.search_form import (
     parse_search_form,
     pasted_trace_id,
 )
-from tracehop.traces.viewer.summaries import newest_first, summarise
+from tracehop.traces.viewer.summaries import TraceSummary, newest_first, summarise
 from tracehop.traces.viewer.trace_page import TracePage, build_trace_page, service_colours
 
 EXTENSION = "trace_viewer"
@@ -77,7 +78,7 @@ def _page_globals() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ search
 
 
-def _search(form: SearchForm) -> list:
+def _search(form: SearchForm) -> list[TraceSummary]:
     database = _sources().database
     trace_ids = database.find_trace_ids(form.trace_search())
     colours = service_colours(database.services())
@@ -177,7 +178,7 @@ def span_detail(trace_id_text: str, span_id: str) -> tuple[str, int]:
 # --------------------------------------------------------------------------------------------- services
 
 
-def _service_map(form: SearchForm):
+def _service_map(form: SearchForm) -> ServiceMap:
     database = _sources().database
     search = form.trace_search(num_traces=MAP_TRACE_LIMIT)
     trace_ids = database.find_trace_ids(search) if form.attributes or form.errors else None
