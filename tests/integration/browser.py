@@ -50,6 +50,7 @@ class Viewer:
     base_url: str
     requests: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
+    script_errors: list[str] = field(default_factory=list)
 
     def open(self, path: str) -> Page:
         self.page.goto(self.base_url + path)
@@ -73,6 +74,7 @@ def open_viewer(browser: Browser, base_url: str) -> Iterator[Viewer]:
         dialog.dismiss()
 
     page.on("dialog", on_dialog)
+    page.on("pageerror", lambda error: viewer.script_errors.append(str(error)))
     try:
         yield viewer
     finally:

@@ -34,12 +34,13 @@ TERMINAL_LINE = re.compile(r"^((?:[│ ]  )*(?:[├└]─ )?)(\S+) {2,}([A-Z]+)
 
 @pytest.fixture
 def viewer(browser: Browser, running_stack: RunningStack) -> Iterator[Viewer]:  # noqa: F811
-    """A tab on the stack's viewer; after the test, it must have made no request outside its origin and
-    no script from the data may have opened a dialog."""
+    """A tab on the stack's viewer; after the test, it must have made no request outside its origin, no
+    script from the data may have opened a dialog, and the page's own script must not have failed."""
     with open_viewer(browser, running_stack.stack.urls["query"]) as viewer:
         yield viewer
     assert viewer.foreign_requests() == [], "the page made requests outside its own origin"
     assert viewer.dialogs == [], "a script from the data ran"
+    assert viewer.script_errors == [], "viewer.js failed"
 
 
 def create_user(stack: RunningStack, name: str = "Ada Lovelace", baggage: str | None = None) -> dict:
