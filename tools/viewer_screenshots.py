@@ -19,9 +19,9 @@ import requests
 from playwright.sync_api import sync_playwright
 from rich.console import Console
 
-from tracehop.stack import LocalStack
-from tracehop.stack_config import free_ports
-from tracehop.trace_query import TraceQuery
+from tracehop.stack.config import free_ports
+from tracehop.stack.runner import LocalStack
+from tracehop.traces.query import TraceQuery
 from tracehop.traffic import run_fault_traffic, run_traffic
 
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from tests.integration.conftest import RunningStack
-from tracehop.stack_view import urls_table
+from tracehop.stack.view import urls_table
 
 pytestmark = pytest.mark.integration
 

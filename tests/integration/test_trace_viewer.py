@@ -22,7 +22,7 @@ from tests.conftest import REPO_ROOT
 from tests.integration.browser import Viewer, browser, open_viewer  # noqa: F401 - `browser` is a fixture
 from tests.integration.conftest import RunningStack
 from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE, REPORT_TREE
-from tracehop.trace_tree import BRANCH, LAST_BRANCH
+from tracehop.traces.tree import BRANCH, LAST_BRANCH
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from opentelemetry.sdk.resources import Resource
 
-from services.common.telemetry import HashCachedResource, build_resource
+from services.telemetry.setup import HashCachedResource, build_resource
 
 
 def test_resource_defaults_and_environment_override(monkeypatch):

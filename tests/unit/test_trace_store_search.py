@@ -12,7 +12,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
-from tracehop.trace_store import SpanDatabase, TraceSearch
+from tracehop.traces.store.database import SpanDatabase, TraceSearch
 from tracehop.traces.store.retention import Retention, RetentionError, parse_retention
 
 NOW = 1_800_000_000 * 10**9

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_trace_store_search import CLIENT, CONSUMER, PRODUCER, SERVER, export, span, tid
-from tracehop.trace_query import spans_from_otlp_json
-from tracehop.trace_store import SpanDatabase
-from tracehop.trace_tree import build_tree, tree_lines
+from tracehop.traces.query import spans_from_otlp_json
+from tracehop.traces.store.database import SpanDatabase
 from tracehop.traces.store.query_app import create_query_app
+from tracehop.traces.tree import build_tree, tree_lines
 from tracehop.traces.viewer.app import CONTENT_SECURITY_POLICY
 from tracehop.traces.viewer.search_form import pasted_trace_id
 

@@ -1,1 +1,3 @@
-"""Traces: the query client and model, trees, waterfalls, logs, the trace store and its browser viewer."""
+"""Reading traces: the query client and span model, tree building and matching, the waterfall, the logs
+of a trace, and the local trace store (store/). Depends on nothing else in tracehop.
+"""

@@ -13,7 +13,9 @@ from pathlib import Path
 from flask import Flask, Response, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from tracehop.trace_store import JSON, SpanDatabase, answer_query, encode_json
+from tracehop.traces.store.api import answer_query, encode_json
+from tracehop.traces.store.database import SpanDatabase
+from tracehop.traces.store.otlp import JSON
 from tracehop.traces.viewer.app import EXTENSION, ViewerSources, blueprint
 
 

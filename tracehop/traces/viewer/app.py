@@ -13,9 +13,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 
-from tracehop.trace_logs import read_trace_logs
-from tracehop.trace_query import Span, spans_from_otlp_json
-from tracehop.trace_store import BadRequest, SpanDatabase, normalise_trace_id, resource_spans_json
+from tracehop.traces.logs import read_trace_logs
+from tracehop.traces.query import Span, spans_from_otlp_json
+from tracehop.traces.store.api import normalise_trace_id, resource_spans_json
+from tracehop.traces.store.database import SpanDatabase
+from tracehop.traces.store.otlp import BadRequest
 from tracehop.traces.store.service_map import ServiceMap
 from tracehop.traces.viewer import metrics_links, service_map_view
 from tracehop.traces.viewer.search_form import (

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tracehop.trace_query import Span
-from tracehop.trace_tree import build_tree
+from tracehop.traces.query import Span
+from tracehop.traces.tree import build_tree
 from tracehop.traces.viewer import formatting
 from tracehop.traces.viewer.trace_page import ServiceCount, service_colours
 

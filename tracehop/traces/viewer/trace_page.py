@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracehop.trace_logs import LogLine
-from tracehop.trace_query import Span
-from tracehop.trace_tree import build_tree, tree_lines
+from tracehop.traces.logs import LogLine
+from tracehop.traces.query import Span
+from tracehop.traces.tree import build_tree, tree_lines
 from tracehop.traces.viewer import formatting
 
 BAR_SCALE = 1000  # the waterfall's SVG viewBox width: bar offsets and widths in thousandths of the trace
