@@ -238,3 +238,45 @@ def test_a_database_written_before_the_attribute_index_gets_it(tmp_path: Path):
         assert find(database, attributes=(("host.name", "old"),)) == [tid(5)]
     finally:
         database.close()
+
+
+def test_a_running_store_prunes_what_is_past_its_retention(tmp_path: Path):
+    """The store applies its retention when it starts (and every minute after): the old trace is gone from
+    the query API, the recent one stays."""
+    import time
+
+    import requests
+
+    from tracehop.traces.store.server import serve_in_thread
+
+    path = tmp_path / "traces.sqlite3"
+    database = SpanDatabase(path)
+    export(database, "gateway", span(1, 11, name="old"))  # NOW is in 2027: move it back a day
+    database.close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE spans SET start_ns = start_ns - ?, end_ns = end_ns - ?", (NOW, NOW))
+    recent = SpanDatabase(path)
+    recent_span = span(2, 21, name="recent")
+    recent_span.start_time_unix_nano = time.time_ns()
+    recent_span.end_time_unix_nano = time.time_ns() + MS
+    export(recent, "gateway", recent_span)
+    recent.close()
+
+    http = requests.Session()
+    http.trust_env = False
+    with serve_in_thread(db_path=path, retention=Retention(max_age_ns=3600 * 10**9, max_spans=0)) as store:
+        deadline = time.monotonic() + 10
+        while http.get(f"{store.query_url}/api/v3/traces/{tid(1)}", timeout=5).status_code != 404:
+            assert time.monotonic() < deadline, "the old trace was not pruned"
+            time.sleep(0.05)
+        assert http.get(f"{store.query_url}/api/v3/traces/{tid(2)}", timeout=5).status_code == 200
+
+
+def test_a_bad_retention_setting_stops_the_store_with_a_message(monkeypatch, tmp_path: Path, capsys):
+    from tests.conftest import free_port
+    from tracehop.cli import EXIT_FAILED, main
+
+    monkeypatch.setenv("TRACEHOP_TRACE_RETENTION", "max_age=forever")
+    ports = ["--otlp-port", str(free_port()), "--query-port", str(free_port())]
+    assert main(["trace-store", "--db", str(tmp_path / "t.sqlite3"), *ports]) == EXIT_FAILED
+    assert "TRACEHOP_TRACE_RETENTION" in capsys.readouterr().err
