@@ -107,6 +107,9 @@ def test_bad_search_input_is_a_clear_400(client):
         assert response.get_json()["error"] == "invalid_search" and words in response.get_json()["message"]
         page = client.get(f"/?{query}")
         assert page.status_code == 400 and words in page.get_data(as_text=True)
+    # What was typed stays in the form, to be corrected.
+    page = client.get("/?tags=novalue&minDuration=fast").get_data(as_text=True)
+    assert 'value="novalue"' in page and 'value="fast"' in page
 
 
 def test_trace_ids_pasted_as_traceparent_or_traceresponse_open_the_trace(client):

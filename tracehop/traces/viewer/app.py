@@ -24,6 +24,7 @@ from tracehop.traces.viewer.search_form import (
     LOOKBACK_LABELS,
     SearchForm,
     SearchFormError,
+    form_as_typed,
     parse_search_form,
     pasted_trace_id,
 )
@@ -95,7 +96,7 @@ def search_page() -> tuple[str, int]:
     try:
         form = parse_search_form(request.args)
     except SearchFormError as error:
-        form = SearchForm()
+        form = form_as_typed(request.args)
         return render_template(
             "search.html", form=form, services=services, operations=[], error=str(error), results=None
         ), 400
@@ -192,7 +193,9 @@ def services_page() -> tuple[str, int]:
     try:
         form = parse_search_form(request.args)
     except SearchFormError as error:
-        return render_template("services.html", form=SearchForm(), drawing=None, error=str(error)), 400
+        return render_template(
+            "services.html", form=form_as_typed(request.args), drawing=None, error=str(error)
+        ), 400
     drawing = service_map_view.draw(_service_map(form), _sources().database.services())
     return render_template("services.html", form=form, drawing=drawing, error=None), 200
 

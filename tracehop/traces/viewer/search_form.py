@@ -111,6 +111,23 @@ def parse_search_form(args: Mapping[str, str]) -> SearchForm:
     return form
 
 
+def form_as_typed(args: Mapping[str, str]) -> SearchForm:
+    """The search as the person typed it, for showing it back next to the error (never raises)."""
+    lookback = args.get("lookback", "")
+    limit = args.get("limit", "")
+    return SearchForm(
+        service=args.get("service", ""),
+        operation=args.get("operation", ""),
+        tags=args.get("tags", ""),
+        min_duration=args.get("minDuration", ""),
+        max_duration=args.get("maxDuration", ""),
+        errors=args.get("errors") in ("1", "on", "true"),
+        lookback=lookback if lookback in LOOKBACKS else DEFAULT_LOOKBACK,
+        limit=int(limit) if limit.isdigit() and 1 <= int(limit) <= MAX_LIMIT else DEFAULT_LIMIT,
+        parent=args.get("parent", ""),
+    )
+
+
 def parse_tags(text: str) -> tuple[tuple[str, str], ...]:
     """`http.response.status_code=500 tenant="a b"` -> (("http.response.status_code", "500"), ...)."""
     try:
