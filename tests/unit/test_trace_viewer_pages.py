@@ -92,6 +92,13 @@ def test_search_by_tag_and_its_json_twin(client):
     assert found["traces"][0]["root"] == {"service": "gateway", "kind": "SERVER", "name": "POST /api/users"}
     page = client.get("/?tags=tracehop.tenant%3Dacme&lookback=all").get_data(as_text=True)
     assert f'href="/trace/{tid(1)}"' in page and f'href="/trace/{tid(9)}"' not in page
+    # Over several results, Jaeger's scatter plot: a dot per trace, linking to it.
+    everything = client.get("/?lookback=all").get_data(as_text=True)
+    assert 'id="scatter"' in everything and 'id="scatter"' not in page
+    scatter = everything[
+        everything.index('id="scatter"') : everything.index("</svg>", everything.index('id="scatter"'))
+    ]
+    assert scatter.count("<circle") == 2 and f'<a href="/trace/{tid(9)}">' in scatter
 
 
 def test_bad_search_input_is_a_clear_400(client):

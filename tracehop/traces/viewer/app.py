@@ -20,6 +20,7 @@ from tracehop.traces.store.database import SpanDatabase
 from tracehop.traces.store.otlp import BadRequest
 from tracehop.traces.store.service_map import ServiceMap
 from tracehop.traces.viewer import metrics_links, service_map_view
+from tracehop.traces.viewer.scatter import scatter
 from tracehop.traces.viewer.search_form import (
     LOOKBACK_LABELS,
     SearchForm,
@@ -101,8 +102,15 @@ def search_page() -> tuple[str, int]:
             "search.html", form=form, services=services, operations=[], error=str(error), results=None
         ), 400
     operations = database.operations(form.service) if form.service else []
+    results = _search(form)
     return render_template(
-        "search.html", form=form, services=services, operations=operations, error=None, results=_search(form)
+        "search.html",
+        form=form,
+        services=services,
+        operations=operations,
+        error=None,
+        results=results,
+        plot=scatter(results),
     ), 200
 
 
