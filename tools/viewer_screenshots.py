@@ -36,7 +36,12 @@ def main() -> int:
         root / "var",
         root / "logs",
         dict(zip(names, free_ports(len(names)), strict=True)),
-        {"TRACEHOP_FAULT_INJECTION": "1", "OTEL_BSP_SCHEDULE_DELAY": "200", "TRACEHOP_MAIL_LATENCY_MS": "15"},
+        {
+            "TRACEHOP_FAULT_INJECTION": "1",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "TRACEHOP_MAIL_LATENCY_MS": "15",
+            "TRACEHOP_BEAT_INTERVAL_S": "3",
+        },
     )
     stack.start(timeout=180)
     try:
@@ -70,6 +75,7 @@ def main() -> int:
             page.screenshot(path=IMAGES / "viewer-search.png")
             page.goto(f"{viewer}/trace/{create.trace_id}")
             page.click(f"#span-{users_server.span_id}")
+            page.wait_for_selector(f"#detail-{users_server.span_id}", state="visible")
             page.screenshot(path=IMAGES / "viewer-trace.png", full_page=True)
             page.goto(f"{viewer}/services?lookback=15m")
             page.screenshot(path=IMAGES / "viewer-services.png")

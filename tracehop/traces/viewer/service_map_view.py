@@ -36,6 +36,7 @@ class EdgePath:
     path: str  # SVG path data
     label_x: int
     label_y: int
+    label_anchor: str = "middle"
 
 
 @dataclass(frozen=True)
@@ -108,5 +109,11 @@ def _edge_path(parent: NodeBox, child: NodeBox, edge: ServiceEdge) -> EdgePath:
         label_x, label_y = (x1 + x2) // 2, (y1 + y2) // 2 + bow * 3 // 4 + 18
     else:
         path = f"M{x1},{y1} C{(x1 + x2) // 2},{y1} {(x1 + x2) // 2},{y2} {x2},{y2}"
-        label_x, label_y = (x1 + x2) // 2, (y1 + y2) // 2 - 8
+        if y1 == y2:
+            label_x, label_y = (x1 + x2) // 2, y1 - 8
+        else:  # an S-curve between rows: the label beside its start, clear of the bend
+            below = 16 if y2 > y1 else -8
+            return EdgePath(
+                edge.parent, edge.child, edge.calls, edge.errors, path, x1 + 8, y1 + below, "start"
+            )
     return EdgePath(edge.parent, edge.child, edge.calls, edge.errors, path, label_x, label_y)
