@@ -28,7 +28,9 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is active it keeps an asyncio loop running on
+# this thread, and a later test calling asyncio.run() would fail ("cannot be called from a running loop").
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     path = chromium_path()
     if path is None:

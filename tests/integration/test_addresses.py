@@ -29,6 +29,6 @@ def test_the_viewer_is_the_first_address_and_every_address_answers(running_stack
     users = http.get(urls["users"] + "/", timeout=10).json()
     assert "POST /users" in users["routes"]
     assert http.get(urls["otlp"] + "/", timeout=10).json()["traces"] == "POST /v1/traces"
-    assert "tracehop_jobs_total" in http.get(urls["worker_metrics"], timeout=10).text
+    assert "process_cpu_seconds_total" in http.get(urls["worker_metrics"], timeout=10).text
     if "prometheus" in urls:
         assert http.get(urls["prometheus"] + "/", timeout=10).status_code == 200

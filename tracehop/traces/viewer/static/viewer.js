@@ -80,6 +80,8 @@
       reveal(row);
       loadDetail(row).then(function (detail) {
         if (row.classList.contains("selected") && !row.hidden) detail.hidden = false;
+      }, function (error) {
+        console.warn(error.message); // the row stays selected; a reload shows the panel (?span= in the URL)
       });
       url.searchParams.set("span", spanId);
       if (options.scroll) row.scrollIntoView({ block: "center" });
