@@ -15,7 +15,6 @@ from tracehop.traces.store.database import SpanDatabase
 from tracehop.traces.store.query_app import create_query_app
 from tracehop.traces.tree import build_tree, tree_lines
 from tracehop.traces.viewer.app import CONTENT_SECURITY_POLICY
-from tracehop.traces.viewer.search_form import pasted_trace_id
 
 HOSTILE = "<script>alert(1)</script>\"'&"
 
@@ -121,13 +120,14 @@ def test_bad_search_input_is_a_clear_400(client):
 
 def test_trace_ids_pasted_as_traceparent_or_traceresponse_open_the_trace(client):
     traceparent = f"00-{tid(1)}-{11:016x}-01"
-    assert pasted_trace_id(traceparent) == tid(1)
-    assert pasted_trace_id(f"traceresponse: {traceparent}") == tid(1)
-    assert pasted_trace_id(tid(1).upper()) == tid(1)
-    assert pasted_trace_id("00-xyz") is None
+    for pasted in (traceparent, f"traceresponse: {traceparent}", tid(1).upper(), f'"{traceparent}"'):
+        response = client.get("/trace", query_string={"id": pasted})
+        assert response.status_code == 303 and response.headers["Location"] == f"/trace/{tid(1)}", pasted
     response = client.get(f"/trace?id={traceparent}")
     assert response.status_code == 303 and response.headers["Location"] == f"/trace/{tid(1)}"
-    assert client.get("/trace?id=nonsense").status_code == 400
+    refused = client.get("/trace?id=%3Cb%3Enonsense")
+    assert refused.status_code == 400 and "is not a trace id" in refused.get_data(as_text=True)
+    assert "<b>nonsense" not in refused.get_data(as_text=True)
     assert client.get(f"/trace/{'f' * 32}").status_code == 404
     assert client.get("/trace/not-hex").status_code == 400
 

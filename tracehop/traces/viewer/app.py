@@ -19,6 +19,7 @@ from tracehop.traces.store.api import normalise_trace_id, resource_spans_json
 from tracehop.traces.store.database import SpanDatabase
 from tracehop.traces.store.otlp import BadRequest
 from tracehop.traces.store.service_map import ServiceMap
+from tracehop.traces.view import TraceViewError, normalize_trace_id
 from tracehop.traces.viewer import metrics_links, service_map_view
 from tracehop.traces.viewer.scatter import scatter
 from tracehop.traces.viewer.search_form import (
@@ -27,7 +28,6 @@ from tracehop.traces.viewer.search_form import (
     SearchFormError,
     form_as_typed,
     parse_search_form,
-    pasted_trace_id,
 )
 from tracehop.traces.viewer.summaries import TraceSummary, newest_first, summarise
 from tracehop.traces.viewer.trace_page import TracePage, build_trace_page, service_colours
@@ -130,10 +130,10 @@ def search_json() -> tuple[Response, int]:
 def find_trace() -> Any:
     """The paste box: a trace id, or a traceparent / traceresponse value."""
     text = request.args.get("id", "")
-    trace_id = pasted_trace_id(text)
-    if trace_id is None:
-        message = "Paste a trace id (32 hex digits) or a traceparent / traceresponse value (00-<trace id>-…)."
-        return render_template("not_found.html", title="Not a trace id", message=message, text=text), 400
+    try:
+        trace_id = normalize_trace_id(text)  # the same reading of an id as `make trace ID=…`
+    except TraceViewError as error:
+        return render_template("not_found.html", title="Not a trace id", message=str(error), text=""), 400
     return redirect(f"/trace/{trace_id}", code=303)
 
 

@@ -8,7 +8,6 @@ lookback, limit); `errors=1` keeps traces with an error span and `parent=<servic
 
 from __future__ import annotations
 
-import re
 import shlex
 import time
 from collections.abc import Mapping
@@ -31,10 +30,6 @@ DEFAULT_LOOKBACK = "1h"
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 INT64_MAX = 2**63 - 1
-
-# A pasted id: a bare trace id, or a traceparent / traceresponse value `00-<trace id>-<span id>-<flags>`.
-_TRACE_ID = re.compile(r"[0-9a-f]{32}")
-_TRACE_CONTEXT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 
 
 class SearchFormError(ValueError):
@@ -150,14 +145,3 @@ def _duration(text: str, name: str) -> int | None:
         return parse_go_duration_ns(text)
     except ValueError:
         raise SearchFormError(f"{name}: {text!r} is not a duration like 100ms, 1.5s or 2m") from None
-
-
-def pasted_trace_id(text: str) -> str | None:
-    """The trace id in what a person pasted: a trace id, a traceparent or a traceresponse value."""
-    text = text.strip().lower()
-    # `traceresponse: 00-...` copied with its header name
-    text = text.rpartition(":")[2].strip()
-    if _TRACE_ID.fullmatch(text):
-        return text
-    match = _TRACE_CONTEXT.fullmatch(text)
-    return match.group(1) if match else None
