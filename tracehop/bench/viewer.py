@@ -124,7 +124,10 @@ def render_times(url: str, runs: int) -> Iterator[tuple[float, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tracehop.bench.viewer",
+        description="How fast the trace viewer is: searches over many stored spans, a big trace in Chromium.",
+    )
     parser.add_argument("--spans", type=int, default=100_000, help="spans stored before searching")
     parser.add_argument("--trace-spans", type=int, default=1000, help="spans of the trace rendered")
     parser.add_argument("--runs", type=int, default=7)
