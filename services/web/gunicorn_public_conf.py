@@ -7,13 +7,13 @@ that holds against slow clients (services/web/public_door.py, limits in services
 The users service stays on gthread (gunicorn_conf.py): only the gateway talks to it.
 """
 
-from services.web.gunicorn_conf import *  # noqa: F403 - this file is gunicorn_conf.py with a different worker
+from services.web import settings
+from services.web.gunicorn_conf import *  # noqa: F403 - this file is gunicorn_conf.py with another worker
 from services.web.gunicorn_conf import post_fork as _shared_post_fork
 
-worker_class = "services.web.public_door.PublicDoorWorker"
-# gevent's workers count connections, not threads: this is the connection limit (plus the refusal
-# headroom, set by the worker itself), read from TRACEHOP_MAX_CONNECTIONS.
-threads = 1
+# TRACEHOP_GATEWAY_WORKER_CLASS=gthread brings back the old worker, for the comparison in
+# tools/door_compare.py only: it has none of the limits, and eight slow clients stop it.
+worker_class = settings.env_str("TRACEHOP_GATEWAY_WORKER_CLASS", "services.web.public_door.PublicDoorWorker")
 
 
 def post_fork(server, worker):  # noqa: ANN001
