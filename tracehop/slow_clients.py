@@ -40,9 +40,10 @@ class SlowClients:
         interval_s: float = 1.0,
         path: str = "/api/users",
     ) -> None:
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"slow clients only go to a loopback address, not {host}")
-        self.host, self.port, self.path = host, port, path
+        address = socket.gethostbyname(host)
+        if not ipaddress.ip_address(address).is_loopback:
+            raise ValueError(f"slow clients only go to a loopback address, not {host} ({address})")
+        self.host, self.port, self.path = address, port, path
         self.counts = {"header": header_clients, "body": body_clients}
         self.interval_s = interval_s
         self.opened = 0
