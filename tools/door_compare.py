@@ -33,7 +33,9 @@ SERVICES = ("gateway", "users", "worker", "trace-store", "redis")
 def start(name: str, worker_class: str, root: Path) -> LocalStack:
     env = {"TRACEHOP_GATEWAY_WORKER_CLASS": worker_class, "TRACEHOP_MAIL_LATENCY_MS": "1"}
     directory = root / name.replace(" ", "-")
-    stack = LocalStack(directory / "var", directory / "logs", free_stack_ports(), env, prometheus=False, beat=False)
+    stack = LocalStack(
+        directory / "var", directory / "logs", free_stack_ports(), env, prometheus=False, beat=False
+    )
     stack.start(timeout=180)
     session = requests.Session()
     session.trust_env = False

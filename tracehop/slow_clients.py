@@ -133,7 +133,9 @@ class SlowClients:
         except OSError:
             data = b""
         parts = data.split(b" ", 2)
-        answer = parts[1].decode(errors="replace") if data.startswith(b"HTTP/") and len(parts) > 1 else "closed"
+        answer = (
+            parts[1].decode(errors="replace") if data.startswith(b"HTTP/") and len(parts) > 1 else "closed"
+        )
         selector.unregister(sock)
         registered.discard(sock)
         with self._lock:

@@ -2,12 +2,12 @@
 
 Read once from the environment when gunicorn loads its configuration:
 
-| variable | default | limit |
-|---|---|---|
-| `TRACEHOP_HEADER_TIMEOUT_S` | 10 | request line and headers must be complete this long after their first byte (after the connection opened, for a connection's first request); else 408 |
-| `TRACEHOP_BODY_TIMEOUT_S` | 10 | the body (up to `BUFFERED_BODY_BYTES`) must be complete this long after the headers; else 408 |
-| `TRACEHOP_MAX_CONNECTIONS` | 1000 | open connections per gateway process; one more is answered 503 and closed |
-| `GUNICORN_KEEPALIVE` | 75 | an idle keep-alive connection is closed (silently) after this long |
+- `TRACEHOP_HEADER_TIMEOUT_S` (10): the request line and headers must be complete this long after their
+  first byte (for a connection's first request: after it opened); else 408.
+- `TRACEHOP_BODY_TIMEOUT_S` (10): the body (up to BUFFERED_BODY_BYTES) must be complete this long after
+  the headers; else 408.
+- `TRACEHOP_MAX_CONNECTIONS` (1000): open connections per gateway process; one more is answered 503.
+- `GUNICORN_KEEPALIVE` (75): an idle keep-alive connection is closed (silently) after this long.
 
 The answers are the API's usual JSON error with `trace_id: null`: no request was read, so no trace began.
 """

@@ -89,7 +89,9 @@ def read_answer(sock: socket.socket) -> tuple[float, bytes]:
 def parse(answer: bytes) -> tuple[int, dict[str, str], dict]:
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode().split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    headers = {
+        name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)
+    }
     return int(status_line.split()[1]), headers, json.loads(body)
 
 
@@ -160,7 +162,8 @@ def test_a_body_sent_after_100_continue_reaches_the_application(gateway: str) ->
     body = json.dumps({"name": "", "email": "a@example.org"}).encode()
     with connect(gateway) as sock:
         sock.sendall(
-            b"POST /api/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+            b"POST /api/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + b"Expect: 100-continue\r\n"
             + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
         )
         assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -173,7 +176,9 @@ def test_a_body_sent_after_100_continue_reaches_the_application(gateway: str) ->
 
 def test_an_oversized_body_is_the_applications_413(gateway: str) -> None:
     response = requests.post(
-        f"{gateway}/api/users", data=b"{" + b" " * 100_000 + b"}", headers={"Content-Type": "application/json"}
+        f"{gateway}/api/users",
+        data=b"{" + b" " * 100_000 + b"}",
+        headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 413
     assert response.json()["error"] == "request_entity_too_large"

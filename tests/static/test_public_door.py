@@ -94,7 +94,9 @@ def test_the_local_stack_gateway_runs_the_public_door(tmp_path) -> None:  # noqa
     config_file = gateway[gateway.index("-c") + 1]
     assert_protected(gateway_settings(config_file, dict(programs["gateway"].environment)))
     users = list(programs["users"].command)
-    assert users[users.index("-c") + 1] == "services/web/gunicorn_conf.py"  # private: only the gateway calls it
+    assert (
+        users[users.index("-c") + 1] == "services/web/gunicorn_conf.py"
+    )  # private: only the gateway calls it
 
 
 def test_the_old_worker_is_what_the_check_would_catch() -> None:
