@@ -80,8 +80,8 @@ class PublicDoorWorker(GeventWorker):
         try:
             while self.alive:
                 req = None
-                if not _wait_for_bytes(client, parser, idle_limit):
-                    return  # idle: nothing of a request arrived, nothing to answer
+                if not self._wait_for_bytes(client, parser, idle_limit):
+                    return  # idle, or the worker stops: nothing of a request arrived, nothing to answer
                 idle_limit = self.cfg.keepalive
                 req = self._read_request(client, parser)
                 if req is None:
@@ -95,6 +95,20 @@ class PublicDoorWorker(GeventWorker):
         except Exception as error:
             # A malformed request: gunicorn's own answer (400, 414, 431, …), as on every other worker.
             self.handle_error(req, client, addr, error)
+
+    def _wait_for_bytes(self, client: socket.socket, parser, timeout: float) -> bool:  # noqa: ANN001
+        """Whether bytes of a request are there (read ahead, or readable) within `timeout`. Wakes every
+        second to see whether the worker is stopping: an idle connection must not delay its exit."""
+        if parser.unreader.buf.getbuffer().nbytes:
+            return True
+        deadline = time.monotonic() + timeout
+        while self.alive and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                wait_read(client.fileno(), timeout=min(remaining, 1.0))
+            except TimeoutError:
+                continue
+            return True
+        return False
 
     def _read_request(self, client: socket.socket, parser):  # noqa: ANN202, ANN001
         """The next request with its body buffered, or None after answering 408 to a slow one."""
@@ -117,17 +131,6 @@ class PublicDoorWorker(GeventWorker):
             _refuse(client, json_error_response(408, "request_timeout", message), linger=False)
             return None
         return req
-
-
-def _wait_for_bytes(client: socket.socket, parser, timeout: float) -> bool:  # noqa: ANN001
-    """Whether bytes of a request are there (already read ahead, or readable) within `timeout`."""
-    if parser.unreader.buf.getbuffer().nbytes:
-        return True
-    try:
-        wait_read(client.fileno(), timeout=timeout)
-    except TimeoutError:
-        return False
-    return True
 
 
 class _PrefixedBody:
