@@ -74,16 +74,21 @@ class PublicDoorWorker(GeventWorker):
         req = None
         parser = http.get_parser(self.cfg, client, addr)
         listener_name = listener.getsockname()
-        # A new connection's first request must start within the header timeout; later ones may wait
-        # for the keep-alive timeout first.
-        idle_limit = self.limits.header_timeout_s
+        # A new connection's first request must be complete within the header timeout of the connection
+        # opening; a later one may first wait for the keep-alive timeout, then has the header timeout.
+        opened = time.monotonic()
+        first = True
         try:
             while self.alive:
                 req = None
+                idle_limit = self.limits.header_timeout_s if first else self.cfg.keepalive
                 if not self._wait_for_bytes(client, parser, idle_limit):
                     return  # idle, or the worker stops: nothing of a request arrived, nothing to answer
-                idle_limit = self.cfg.keepalive
-                req = self._read_request(client, parser)
+                header_budget = self.limits.header_timeout_s
+                if first:
+                    header_budget -= time.monotonic() - opened
+                    first = False
+                req = self._read_request(client, parser, max(header_budget, 0.001))
                 if req is None:
                     return
                 self.handle_request(listener_name, req, client, addr)
@@ -110,10 +115,10 @@ class PublicDoorWorker(GeventWorker):
             return True
         return False
 
-    def _read_request(self, client: socket.socket, parser):  # noqa: ANN202, ANN001
+    def _read_request(self, client: socket.socket, parser, header_budget: float):  # noqa: ANN202, ANN001
         """The next request with its body buffered, or None after answering 408 to a slow one."""
         try:
-            with gevent.Timeout(self.limits.header_timeout_s, _SlowRequest("header_timeout")):
+            with gevent.Timeout(header_budget, _SlowRequest("header_timeout")):
                 req = next(parser)
             if req._expected_100_continue:
                 # The client waits for this before it sends the body we are about to read; gunicorn

@@ -117,6 +117,19 @@ def test_headers_that_do_not_arrive_in_time_get_a_408_json_error(gateway: str) -
     assert refused(gateway, "header_timeout") == before + 1
 
 
+def test_a_new_connections_header_deadline_counts_from_when_it_opened(gateway: str) -> None:
+    # Silence first, then a partial request: the deadline is 1 s after connecting, not 1 s after the first
+    # byte (that would let a client hold a connection for twice the limit).
+    with connect(gateway) as sock:
+        opened = time.monotonic()
+        time.sleep(0.9)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        _, answer = read_answer(sock)
+        elapsed = time.monotonic() - opened
+    assert parse(answer)[0] == 408
+    assert elapsed < LIMIT_S + 0.6, f"answered {elapsed:.2f}s after connecting"
+
+
 def test_trickled_headers_still_hit_the_header_deadline(gateway: str) -> None:
     # One header line every 0.3 s: each line arrives in time, the headers as a whole do not.
     with connect(gateway) as sock:
