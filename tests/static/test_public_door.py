@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from typing import Any
+
+import pytest
 
 from tests.static.stack_files import REPO_ROOT
 from tracehop.stack.supervisord_conf import build_programs
@@ -49,16 +52,17 @@ print(json.dumps({
 
 def gateway_settings(config_file: str, environment: dict[str, str]) -> dict[str, Any]:
     env = {"PATH": "/usr/bin:/bin", **{k: str(v) for k, v in environment.items() if v is not None}}
-    # The container's writable multiprocess directory is a tmpfs there; any directory will do here.
-    env["PROMETHEUS_MULTIPROC_DIR"] = ""
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE, config_file],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    with tempfile.TemporaryDirectory() as multiproc_dir:
+        # The container's multiprocess directory is a tmpfs there; any empty directory will do here.
+        env["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+        result = subprocess.run(
+            [sys.executable, "-c", _PROBE, config_file],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -93,16 +97,20 @@ def test_the_local_stack_gateway_runs_the_public_door(tmp_path) -> None:  # noqa
     gateway = list(programs["gateway"].command)
     config_file = gateway[gateway.index("-c") + 1]
     assert_protected(gateway_settings(config_file, dict(programs["gateway"].environment)))
+    # users is private (only the gateway calls it) and stays on gthread.
     users = list(programs["users"].command)
-    assert (
-        users[users.index("-c") + 1] == "services/web/gunicorn_conf.py"
-    )  # private: only the gateway calls it
+    assert users[users.index("-c") + 1] == "services/web/gunicorn_conf.py"
 
 
-def test_the_old_worker_is_what_the_check_would_catch() -> None:
-    # The check can fail: the comparison switch brings gthread back, and it is not the public door.
-    settings = gateway_settings(
-        "services/web/gunicorn_public_conf.py", {"TRACEHOP_GATEWAY_WORKER_CLASS": "gthread"}
-    )
-    assert settings["worker_class"] == "gthread"
-    assert json.dumps(settings)  # readable in a failure message
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {"TRACEHOP_GATEWAY_WORKER_CLASS": "gthread"},  # the comparison switch brings the old worker back
+        {"TRACEHOP_HEADER_TIMEOUT_S": "3600"},
+        {"TRACEHOP_MAX_CONNECTIONS": "8"},
+    ],
+)
+def test_the_check_fails_for_an_unprotected_gateway(environment: dict[str, str]) -> None:
+    settings = gateway_settings("services/web/gunicorn_public_conf.py", environment)
+    with pytest.raises(AssertionError):
+        assert_protected(settings)
