@@ -7,6 +7,10 @@
 
 Tracing is set up in each worker AFTER the fork (post_fork): a BatchSpanProcessor's thread and
 connection do not survive a fork. worker_exit flushes the spans still queued.
+
+With gevent workers, call post_fork from gunicorn's `post_worker_init` hook instead: gevent patches
+threads and sockets only after the fork, and the span processor's thread and its exporter's connection
+must be created after that (services/web/gunicorn_public_conf.py does so for the gateway).
 """
 
 from __future__ import annotations

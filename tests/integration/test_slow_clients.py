@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from tests.integration.conftest import RunningStack, private_stack
+from tests.integration.expected_trees import CREATE_USER_TREE
 from tests.integration.fault_tools import metric_value
 from tracehop.slow_clients import slow_client_phase
 from tracehop.traffic import TrafficRun
@@ -88,3 +91,22 @@ def test_slow_clients_do_not_starve_normal_requests_and_leave_nothing_stuck(stac
     started = time.monotonic()
     assert stack.http.get(f"{stack.gateway}/readyz", timeout=5).status_code == 200
     assert time.monotonic() - started < ANSWER_LIMIT_S
+
+
+def test_concurrent_requests_on_one_gevent_process_keep_their_exact_trees(stack: RunningStack) -> None:
+    # 16 creates at once on the one gateway process: each greenlet must keep its own trace context
+    # (contextvars per greenlet), or spans would land under another request's parent.
+    def create(number: int) -> str:
+        session = requests.Session()
+        session.trust_env = False
+        with session:
+            body = {"name": "Concurrent", "email": f"concurrent-{number}-{uuid.uuid4().hex[:6]}@example.org"}
+            response = session.post(f"{stack.gateway}/api/users", json=body, timeout=15)
+        assert response.status_code == 201, response.text
+        return response.json()["trace_id"]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        trace_ids = list(pool.map(create, range(16)))
+    assert len(set(trace_ids)) == 16
+    for trace_id in trace_ids:
+        stack.assert_tree(trace_id, CREATE_USER_TREE)
