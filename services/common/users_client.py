@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.retry import Retry
 
 from services.common import settings
@@ -28,6 +29,21 @@ class UsersRejected(Exception):
     def __init__(self, status: int, error: str, message: str) -> None:
         super().__init__(f"{status} {error}: {message}")
         self.status, self.error, self.message = status, error, message
+
+
+class RetryStaleConnectionOnce(Retry):
+    """urllib3's Retry, except that a timeout is never retried.
+
+    The one retry exists for a pooled keep-alive connection that the server closed just as it was reused
+    (a reset, or "remote end closed connection"). Retrying a timeout instead would double the time a
+    caller waits on a users service that accepts connections and never answers:
+    TRACEHOP_USERS_TIMEOUT is meant as the bound of a call, not of each of its attempts.
+    """
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # noqa: ANN001, ANN201, PLR0913 - urllib3's signature
+        if isinstance(error, Urllib3Timeout):
+            raise error.with_traceback(_stacktrace)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 class UsersClient:
@@ -48,8 +64,11 @@ class UsersClient:
         self.session.trust_env = False
         self.session.headers[SERVICE_TOKEN_HEADER] = token if token is not None else settings.service_token()
         # A pooled keep-alive connection may be closed by the server just as it is reused; retrying an
-        # idempotent GET once hides that race. POST is never retried (it could create the user twice).
-        retry = Retry(total=1, connect=1, read=1, status=0, allowed_methods={"GET"}, backoff_factor=0)
+        # idempotent GET once hides that race. POST is never retried (it could create the user twice),
+        # and a timeout never is (RetryStaleConnectionOnce).
+        retry = RetryStaleConnectionOnce(
+            total=1, connect=1, read=1, status=0, allowed_methods={"GET"}, backoff_factor=0
+        )
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
