@@ -11,12 +11,15 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from services.common import settings
 
 SERVICE_TOKEN_HEADER = "X-Service-Token"
+# Reaching users is loopback or one network hop: a second is plenty. TRACEHOP_USERS_TIMEOUT is the wait
+# for its answer.
+CONNECT_TIMEOUT_S = 1.0
 
 
 class UsersUnavailable(Exception):
@@ -40,9 +43,14 @@ class RetryStaleConnectionOnce(Retry):
     TRACEHOP_USERS_TIMEOUT is meant as the bound of a call, not of each of its attempts.
     """
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # noqa: ANN001, ANN201, PLR0913 - urllib3's signature
-        if isinstance(error, Urllib3Timeout):
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # noqa: ANN001, ANN201 - urllib3's signature
+        # Each raised the way urllib3 itself does when it may not retry, so requests turns it into its
+        # own ReadTimeout / ConnectTimeout. A refused connection is no timeout, although urllib3 derives
+        # NewConnectionError from ConnectTimeoutError: it is retried as before.
+        if isinstance(error, ReadTimeoutError):
             raise error.with_traceback(_stacktrace)
+        if isinstance(error, ConnectTimeoutError) and not isinstance(error, NewConnectionError):
+            raise MaxRetryError(_pool, url, error) from error
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
@@ -56,7 +64,7 @@ class UsersClient:
     ) -> None:
         self.base_url = (base_url or settings.users_url()).rstrip("/")
         self.timeout = (
-            1.0,
+            CONNECT_TIMEOUT_S,
             timeout_s if timeout_s is not None else settings.env_float("TRACEHOP_USERS_TIMEOUT", 3.0),
         )
         self.session = requests.Session()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from services.common.users_client import UsersClient, UsersUnavailable
+from services.common.users_client import CONNECT_TIMEOUT_S, UsersClient, UsersUnavailable
 from tests.conftest import free_port
 from tests.integration.fault_tools import BlackHole
 
@@ -22,6 +23,7 @@ ANSWER = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
     b"Content-Length: " + str(len(USER)).encode() + b"\r\n\r\n" + USER
 )
+CALL_ARGS = {"get_user": (1,), "create_user": ("A", "a@example.org")}
 
 
 class ClosesReusedConnections:
@@ -107,9 +109,29 @@ def test_a_users_service_that_never_answers_costs_one_timeout_not_two(call):
     with BlackHole(port) as hole:
         client = client_for(port, timeout_s=0.2)
         with pytest.raises(UsersUnavailable, match="ReadTimeout"):
-            if call == "get_user":
-                client.get_user(1)
-            else:
-                client.create_user("A", "a@example.org")
+            getattr(client, call)(*CALL_ARGS[call])
         assert not client.is_healthy()  # /readyz's probe: the same single attempt
         assert hole.connections == 2
+
+
+@pytest.mark.parametrize("call", ["get_user", "create_user"])
+def test_a_refused_connection_is_users_unavailable(call):
+    client = client_for(free_port())  # nothing listens there: users is down
+    with pytest.raises(UsersUnavailable, match="ConnectionError"):
+        getattr(client, call)(*CALL_ARGS[call])
+    assert not client.is_healthy()
+
+
+def test_a_connection_that_is_never_accepted_costs_one_connect_timeout():
+    # A listener whose accept queue is full: the kernel drops further SYNs, as an unreachable host does.
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as server:
+        port = server.getsockname()[1]
+        waiting = [socket.create_connection(("127.0.0.1", port), timeout=1)]  # fills the queue
+        client = client_for(port)
+        started = time.monotonic()
+        with pytest.raises(UsersUnavailable, match="ConnectTimeout"):
+            client.get_user(1)
+        # Not a speed target: a retried connect would wait a second CONNECT_TIMEOUT_S in full.
+        assert time.monotonic() - started < 1.9 * CONNECT_TIMEOUT_S
+        for connection in waiting:
+            connection.close()
