@@ -51,12 +51,18 @@ def service_version() -> str:
 
 
 def build_resource(service_name: str) -> Resource:
-    """Our defaults for service.name/version and deployment.environment, overridable by
-    OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (the SDK would let our values win otherwise)."""
+    """Our defaults for service.name/version, deployment.environment and process.pid, overridable by
+    OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (the SDK would let our values win otherwise).
+
+    process.pid says which process set up tracing: built after the fork, as it must be, that is the
+    gunicorn worker or Celery pool child whose spans these are (the master's pid would betray a setup
+    before the fork). Only the pid: the SDK's ProcessResourceDetector would add the command line too.
+    """
     defaults = {
         "service.name": service_name,
         "service.version": service_version(),
         "deployment.environment": settings.deployment_environment(),
+        "process.pid": os.getpid(),
     }
     from_environment = OTELResourceDetector().detect().attributes
     resource = Resource.create({**defaults, **from_environment})
