@@ -1,8 +1,10 @@
 """OpenTelemetry tracing setup, the same for gateway, users and worker.
 
 Call `setup_tracing()` once per process AFTER the process has forked (gunicorn `post_fork`, Celery
-`worker_process_init`): a BatchSpanProcessor owns a background thread and an HTTP connection, neither of
-which survives a fork. Call `shutdown_tracing()` on the way out (gunicorn `worker_exit`, Celery
+`worker_process_init`): the global provider can be set only once, so one set up in a parent is what every
+child keeps, with the parent's resource (under compose, gunicorn's master does not even know the service
+name yet: `--env` is applied after the config loads). The SDK re-creates its batch thread in a child, so
+that mistake still exports spans, under the wrong name: tests/integration/test_compose_start.py guards it. Call `shutdown_tracing()` on the way out (gunicorn `worker_exit`, Celery
 `worker_process_shutdown`) so the spans still queued are exported, within a bounded time.
 
 Everything is configured by the standard `OTEL_*` environment variables (endpoint, sampler, propagators,
