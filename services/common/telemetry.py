@@ -4,8 +4,9 @@ Call `setup_tracing()` once per process AFTER the process has forked (gunicorn `
 `worker_process_init`): the global provider can be set only once, so one set up in a parent is what every
 child keeps, with the parent's resource (under compose, gunicorn's master does not even know the service
 name yet: `--env` is applied after the config loads). The SDK re-creates its batch thread in a child, so
-that mistake still exports spans, under the wrong name: tests/integration/test_compose_start.py guards it. Call `shutdown_tracing()` on the way out (gunicorn `worker_exit`, Celery
-`worker_process_shutdown`) so the spans still queued are exported, within a bounded time.
+that mistake still exports spans, under the wrong name: tests/integration/test_compose_start.py guards it.
+Call `shutdown_tracing()` on the way out (gunicorn `worker_exit`, Celery `worker_process_shutdown`) so the
+spans still queued are exported, within a bounded time.
 
 Everything is configured by the standard `OTEL_*` environment variables (endpoint, sampler, propagators,
 batch processor sizes, `OTEL_SDK_DISABLED`); this module only supplies defaults that suit a demo which
