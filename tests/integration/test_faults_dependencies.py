@@ -19,6 +19,7 @@ import requests
 from tests.integration.conftest import RunningStack, private_stack
 from tests.integration.fault_tools import BlackHole, metric_value, publish_job, timed
 from tracehop.trace_query import Span
+from tracehop.trace_tree import build_tree
 
 EXPORT_TIMEOUT_S = 1.0
 # Short, so that waiting on a hung users service costs the test seconds; long enough that a loaded
@@ -172,26 +173,19 @@ def assert_waited_for_the_users_timeout(span: Span) -> None:
     assert any(name == "exception" for name, _, _ in span.events), span.events
 
 
-def subtree(spans: list[Span], root: Span) -> list[Span]:
-    children: dict[str, list[Span]] = {}
-    for span in spans:
-        children.setdefault(span.parent_span_id, []).append(span)
-    found, pending = [], [root]
-    while pending:
-        span = pending.pop()
-        found.append(span)
-        pending.extend(children.get(span.span_id, []))
-    return found
-
-
 def hung_report_attempts(spans: list[Span]) -> list[tuple[Span, Span]]:
     """(CONSUMER, CLIENT) of each report attempt that called users and was retried."""
+    consumers = [
+        node
+        for root in build_tree(spans)
+        for _, node in root.walk()
+        if node.span.kind == "CONSUMER" and node.span.attributes.get("celery.state") == "RETRY"
+    ]
     return [
-        (consumer, client)
-        for consumer in spans
-        if consumer.kind == "CONSUMER" and consumer.attributes.get("celery.state") == "RETRY"
-        for client in subtree(spans, consumer)
-        if client.kind == "CLIENT"
+        (consumer.span, node.span)
+        for consumer in consumers
+        for _, node in consumer.walk()
+        if node.span.kind == "CLIENT"
     ]
 
 
