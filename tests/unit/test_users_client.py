@@ -69,7 +69,10 @@ class ClosesReusedConnections:
             0,
         )
         while len(body) < length:
-            body += connection.recv(65536)
+            chunk = connection.recv(65536)
+            if not chunk:
+                return
+            body += chunk
 
     def close(self) -> None:
         self.server.close()
