@@ -24,9 +24,9 @@ import requests
 
 from tests.conftest import REPO_ROOT, free_port
 from tests.static.stack_files import raw_compose
-from tracehop.readiness import http_ok
-from tracehop.trace_query import TraceQuery
-from tracehop.trace_store import RunningTraceStore, serve_in_thread
+from tracehop.stack.readiness import http_ok
+from tracehop.traces.query import TraceQuery
+from tracehop.traces.store.server import RunningTraceStore, serve_in_thread
 
 SERVICE = "users"
 TOKEN = "compose-start-test-token"

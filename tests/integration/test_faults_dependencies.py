@@ -18,8 +18,8 @@ import requests
 
 from tests.integration.conftest import RunningStack, private_stack
 from tests.integration.fault_tools import BlackHole, metric_value, publish_job, timed
-from tracehop.trace_query import Span
-from tracehop.trace_tree import build_tree
+from tracehop.traces.query import Span
+from tracehop.traces.tree import build_tree
 
 EXPORT_TIMEOUT_S = 1.0
 # Short, so that waiting on a hung users service costs the test seconds; long enough that a loaded
@@ -121,8 +121,8 @@ def test_trace_backend_down_or_hung_costs_requests_nothing_and_export_resumes(st
             f"{name} counts the spans it could not export",
         )
     for service in SERVICES:
-        # One line per message per process per 30 s (logging_setup.RepeatLimiter): at most two processes
-        # here, a handful of distinct exporter messages; without the limiter this is dozens.
+        # One line per message per process per 30 s (RepeatLimiter, services/telemetry/logs.py): at most two
+        # processes here, a handful of distinct exporter messages; without the limiter this is dozens.
         lines = exporter_log_lines(stack, service, log_marks[service])
         assert len(lines) <= 8, [line["message"] for line in lines]
     # The backend is back: new traces arrive whole.

@@ -6,7 +6,7 @@ import os
 
 from opentelemetry.sdk.resources import Resource
 
-from services.common.telemetry import HashCachedResource, build_resource
+from services.telemetry.setup import HashCachedResource, build_resource
 
 
 def test_resource_defaults_and_environment_override(monkeypatch):

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.common.users_client import CONNECT_TIMEOUT_S, UsersClient, UsersUnavailable
+from services.clients.users_client import CONNECT_TIMEOUT_S, UsersClient, UsersUnavailable
 from tests.conftest import free_port
 from tests.integration.fault_tools import BlackHole
 
