@@ -197,6 +197,17 @@ def test_an_oversized_body_is_the_applications_413(gateway: str) -> None:
     assert response.json()["error"] == "request_entity_too_large"
 
 
+def test_an_oversized_chunked_body_is_the_applications_413_too(gateway: str) -> None:
+    # No Content-Length: the door reads 64 KiB ahead, the application reads on past it and refuses.
+    chunks = (b"{" + b" " * 9_999 for _ in range(10))
+    response = requests.post(
+        f"{gateway}/api/users", data=chunks, headers={"Content-Type": "application/json"}, timeout=10
+    )
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert response.status_code == 413
+    assert response.json()["error"] == "request_entity_too_large"
+
+
 def test_connections_over_the_limit_get_a_503_json_error_and_the_door_recovers(gateway: str) -> None:
     before = refused(gateway, "over_capacity")
     held = [connect(gateway) for _ in range(MAX_CONNECTIONS)]
