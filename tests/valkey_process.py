@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.conftest import free_port
+from tracehop.stack.supervisord_conf import REDIS_DURABILITY_ARGS
 
 
 def valkey_binary() -> str:
@@ -35,7 +36,7 @@ class AofValkey:
         command = [
             valkey_binary(),
             *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir)),
-            *("--save", "", "--appendonly", "yes", "--appendfsync", "everysec"),
+            *REDIS_DURABILITY_ARGS,
         ]
         if load_delay_us:
             # While loading, valkey answers clients only every so many bytes loaded (and reads its file in
