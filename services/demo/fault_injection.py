@@ -13,7 +13,8 @@ Grammar of the `tracehop.fault` value: one or more `service:action[=value]`, sep
              error | error=<5xx status> (HTTP services answer that status, default 500; a job fails)
              kill=<point> the process SIGKILLs itself at a named point of its code (KILL_POINTS): a
              crash at an exact moment, for the reliability tests (e.g. gateway:kill=user_created, after
-             users created the user and before the welcome job is queued)
+             users created the user and before the welcome job is queued; worker:kill=job_claimed, the
+             whole worker right after a job's first delivery claimed its id)
 On the wire a raw `;` starts a W3C baggage *property*, so write it percent-encoded (`%3B`), or use `+`
 (baggage values are decoded like form data, so `+` becomes a space, which also separates faults).
 
@@ -53,7 +54,7 @@ ATTRIBUTE = "tracehop.fault.injected"
 _SEPARATORS = re.compile(r"[;\s]+")
 _SPEC = re.compile(r"(?P<service>[a-z]+):(?P<action>delay|error|kill)(?:=(?P<value>[0-9a-z._]+))?")
 # Where a service calls kill_point(); a name not listed here is an invalid flag.
-KILL_POINTS = {"gateway": ("user_created",)}
+KILL_POINTS = {"gateway": ("user_created",), "worker": ("job_claimed",)}
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s)?")
 
 

@@ -9,12 +9,14 @@ How:
 - every publish of one of our tasks (gateway, worker, beat: Celery's `after_task_publish` signal) records
   the message (`tracehop:jobs:message:<id>`) and a deadline (`tracehop:jobs:waiting`, a sorted set):
   its ETA if it has one, plus TRACEHOP_JOB_START_DEADLINE_S;
-- a job that starts claims its id (job_claims.py), which takes it off the ledger in the same script;
+- a job that starts claims its id with a lease (job_claims.py): it stays on the ledger, due when the lease
+  would run out (each renewal moves that), and leaves it when it finishes;
 - `reconcile_once`, run every TRACEHOP_RECONCILE_INTERVAL_S by each gateway process, takes the jobs past
-  their deadline (one atomic script: a job goes to one reconciler), moves each deadline further (doubling
-  per attempt, at most an hour) and publishes the SAME message again: same task id, same arguments,
-  the header `tracehop_republished`, and a trace context whose parent is the original publish — the job's
-  trace stays one trace and shows a `republish <task>` span between the publish and the run.
+  their deadline — never started, or their holder died — (one atomic script: a job goes to one
+  reconciler), moves each deadline further (doubling per attempt, at most an hour) and publishes the
+  SAME message again: same task id, same arguments, the header `tracehop_republished`, and a trace
+  context whose parent is the original publish — the job's trace stays one trace and shows a
+  `republish <task>` span between the publish and the run.
 
 A job merely slow to start (a long queue) is published twice; the copy that starts second does nothing
 (jobs are idempotent by id). Costs: one pipelined SET + ZADD per publish; one ZRANGEBYSCORE per interval
@@ -93,7 +95,7 @@ class JobLedger:
         taken = []
         for job_id in due:
             raw = self._redis.get(LEDGER_MESSAGE_PREFIX + job_id)
-            if raw is None:  # started (claimed) meanwhile, or expired
+            if raw is None:  # finished meanwhile, or expired
                 self._redis.zrem(LEDGER_KEY, job_id)
                 continue
             taken.append((job_id, loads(raw)))

@@ -174,18 +174,27 @@ def pool_children(stack: RunningStack) -> set[int]:
 
 
 def test_4_recycled_child_without_a_flush_loses_its_jobs_spans(stack_with):
-    stack = stack_with({"TRACEHOP_BROKEN_NO_FLUSH_ON_CHILD_EXIT": "1", **FLUSH_ON_EXIT_ONLY})
+    # One pool child: the child seen before the job is the one that runs it. With several, the set read
+    # here could miss a child still being forked, which then ran the job while every child read here
+    # stayed (a flake under load).
+    stack = stack_with(
+        {
+            "TRACEHOP_BROKEN_NO_FLUSH_ON_CHILD_EXIT": "1",
+            "TRACEHOP_WORKER_CONCURRENCY": "1",
+            **FLUSH_ON_EXIT_ONLY,
+        }
+    )
     # Ready means the worker's /metrics answers (worker_init), which can be before the pool has forked.
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     while not (children := pool_children(stack)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert children, "the worker forked no pool child"
+    assert len(children) == 1, f"the worker forked {len(children)} pool children, not 1"
     body = create_user(stack)
     assert job_ran_in_trace(stack, body["trace_id"])
 
     # The child that ran the job exits right after it (and a new one takes its place): its spans are
     # gone now, long before any shutdown.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while pool_children(stack) >= children and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pool_children(stack) >= children, "no pool child was replaced after the job"

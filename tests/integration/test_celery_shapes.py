@@ -53,10 +53,12 @@ def test_the_jobs_travel_through_the_broker_named(broker_stack: RunningStack, re
     # Celery prints its banner: wait for it, with a deadline.
     output = broker_stack.stack.layout.program_output("worker")
     scheme = {"redis": "redis://", "amqp": "amqp://"}[request.node.callspec.params["broker_stack"]]
-    deadline = time.monotonic() + 15
-    while "transport:" not in (banner := output.read_text()) and time.monotonic() < deadline:
+    # The whole expected line, not just "transport:": the banner can be read half written.
+    expected = f"transport:   {scheme}"
+    deadline = time.monotonic() + 60
+    while expected not in (banner := output.read_text()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert f"transport:   {scheme}" in banner
+    assert expected in banner, banner[-2000:]
 
 
 # ------------------------------------------------------------------------------------------------ chain

@@ -128,9 +128,13 @@ def test_trace_backend_down_or_hung_costs_requests_nothing_and_export_resumes(st
         # processes here, a handful of distinct exporter messages; without the limiter this is dozens.
         lines = exporter_log_lines(stack, service, log_marks[service])
         assert len(lines) <= 8, [line["message"] for line in lines]
-    # The backend is back: new traces arrive whole.
+    # The backend is back: new traces arrive whole. "Back" is its query API answering, not supervisord's
+    # RUNNING: a loaded machine can take seconds more to open the database (a flake when the wait below
+    # started at RUNNING).
+    (probe,) = [p for p in stack.stack.probes() if p.component == "trace-store"]
+    wait_until(lambda: probe.check() is None, 60, "the trace store answers again")
     trace_id = post_user(stack).json()["trace_id"]
-    stack.traces.wait_for_trace(trace_id, until=has_spans(*WHOLE_TRACE), timeout=30)
+    stack.traces.wait_for_trace(trace_id, until=has_spans(*WHOLE_TRACE), timeout=60)
 
 
 def test_users_down_is_a_503_with_its_trace_and_readyz_names_it(stack, programs):

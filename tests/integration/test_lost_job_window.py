@@ -7,6 +7,12 @@ queue is empty and nothing is in `unacked`), then SIGKILLs the process. Without 
 stays PENDING forever (as in the report that opened issue 14); with it, the gateway's reconciler publishes
 the job again after its start deadline (3 s here) and it runs, in the same trace.
 
+The second bad moment: a job CLAIMED by a run that then died with the whole worker (its pool child killed
+with the main process). The message stays in kombu's `unacked` (visibility timeout an hour here, as by
+default), so the broker does not bring it back; the ledger must. Before the claims had leases, the claim
+took the job off the ledger and never ended: the job stayed PENDING (checked, 60 s). The kill is exact:
+the request's baggage asks for `worker:kill=job_claimed`.
+
 On RabbitMQ the broker itself keeps the unacknowledged delivery and hands it out again when the
 connection dies: the same steps end in SUCCESS there too, with or without a copy from the reconciler.
 """
@@ -23,6 +29,7 @@ import redis
 
 from tests.integration.conftest import AmqpBroker, RunningStack, start_private_stack, stop_in_background
 from tests.integration.fault_tools import Programs, metric_value
+from tracehop.traffic import fault_baggage
 
 ENV = {
     "GUNICORN_WORKERS": "1",
@@ -33,6 +40,8 @@ ENV = {
     "TRACEHOP_VISIBILITY_TIMEOUT_S": "3600",
     "TRACEHOP_JOB_START_DEADLINE_S": "3",
     "TRACEHOP_RECONCILE_INTERVAL_S": "0.5",
+    "TRACEHOP_JOB_CLAIM_LEASE_S": "2",
+    "TRACEHOP_FAULT_INJECTION": "1",  # worker:kill=job_claimed
 }
 
 
@@ -125,3 +134,29 @@ def test_a_worker_killed_with_the_job_in_flight_loses_no_job(stack: RunningStack
             "apply_async/send_welcome_email",
             "republish send_welcome_email",
         )
+
+
+def test_a_worker_killed_right_after_claiming_the_job_loses_no_job(stack: RunningStack):
+    programs = Programs(stack.stack)
+    worker = programs.pid("worker")
+    created = stack.http.post(
+        f"{stack.gateway}/api/users",
+        json={"name": "Grace", "email": "grace@example.org"},
+        headers={"baggage": fault_baggage("worker:kill=job_claimed")},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    job_id, trace_id = created.json()["job_id"], created.json()["trace_id"]
+    programs.wait_running("worker", other_than=worker)  # the kill point took the whole worker down
+
+    job = stack.wait_for_job(job_id, timeout=60)
+    assert job["state"] == "SUCCESS", job
+
+    def ran(span) -> bool:  # noqa: ANN001 - the killed run's span died with its process: this is the copy
+        return span.name == "run/send_welcome_email" and not span.attributes.get("job.duplicate_skipped")
+
+    spans = stack.traces.wait_for_trace(trace_id, until=lambda spans: any(map(ran, spans)), timeout=30)
+    runs = [s for s in spans if ran(s)]
+    if stack.broker == "redis":
+        # Only the ledger could bring it back: the run that finished is the reconciler's copy.
+        assert any(s.attributes.get("job.republished") for s in runs), [s.attributes for s in runs]

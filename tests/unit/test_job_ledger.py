@@ -5,6 +5,7 @@ tests/integration/test_lost_job_window.py."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -15,7 +16,14 @@ from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from services.telemetry import setup as telemetry
 from services.worker import job_claims
 from services.worker.celery_app import app as celery_app
-from services.worker.job_claims import LEDGER_KEY, LEDGER_MESSAGE_PREFIX, claim, mark_done
+from services.worker.job_claims import (
+    LEDGER_KEY,
+    LEDGER_MESSAGE_PREFIX,
+    claim,
+    mark_done,
+    mark_retried,
+    renew,
+)
 from services.worker.job_ledger import JobLedger, reconcile_once
 from services.worker.tasks import send_welcome_email
 from tests.unit.gateway_app import point_celery_at
@@ -32,16 +40,34 @@ def store(valkey_url, monkeypatch) -> redis.Redis:
 
 def test_claim_rules(store):
     job = str(uuid.uuid4())
-    assert claim(job, attempt=0, redelivered=False, ttl_s=60)  # first copy runs
-    assert not claim(job, attempt=0, redelivered=False, ttl_s=60)  # a second copy does nothing
-    assert claim(job, attempt=0, redelivered=True, ttl_s=60)  # the broker's redelivery takes over
-    assert claim(job, attempt=1, redelivered=False, ttl_s=60)  # our own retry runs
-    assert not claim(job, attempt=1, redelivered=False, ttl_s=60)
+    assert claim(job, attempt=0, redelivered=False, ttl_s=60, token="a")  # first copy runs
+    assert not claim(job, attempt=0, redelivered=False, ttl_s=60)  # a second copy: the lease is held
+    assert claim(job, attempt=0, redelivered=True, ttl_s=60, token="b")  # the broker's redelivery takes over
+    assert not renew(job, "a") and renew(job, "b")  # only the holder renews
+    assert claim(job, attempt=1, redelivered=False, ttl_s=60, token="c")  # our own retry runs
+    assert not claim(job, attempt=0, redelivered=True, ttl_s=60)  # a stale copy of an earlier attempt
+    mark_retried(job, "c")  # attempt 1 ended in a retry: its successor (attempt 2) is on its way
+    assert not claim(job, attempt=1, redelivered=True, ttl_s=60)
+    assert claim(job, attempt=2, redelivered=False, ttl_s=60, token="d")
     mark_done(job, ttl_s=60)
-    assert not claim(job, attempt=2, redelivered=True, ttl_s=60)  # finished: nothing runs it again
+    assert not claim(job, attempt=3, redelivered=True, ttl_s=60)  # finished: nothing runs it again
 
 
-def test_a_job_is_due_after_its_deadline_once_and_leaves_the_ledger_when_claimed(store):
+def test_a_dead_holders_lease_runs_out_and_a_copy_takes_over(store, monkeypatch):
+    """The bad interleaving of issue 14's lost job: a run claimed the job and died (its pool child killed
+    with the worker's main process). A claim without an end made every later copy that the broker did not
+    mark as redelivered — the reconciler's — skip, for good."""
+    monkeypatch.setenv("TRACEHOP_JOB_CLAIM_LEASE_S", "0.5")
+    job = str(uuid.uuid4())
+    assert claim(job, attempt=0, redelivered=False, ttl_s=60, token="dead")
+    assert not claim(job, attempt=0, redelivered=False, ttl_s=60)  # alive as far as anyone knows
+    time.sleep(0.6)  # no renewal: the holder is gone
+    assert claim(job, attempt=0, redelivered=False, ttl_s=60, token="copy")
+    assert not renew(job, "dead")
+
+
+def test_a_claimed_job_stays_on_the_ledger_until_it_finishes(store, monkeypatch):
+    monkeypatch.setenv("TRACEHOP_JOB_CLAIM_LEASE_S", "30")
     ledger = JobLedger(store, deadline_s=10)
     job = str(uuid.uuid4())
     ledger.record({"id": job, "task": "send_welcome_email"}, [[1, "example.org"], {}, {}], "", "celery")
@@ -49,7 +75,17 @@ def test_a_job_is_due_after_its_deadline_once_and_leaves_the_ledger_when_claimed
     (taken,) = ledger.take_due(now=_now() + 11)
     assert taken[0] == job and taken[1]["body"][0] == [1, "example.org"]
     assert ledger.take_due(now=_now() + 12) == []  # taken: another reconciler does not get it too
-    assert claim(job, attempt=0, redelivered=False, ttl_s=60)
+    assert claim(job, attempt=0, redelivered=False, ttl_s=60, token="t")
+    # Still there, due when the lease would run out: if the holder dies, the reconciler brings it back.
+    assert store.get(LEDGER_MESSAGE_PREFIX + job) is not None
+    assert abs(store.zscore(LEDGER_KEY, job) - (_now() + 30)) < 5
+    assert renew(job, "t")
+    mark_done(job, ttl_s=60)
+    assert store.zscore(LEDGER_KEY, job) is None and store.get(LEDGER_MESSAGE_PREFIX + job) is None
+    # A record that came after the job finished (the publisher's, racing a fast worker) is cleaned up by
+    # the copy it brings back, which does nothing.
+    ledger.record({"id": job, "task": "send_welcome_email"}, [[1, "example.org"], {}, {}], "", "celery")
+    assert not claim(job, attempt=0, redelivered=False, ttl_s=60)
     assert store.zscore(LEDGER_KEY, job) is None and store.get(LEDGER_MESSAGE_PREFIX + job) is None
     assert ledger.backoff_s(1) == 20 and ledger.backoff_s(30) == 3600
 
