@@ -6,9 +6,9 @@ be set up and flushed:
 | pool | jobs run in | tracing set up in | spans flushed in |
 |---|---|---|---|
 | prefork (default) | forked children | `worker_process_init` (each child) | `worker_process_shutdown` |
-| solo | the main process | `worker_init` | `worker_shutdown` |
-| threads | threads of the main process | `worker_init` | `worker_shutdown` |
-| gevent, eventlet | greenlets of the main process | `worker_init` | `worker_shutdown` |
+| solo | the main process | `worker_init` | atexit, when the worker exits |
+| threads | threads of the main process | `worker_init` | atexit, when the worker exits |
+| gevent, eventlet | greenlets of the main process | `worker_init` | atexit, when the worker exits |
 
 - prefork: no tracer provider in the main process (a provider made before the fork belongs to the
   parent: the children could neither install their own nor flush it when they exit), one per child.
@@ -16,7 +16,8 @@ be set up and flushed:
 - every other pool: the jobs run in the one process that sent `worker_init`, so the provider is made
   there, once (`worker_process_init` is never sent for threads and gevent; solo sends it in the main
   process too, where `setup_tracing` is then a no-op: one provider, no "Overriding of current
-  TracerProvider" warning). `worker_process_shutdown` is never sent, so the flush is on `worker_shutdown`.
+  TracerProvider" warning). `worker_process_shutdown` is never sent there, and not needed: the main
+  process ends with a normal interpreter exit, which runs the atexit flush `setup_tracing` registers.
 - gevent and eventlet must monkey-patch the standard library before anything else is imported; Celery
   does that only when the pool is given on the command line (`-P gevent`), never for `worker_pool` in
   the configuration. Unpatched, a "green" pool runs each job blocking the whole worker; `worker_init`
@@ -116,11 +117,6 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
             shutdown_tracing()
         _call(hooks.on_child_exit)
 
-    def on_worker_shutdown(**_: object) -> None:
-        # The main process, every pool: where solo, threads and gevent hold their spans. For prefork the
-        # main process has no provider (a no-op), unless tracing was set up before the fork.
-        shutdown_tracing()
-
     def on_beat_init(**_: object) -> None:
         # beat publishes from its own single process (no fork): its spans are the roots of scheduled jobs.
         configure_logging(beat_service)
@@ -132,7 +128,6 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
     signals.worker_init.connect(on_worker_init, weak=False)
     signals.worker_process_init.connect(on_worker_process_init, weak=False)
     signals.worker_process_shutdown.connect(on_worker_process_shutdown, weak=False)
-    signals.worker_shutdown.connect(on_worker_shutdown, weak=False)
     signals.beat_init.connect(on_beat_init, weak=False)
 
 

@@ -163,6 +163,52 @@ def test_job_calling_users_reaches_users_in_the_same_trace(broker_stack: Running
     broker_stack.assert_tree(body["trace_id"], REPORT_TREE)
 
 
+# ------------------------------------------------------------------------------------ a retried job
+
+# The simulated mail server greylists this domain: the first delivery is deferred ("451 ... try again
+# later"), Celery's autoretry publishes the same job again from inside the failed attempt's `run` span,
+# and the second attempt succeeds. One trace, the retry a staircase like a chain.
+RETRY_TREE = """
+    gateway  SERVER    POST /api/users
+    ├─ gateway  CLIENT    POST
+    │  └─ users  SERVER    POST /users
+    │     ├─ users  INTERNAL  auth_check
+    │     ├─ users  INTERNAL  UserStore.create
+    │     │  ├─ users  CLIENT    INCRBY
+    │     │  └─ users  CLIENT    HSET
+    │     └─ users  INTERNAL  serialize
+    └─ gateway  PRODUCER  apply_async/send_welcome_email
+       └─ worker  CONSUMER  run/send_welcome_email
+          ├─ worker  INTERNAL  deliver_welcome_email
+          └─ worker  PRODUCER  apply_async/send_welcome_email
+             └─ worker  CONSUMER  run/send_welcome_email
+                └─ worker  INTERNAL  deliver_welcome_email
+"""
+
+
+def test_greylisted_retry_is_retry_then_publish_then_success(broker_stack: RunningStack):
+    body = post(
+        broker_stack, "/api/users", {"name": "Ada", "email": f"ada-{uuid.uuid4().hex[:6]}@greylisted.example"}
+    )
+    assert finished_job(broker_stack, body["job_id"])["result"]["attempts"] == 2
+
+    (root,) = broker_stack.assert_tree(body["trace_id"], RETRY_TREE)
+    (first,) = [
+        node
+        for node in nodes_named([root], "run/send_welcome_email")
+        if node.span.attributes.get("celery.state") == "RETRY"
+    ]
+    (republish,) = [node for node in first.children if node.span.kind == "PRODUCER"]
+    (second,) = republish.children
+    assert second.span.attributes["celery.state"] == "SUCCESS"
+    # The same job (one message id), published twice: the retry is the job, not a new one.
+    assert republish.span.attributes["messaging.message.id"] == body["job_id"]
+    assert second.span.attributes["messaging.message.id"] == body["job_id"]
+    # Why it was retried, on the attempt that failed (the instrumentation's task_retry receiver).
+    assert "451 4.7.1 greylisted by greylisted.example" in first.span.attributes["celery.retry.reason"]
+    assert "celery.retry.reason" not in second.span.attributes
+
+
 # ------------------------------------------------------------------------------------------------- beat
 
 BEAT_TREE = """
