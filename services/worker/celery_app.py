@@ -54,7 +54,9 @@ def _redelivery_options(visibility_timeout_s: int) -> dict[str, int]:
 
 app = Celery(
     "tracehop",
-    include=["services.worker.tasks", "services.worker.workflow_tasks"],
+    # Loaded by the worker only: the gateway imports tasks and workflow_tasks itself, never named_tasks
+    # (it sends those jobs by name).
+    include=["services.worker.tasks", "services.worker.workflow_tasks", "services.worker.named_tasks"],
     # Only when allowed: otherwise every job runs through Celery's plain (faster) call path.
     task_cls=FaultInjectingTask if fault_injection.enabled() else Task,
 )
