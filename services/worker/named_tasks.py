@@ -38,6 +38,6 @@ notifications.conf.update(
 
 @app.task(name=ARCHIVE_TASK)
 def archive_note(note: str) -> dict[str, str]:
-    reminder = notifications.send_task(REMINDER_TASK, args=[f"archived: {note}"], ignore_result=True)
+    reminder = notifications.send_task(REMINDER_TASK, args=[f"archived: {note}"])
     logger.info("note archived, reminder queued by the notifications app", reminder_job_id=reminder.id)
     return {"followup_job_id": reminder.id}
