@@ -5,7 +5,7 @@
 Tasks live in `services.worker.tasks`. The gateway imports this same app to queue them: the task objects
 must be registered in the producer too, or the Celery instrumentation cannot close its PRODUCER span.
 
-Process lifecycle (prefork pool): services/telemetry/celery.py wires logs and tracing to Celery's signals
+Process lifecycle (any pool, TRACEHOP_WORKER_POOL): services/telemetry/celery.py wires logs and tracing to Celery's signals
 (`instrument_celery` below); this module adds, through its hooks, the /metrics server (main process,
 `worker_init`), counted span export, chord links, and marking a dead child's Prometheus files dead.
 celery beat (`celery -A services.worker.celery_app beat`) gets its own tracer provider (service `beat`), so
