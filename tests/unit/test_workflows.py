@@ -88,6 +88,7 @@ def test_every_field_has_a_default(gateway, broker):
         ("/reminder", {"delay_s": "1"}, "invalid_delay"),
         ("/followup", {"note": ""}, "invalid_note"),
         ("/followup", [1, 2], "invalid_body"),
+        ("/by-name", {"note": ""}, "invalid_note"),
     ],
 )
 def test_bad_input_is_a_400_and_publishes_nothing(gateway, broker, path, body, error):
@@ -95,6 +96,13 @@ def test_bad_input_is_a_400_and_publishes_nothing(gateway, broker, path, body, e
     assert response.status_code == 400
     assert response.get_json()["error"] == error
     assert queued(broker) == []
+
+
+def test_by_name_sends_a_job_the_gateway_has_no_task_object_for(gateway, broker):
+    response = gateway.post("/api/workflows/by-name", json={"note": "q3"})
+    assert response.status_code == 202
+    ((headers, (args, _, _)),) = queued(broker)
+    assert (headers["task"], args, headers["id"]) == ("archive_note", ["q3"], response.get_json()["job_id"])
 
 
 def test_a_broker_down_is_a_503():
