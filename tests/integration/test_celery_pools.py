@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.conftest import SHAPES_ENV, RunningStack, start_private_stack, stored_spans
 from tests.integration.expected_trees import CREATE_USER_TREE, REPORT_TREE
+from tests.integration.fault_tools import Programs
 from tracehop.traces.tree import assert_trace_tree
 
 POOLS = ["prefork", "threads", "solo", "gevent"]
@@ -36,6 +37,7 @@ class PoolRun:
     welcome_trace_id: str
     report_trace_id: str
     worker_output: str
+    worker_pid: int  # the worker's main process (the one supervisord started)
 
 
 def _post(stack: RunningStack, path: str, body: dict | None = None) -> dict:
@@ -49,6 +51,7 @@ def pool_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     pool = request.param
     env = {**SHAPES_ENV, "TRACEHOP_WORKER_POOL": pool, "OTEL_BSP_SCHEDULE_DELAY": "60000"}
     running = start_private_stack(tmp_path_factory.mktemp(f"pool-{pool}"), env)
+    worker_pid = Programs(running.stack).pid("worker")
     try:
         created = _post(
             running, "/api/users", {"name": "Ada", "email": f"ada-{uuid.uuid4().hex[:6]}@example.org"}
@@ -61,7 +64,7 @@ def pool_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         running.http.close()
         running.stack.stop()
     output = running.stack.layout.program_output("worker").read_text()
-    yield PoolRun(pool, running, created["trace_id"], report["trace_id"], output)
+    yield PoolRun(pool, running, created["trace_id"], report["trace_id"], output, worker_pid)
 
 
 def test_the_worker_runs_the_pool_asked_for(pool_run: PoolRun):
@@ -84,3 +87,18 @@ def test_one_tracer_provider_per_process(pool_run: PoolRun):
     worker_log = (pool_run.stack.log_dir / "worker.log").read_text()
     assert OVERRIDE_WARNING not in worker_log
     assert OVERRIDE_WARNING not in pool_run.worker_output
+
+
+def test_jobs_are_traced_in_the_process_that_runs_them(pool_run: PoolRun):
+    # process.pid on the resource names the process that set up tracing (services/telemetry/setup.py).
+    pids = {
+        span.resource.get("process.pid")
+        for trace_id in (pool_run.welcome_trace_id, pool_run.report_trace_id)
+        for span in stored_spans(pool_run.stack.stack, trace_id)
+        if span.service == "worker"
+    }
+    if pool_run.pool == "prefork":
+        # In the pool children, never in the main process (that would be setting up before the fork).
+        assert pids and pool_run.worker_pid not in pids
+    else:
+        assert pids == {pool_run.worker_pid}
