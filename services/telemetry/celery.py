@@ -8,7 +8,7 @@ be set up and flushed:
 | prefork (default) | forked children | `worker_process_init` (each child) | `worker_process_shutdown` |
 | solo | the main process | `worker_init` | atexit, when the worker exits |
 | threads | threads of the main process | `worker_init` | atexit, when the worker exits |
-| gevent, eventlet | greenlets of the main process | `worker_init` | atexit, when the worker exits |
+| gevent (eventlet: untested) | greenlets of the main process | `worker_init` | atexit, at the exit |
 
 - prefork: no tracer provider in the main process (a provider made before the fork belongs to the
   parent: the children could neither install their own nor flush it when they exit), one per child.
@@ -31,7 +31,8 @@ PRODUCER span that published its message, so the job is in the request's trace. 
 instrumentation (`use_span_links=True`) starts each CONSUMER span as the root of a NEW trace with a link
 to the PRODUCER span instead (OpenTelemetry's messaging conventions); what the job does (its HTTP calls,
 the jobs it queues) continues that new trace. Read once, by `instrument_celery` and
-`instrument_celery_producer`; both sides must agree only in that the producer writes the context.
+`instrument_celery_producer`; the mode changes only where CONSUMER spans are made (the worker): the
+producer writes the same headers either way.
 
 The process that SENDS tasks (a Flask app) calls `instrument_celery_producer()` once: without the PRODUCER
 span's context in the message headers, the worker starts a new trace.
@@ -153,9 +154,10 @@ def refuse_unpatched_green_pool(worker: Any) -> None:
 
         patched = eventlet.patcher.is_monkey_patched("socket")
     if not patched:
+        name = pool.__module__.rpartition(".")[2]
         raise RuntimeError(
-            f"the {pool.__module__.rpartition('.')[2]} pool needs its monkey patches: choose it on the "
-            "command line (celery worker --pool gevent), not with worker_pool in the configuration"
+            f"the {name} pool needs its monkey patches: choose it on the command line "
+            f"(celery worker --pool {name}), not with worker_pool in the configuration"
         )
 
 
