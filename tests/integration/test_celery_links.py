@@ -88,25 +88,42 @@ def _job_trace(stack: RunningStack, request_spans: list[Span], expected: str) ->
         if links or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    (link,) = links
-    (root,) = stack.assert_tree(link.source.trace_id, expected)
-    return root.span, link.source.trace_id
+    assert len(links) == 1, f"{len(links)} traces link to the PRODUCER span {producer.span_id}: {links}"
+    (root,) = stack.assert_tree(links[0].source.trace_id, expected)
+    return root.span, links[0].source.trace_id
+
+
+def _both_traces(
+    stack: RunningStack, trace_id: str, request_tree: str, job_tree: str
+) -> tuple[list[Span], Span, str]:
+    """The job's trace first (found through its link: its spans have arrived), then the request's trace,
+    exactly. In this order a CONSUMER span wrongly in the request's trace cannot go unseen for arriving
+    after the request's spans. Returns the request's spans, the job's CONSUMER span and its trace id."""
+    spans = stack.traces.wait_for_trace(
+        trace_id, until=lambda found: any(span.kind == "PRODUCER" for span in found), timeout=30
+    )
+    consumer, job_trace_id = _job_trace(stack, spans, job_tree)
+    request_spans = [
+        node.span for root in stack.assert_tree(trace_id, request_tree) for _, node in root.walk()
+    ]
+    return request_spans, consumer, job_trace_id
 
 
 def test_the_request_trace_ends_at_the_producer(stack: RunningStack):
     body = _create_user(stack)
     assert stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"
-    (root,) = stack.assert_tree(body["trace_id"], REQUEST_TREE)
-    assert root.span.parent_span_id == ""
+    request_spans, _, _ = _both_traces(stack, body["trace_id"], REQUEST_TREE, WELCOME_JOB_TREE)
+    (root,) = [span for span in request_spans if span.kind == "SERVER" and span.service == "gateway"]
+    assert root.parent_span_id == ""
 
 
 def test_the_job_starts_a_new_trace_linked_to_the_producer(stack: RunningStack):
     body = _create_user(stack)
     assert stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"
-    request_spans = [n.span for r in stack.assert_tree(body["trace_id"], REQUEST_TREE) for _, n in r.walk()]
+    request_spans, consumer, job_trace_id = _both_traces(
+        stack, body["trace_id"], REQUEST_TREE, WELCOME_JOB_TREE
+    )
     (producer,) = [span for span in request_spans if span.kind == "PRODUCER"]
-
-    consumer, job_trace_id = _job_trace(stack, request_spans, WELCOME_JOB_TREE)
     assert job_trace_id != body["trace_id"]
     # A true root (no parent), with exactly one link: the PRODUCER span of the request that queued it.
     assert consumer.parent_span_id == ""
@@ -118,10 +135,7 @@ def test_the_jobs_call_to_users_stays_in_the_jobs_trace(stack: RunningStack):
     created = _create_user(stack)
     body = _post(stack, f"/api/users/{created['user']['id']}/report")
     assert stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"
-    request_spans = [
-        n.span for r in stack.assert_tree(body["trace_id"], REPORT_REQUEST_TREE) for _, n in r.walk()
-    ]
-    consumer, _ = _job_trace(stack, request_spans, REPORT_JOB_TREE)
+    _, consumer, _ = _both_traces(stack, body["trace_id"], REPORT_REQUEST_TREE, REPORT_JOB_TREE)
     assert consumer.parent_span_id == ""
 
 
@@ -131,10 +145,9 @@ def test_baggage_does_not_cross_a_link(stack: RunningStack):
     # (test_core_traces::test_callers_baggage_reaches_the_worker).
     body = _create_user(stack, headers={"baggage": "tracehop.tenant=acme"})
     assert stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"
-    request_spans = [n.span for r in stack.assert_tree(body["trace_id"], REQUEST_TREE) for _, n in r.walk()]
+    request_spans, consumer, _ = _both_traces(stack, body["trace_id"], REQUEST_TREE, WELCOME_JOB_TREE)
     (producer,) = [span for span in request_spans if span.kind == "PRODUCER"]
     assert producer.attributes["tracehop.tenant"] == "acme"
-    consumer, _ = _job_trace(stack, request_spans, WELCOME_JOB_TREE)
     assert "tracehop.tenant" not in consumer.attributes
 
 
@@ -154,10 +167,7 @@ def test_make_trace_follows_the_link_both_ways(stack: RunningStack):
     created = _create_user(stack)
     body = _post(stack, f"/api/users/{created['user']['id']}/report")
     assert stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"
-    request_spans = [
-        n.span for r in stack.assert_tree(body["trace_id"], REPORT_REQUEST_TREE) for _, n in r.walk()
-    ]
-    _, job_trace_id = _job_trace(stack, request_spans, REPORT_JOB_TREE)
+    _, _, job_trace_id = _both_traces(stack, body["trace_id"], REPORT_REQUEST_TREE, REPORT_JOB_TREE)
 
     # From the request: its own waterfall, then the job's trace it was linked from.
     shown = _make_trace(stack, body["trace_id"])
