@@ -21,7 +21,7 @@ be set up and flushed:
 - gevent and eventlet must monkey-patch the standard library before anything else is imported; Celery
   does that only when the pool is given on the command line (`-P gevent`), never for `worker_pool` in
   the configuration. Unpatched, a "green" pool runs each job blocking the whole worker; `worker_init`
-  refuses to start such a worker. The batch processor's export thread is then a greenlet too.
+  stops such a worker at start, saying why. The batch processor's export thread is then a greenlet too.
 - `setup_logging` (main process) → our JSON logs in every pool (Celery then leaves logging alone).
 - celery beat: `beat_init` → its own tracer provider (`beat_service`) and the Celery instrumentation, so
   each scheduled job's trace starts with beat's PRODUCER span.
@@ -99,9 +99,9 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
         _call(hooks.after_logging_setup)
 
     def on_worker_init(sender: Any = None, **_: object) -> None:
+        refuse_unpatched_green_pool(sender)  # first: nothing else should start in such a worker
         _call(hooks.on_worker_start)
         if not forks_children(sender):
-            refuse_unpatched_green_pool(sender)
             set_up_tracing()  # the jobs run in this very process: solo, threads, gevent, eventlet
         elif not hooks.trace_in_children:
             set_up_tracing()  # in the main process, before the pool forks: the mistake
@@ -155,7 +155,9 @@ def refuse_unpatched_green_pool(worker: Any) -> None:
         patched = eventlet.patcher.is_monkey_patched("socket")
     if not patched:
         name = pool.__module__.rpartition(".")[2]
-        raise RuntimeError(
+        # SystemExit, not an ordinary exception: Celery logs and swallows what a signal receiver raises,
+        # and the worker would go on, untraced and blocking.
+        raise SystemExit(
             f"the {name} pool needs its monkey patches: choose it on the command line "
             f"(celery worker --pool {name}), not with worker_pool in the configuration"
         )

@@ -26,7 +26,8 @@ def test_only_prefork_runs_jobs_in_forked_children(pool: str | None, forks: bool
 def test_an_unpatched_gevent_pool_is_refused():
     # This test process never monkey-patched: what a worker with worker_pool="gevent" in its
     # configuration (and no --pool gevent on the command line) would be.
-    with pytest.raises(RuntimeError, match=r"choose it on the command line \(celery worker --pool gevent\)"):
+    # SystemExit: Celery swallows an ordinary exception raised by a signal receiver.
+    with pytest.raises(SystemExit, match=r"choose it on the command line \(celery worker --pool gevent\)"):
         refuse_unpatched_green_pool(SimpleNamespace(pool_cls="gevent"))
 
 
