@@ -150,6 +150,7 @@ def show_trace(
     query = TraceQuery(query_url)
     spans = fetch_settled_trace(query, trace_id, timeout=timeout)
     render_waterfall(spans, console)
+    console.print(f"In a browser: {trace_page_url(query_url, trace_id)}", no_wrap=True, crop=False)
     if not follow_links:
         return spans
     shown = {trace_id: spans}
@@ -164,6 +165,12 @@ def show_trace(
             console.print()
             console.print(f"[bold]linked:[/] {describe(link, known)}", soft_wrap=True)
             render_waterfall(other, console)
+            console.print(f"In a browser: {trace_page_url(query_url, other_id)}", no_wrap=True, crop=False)
             shown[other_id] = other
             pending.append(other)
     return spans
+
+
+def trace_page_url(query_url: str, trace_id: str) -> str:
+    """The trace viewer's page of a trace (the local trace store and Jaeger's UI both serve /trace/<id>)."""
+    return f"{query_url.rstrip('/')}/trace/{trace_id}"
