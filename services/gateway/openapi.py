@@ -99,6 +99,12 @@ WORKFLOW_PATHS: dict[str, Any] = {
     "/api/workflows/followup": _workflow(
         "queueFollowup", "A job that queues another job", {"note": NOTE}, {}
     ),
+    "/api/workflows/by-name": _workflow(
+        "queueByName",
+        "A job sent by name (send_task) that queues one through a second Celery app",
+        {"note": NOTE},
+        {},
+    ),
 }
 
 DOCUMENT: dict[str, Any] = {

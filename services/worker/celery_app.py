@@ -2,12 +2,15 @@
 
     celery -A services.worker.celery_app worker --loglevel INFO
 
-Tasks live in `services.worker.tasks`. The gateway imports this same app to queue them: the task objects
-must be registered in the producer too, or the Celery instrumentation cannot close its PRODUCER span.
+Tasks live in `services.worker.tasks` and `services.worker.workflow_tasks`; the gateway imports this same
+app and those modules to queue them, so the Celery instrumentation finds each task object and its
+PRODUCER span covers the publish. (`services.worker.named_tasks` is the exception on purpose: the gateway
+sends its job by name; docs/context-propagation.md says what that changes.)
 
-Process lifecycle (prefork pool): services/telemetry/celery.py wires logs and tracing to Celery's signals
-(`instrument_celery` below); this module adds, through its hooks, the /metrics server (main process,
-`worker_init`), counted span export, chord links, and marking a dead child's Prometheus files dead.
+Process lifecycle, for every pool (TRACEHOP_WORKER_POOL): services/telemetry/celery.py wires logs and
+tracing to Celery's signals (`instrument_celery` below); this module adds, through its hooks, the /metrics
+server (main process, `worker_init`), counted span export, chord links, and marking a dead child's
+Prometheus files dead.
 celery beat (`celery -A services.worker.celery_app beat`) gets its own tracer provider (service `beat`), so
 each scheduled job's trace starts with beat's PRODUCER span.
 
@@ -54,7 +57,9 @@ def _redelivery_options(visibility_timeout_s: int) -> dict[str, int]:
 
 app = Celery(
     "tracehop",
-    include=["services.worker.tasks", "services.worker.workflow_tasks"],
+    # Loaded by the worker only: the gateway imports tasks and workflow_tasks itself, never named_tasks
+    # (it sends those jobs by name).
+    include=["services.worker.tasks", "services.worker.workflow_tasks", "services.worker.named_tasks"],
     # Only when allowed: otherwise every job runs through Celery's plain (faster) call path.
     task_cls=FaultInjectingTask if fault_injection.enabled() else IdempotentTask,
 )

@@ -41,7 +41,7 @@ from tracehop.stack.processes import group_members, kill_group, process_command_
 from tracehop.stack.prometheus_config import write_local_prometheus_config
 from tracehop.stack.readiness import ReadinessProbe
 from tracehop.stack.supervisor_client import ProcessInfo, SupervisorClient, SupervisorUnavailable
-from tracehop.stack.supervisord_conf import build_programs, render_supervisord_conf
+from tracehop.stack.supervisord_conf import build_programs, render_supervisord_conf, worker_pool
 
 # Components in the order they come up: each one's dependencies are before it.
 COMPONENT_ORDER = ("redis", "trace-store", "users", "worker", "beat", "gateway", "prometheus")
@@ -357,6 +357,10 @@ class LocalStack:
             write_local_prometheus_config(
                 layout.prometheus_config, self.ports, scrape_interval=self._scrape_interval
             )
+        try:
+            pool = worker_pool({**self._inherited_env, **self.env})
+        except ValueError as error:
+            raise StackError(str(error)) from None
         programs = build_programs(
             layout,
             self.ports,
@@ -364,6 +368,7 @@ class LocalStack:
             redis_binary=_valkey_binary() if self.embeds_redis else None,
             prometheus_binary=self.prometheus_binary,
             beat=self.runs_beat,
+            worker_pool=pool,
         )
         layout.supervisord_conf.write_text(render_supervisord_conf(programs, layout), encoding="utf-8")
         return layout.supervisord_conf
