@@ -56,6 +56,12 @@ KILL_POINT = "job_claimed"
 # KEYS: claim, ledger, ledger message
 # ARGV: attempt, redelivered ("1"/"0"), ttl seconds, job id, token, now, lease seconds
 _CLAIM = """
+if redis.call('TYPE', KEYS[1]).ok == 'string' then
+  -- a claim written before leases ('done', or an attempt number with no end): keep only 'done'
+  local old = redis.call('GET', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  if old == 'done' then redis.call('HSET', KEYS[1], 'state', 'done') end
+end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'done' then
   redis.call('ZREM', KEYS[2], ARGV[4])

@@ -53,6 +53,14 @@ def test_claim_rules(store):
     assert not claim(job, attempt=3, redelivered=True, ttl_s=60)  # finished: nothing runs it again
 
 
+def test_claims_written_before_leases_are_understood(store):
+    finished, started = str(uuid.uuid4()), str(uuid.uuid4())
+    store.set(job_claims.CLAIM_PREFIX + finished, "done")
+    store.set(job_claims.CLAIM_PREFIX + started, "0")  # an attempt number, with no holder to renew it
+    assert not claim(finished, attempt=0, redelivered=True, ttl_s=60)
+    assert claim(started, attempt=0, redelivered=False, ttl_s=60)
+
+
 def test_a_dead_holders_lease_runs_out_and_a_copy_takes_over(store, monkeypatch):
     """The bad interleaving of issue 14's lost job: a run claimed the job and died (its pool child killed
     with the worker's main process). A claim without an end made every later copy that the broker did not
