@@ -225,16 +225,26 @@ class IdempotentTask(Task):
                 span.set_attribute("job.duplicate_skipped", True)
                 logger.info("duplicate job skipped", job_id=request.id, task=self.name)
                 raise Ignore()
+            request.tracehop_claim_token = token  # this run holds the lease (after_return ends it)
+            # The lease is renewed while this run works, not until after_return: when storing the result
+            # fails (Redis killed right then), Celery acknowledges the message and never calls
+            # after_return, and a lease renewed on would keep that job STARTED forever (a `make chaos`
+            # run on RabbitMQ did). Once the body ended, the lease runs out unless the job is marked
+            # done, and the reconciler's copy runs it again.
             _hold(request.id, token)
-            request.tracehop_claim_token = token  # this run holds the lease; after_return lets it go
-            if not (redelivered or republished):  # a first delivery only: the copy that comes back runs
-                _kill_point_whole_worker()
-            self.backend.store_result(
-                request.id,
-                {"pid": os.getpid(), "hostname": socket.gethostname()},
-                states.STARTED,
-                request=request,
-            )
+            try:
+                if not (redelivered or republished):  # a first delivery only: the copy that comes back runs
+                    _kill_point_whole_worker()
+                self.backend.store_result(
+                    request.id,
+                    {"pid": os.getpid(), "hostname": socket.gethostname()},
+                    states.STARTED,
+                    request=request,
+                )
+                self.before_job()
+                return super().__call__(*args, **kwargs)
+            finally:
+                _release(request.id, token)
         self.before_job()
         return super().__call__(*args, **kwargs)
 
@@ -244,7 +254,6 @@ class IdempotentTask(Task):
     def after_return(self, status: str, retval: object, task_id: str, args, kwargs, einfo) -> None:  # noqa: ANN001
         token = getattr(self.request, "tracehop_claim_token", None)
         if token and task_id:
-            _release(task_id, token)
             # After Celery stored the final state: a later copy (even a redelivered one) does nothing.
             if status in states.READY_STATES:
                 mark_done(task_id, self._claim_ttl())

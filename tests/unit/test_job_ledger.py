@@ -136,3 +136,29 @@ def _now() -> float:
     import time
 
     return time.time()
+
+
+def test_a_run_stops_renewing_its_lease_when_its_body_ends_even_without_after_return(store, valkey_url):
+    """A `make chaos` run on RabbitMQ: the job ran, storing SUCCESS failed (Redis SIGKILLed), Celery
+    acknowledged the message and never called after_return — and the lease, renewed until after_return,
+    kept the job STARTED for good. The lease must end with the body, whatever happens after it."""
+    from celery import Celery
+
+    app = Celery("lease-test", broker="memory://", backend=valkey_url, task_cls=job_claims.IdempotentTask)
+    seen_held: list[bool] = []
+
+    @app.task(bind=True, name="lease_test.job")
+    def job(self):  # noqa: ANN001, ANN202
+        seen_held.append(self.request.id in job_claims._held)
+        raise RuntimeError("the job's own error")
+
+    job_id = str(uuid.uuid4())
+    job.push_request(id=job_id, retries=0, delivery_info={}, is_eager=False)
+    try:
+        with pytest.raises(RuntimeError):
+            job()
+    finally:
+        job.pop_request()
+    assert seen_held == [True]  # renewed while it ran
+    assert job_id not in job_claims._held  # and no longer, though after_return was never called
+    assert store.hget(job_claims.CLAIM_PREFIX + job_id, "state") == b"running"  # its lease will run out
