@@ -39,10 +39,7 @@ class UsersClient:
         pool_size: int = 16,
     ) -> None:
         self.base_url = (base_url or settings.users_url()).rstrip("/")
-        self.timeout = (
-            1.0,
-            timeout_s if timeout_s is not None else settings.env_float("TRACEHOP_USERS_TIMEOUT", 3.0),
-        )
+        self.timeout = (1.0, timeout_s if timeout_s is not None else settings.users_timeout_s())
         self.session = requests.Session()
         # No proxy or .netrc lookups in the environment on every call: users is an internal address.
         self.session.trust_env = False

@@ -8,7 +8,7 @@ from services.clients.user_validation import parse_new_user
 from services.clients.users_client import UsersClient, UsersRejected, UsersUnavailable
 from services.gateway.job_queue import JobQueue, QueueUnavailable, is_valid_job_id
 from services.telemetry.setup import current_trace_id
-from services.web.http_errors import ApiError
+from services.web.http_errors import ApiError, error_response
 from services.web.json_body import read_json_body
 
 blueprint = Blueprint("gateway", __name__)
@@ -30,7 +30,7 @@ def create_user() -> tuple[Response, int]:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     name, email = parse_new_user(read_json_body())
     user = _call_users(lambda: _users().create_user(name, email))
-    job_id = _queue(lambda: _jobs().queue_welcome_email(user["id"], email))
+    job_id = _jobs().queue_welcome_email(user["id"], email)
     return jsonify(user=user, job_id=job_id, trace_id=current_trace_id()), 201
 
 
@@ -42,7 +42,7 @@ def get_user(user_id: str) -> Response:
 
 @blueprint.post("/api/users/<user_id>/report")
 def queue_report(user_id: str) -> tuple[Response, int]:
-    job_id = _queue(lambda: _jobs().queue_report(_parse_user_id(user_id)))
+    job_id = _jobs().queue_report(_parse_user_id(user_id))
     return jsonify(job_id=job_id, trace_id=current_trace_id()), 202
 
 
@@ -50,7 +50,7 @@ def queue_report(user_id: str) -> tuple[Response, int]:
 def job_status(job_id: str) -> Response:
     if not is_valid_job_id(job_id):
         raise ApiError(400, "invalid_job_id", "a job id is a UUID, as returned when the job was queued")
-    status = _queue(lambda: _jobs().job_status(job_id))
+    status = _jobs().job_status(job_id)
     return jsonify(**status, trace_id=current_trace_id())
 
 
@@ -95,8 +95,7 @@ def _call_users(call):  # noqa: ANN001, ANN202 - a thunk, typed by its use
         raise ApiError(exc.status, exc.error, exc.message) from exc
 
 
-def _queue(call):  # noqa: ANN001, ANN202
-    try:
-        return call()
-    except QueueUnavailable as exc:
-        raise ApiError(503, "queue_unavailable", str(exc)) from exc
+@blueprint.app_errorhandler(QueueUnavailable)
+def _queue_unavailable(exc: QueueUnavailable) -> tuple[Response, int]:
+    # The one place a broker that cannot be reached becomes a 503 (jobs and workflows alike).
+    return error_response(503, "queue_unavailable", str(exc))

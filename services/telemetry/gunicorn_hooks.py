@@ -23,7 +23,7 @@ from services.web import settings
 
 def service_name() -> str:
     # Read when needed, not at import: gunicorn applies `--env OTEL_SERVICE_NAME=…` after loading the config.
-    return settings.env_str("OTEL_SERVICE_NAME", "tracehop")
+    return settings.service_name()
 
 
 class LoguruLogger(_GunicornLogger):
@@ -32,7 +32,7 @@ class LoguruLogger(_GunicornLogger):
     def setup(self, cfg):  # noqa: ANN001 - gunicorn's signature
         super().setup(cfg)
         configure_logging(service_name())
-        route_stdlib_logging(settings.env_str("TRACEHOP_LOG_LEVEL", "INFO").upper())
+        route_stdlib_logging(settings.log_level())
 
 
 def post_fork(

@@ -55,7 +55,7 @@ def configure_logging(service: str, *, level: str | None = None, to_file: bool =
     global _configured_for
     if _configured_for == (service, os.getpid()):
         return
-    level = (level or settings.env_str("TRACEHOP_LOG_LEVEL", "INFO")).upper()
+    level = (level or settings.log_level()).upper()
     logger.remove()
     logger.configure(extra={"service": service})
     install_record_patcher()
@@ -85,7 +85,7 @@ def install_record_patcher(*, span_events: bool | None = None) -> None:
     configure_logging() calls this; tests call it to get the services' behaviour without the sinks.
     """
     if span_events is None:
-        span_events = settings.env_bool("TRACEHOP_LOG_SPAN_EVENTS", True)
+        span_events = settings.log_span_events()
     logger.configure(patcher=_patch_with_span_events if span_events else _add_trace_context)
 
 

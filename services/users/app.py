@@ -21,11 +21,7 @@ SERVICE = "users"
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
-    app.config.update(
-        REDIS_URL=settings.redis_url(),
-        SERVICE_TOKEN=settings.service_token(),
-        MAX_CONTENT_LENGTH=16 * 1024,
-    )
+    app.config.from_mapping(MAX_CONTENT_LENGTH=16 * 1024, **settings.users_config())
     app.config.update(config or {})
     if not app.testing:
         configure_logging(SERVICE)

@@ -15,7 +15,6 @@ from opentelemetry import trace
 
 from services.clients.users_client import UsersClient, UsersRejected, UsersUnavailable
 from services.telemetry.traced import traced
-from services.web import settings
 from services.worker.celery_app import app
 from services.worker.mail import TransientDeliveryError, deliver_welcome_email
 
@@ -38,8 +37,7 @@ def users_client() -> UsersClient:
     retry_backoff=1,
     retry_backoff_max=60,
     retry_jitter=True,
-    # Tests shorten the poison job's life with a smaller number; read once, when the task is declared.
-    max_retries=settings.env_int("TRACEHOP_MAIL_MAX_RETRIES", 5),
+    # max_retries: the task_annotations of celery_app's configuration (TRACEHOP_MAIL_MAX_RETRIES).
 )
 def send_welcome_email(self, user_id: int, recipient_domain: str) -> dict[str, Any]:  # noqa: ANN001
     deliver_welcome_email(user_id, recipient_domain, attempt=self.request.retries)

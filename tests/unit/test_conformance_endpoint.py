@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from services.gateway.conformance import MAX_CALLS, is_loopback_url
-from tests.unit.gateway_app import gateway_app
 
 CALLER = "00-12345678901234567890123456789012-1234567890123456-01"
 
@@ -51,13 +50,12 @@ def harness() -> Iterator[Harness]:
 
 
 @pytest.fixture
-def enabled(users_server):
-    return gateway_app(users_server, TRACECONTEXT_TEST=True).test_client()
+def enabled(make_gateway):
+    return make_gateway(TRACECONTEXT_TEST=True).test_client()
 
 
-def test_absent_unless_switched_on(users_server, monkeypatch):
-    monkeypatch.delenv("TRACEHOP_TRACECONTEXT_TEST", raising=False)
-    response = gateway_app(users_server).test_client().post("/test/tracecontext", json=[])
+def test_absent_unless_switched_on(client):
+    response = client.post("/test/tracecontext", json=[])
     assert response.status_code == 404 and response.get_json()["error"] == "not_found"
 
 

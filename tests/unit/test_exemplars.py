@@ -256,9 +256,9 @@ def test_the_services_remove_a_dead_process_file(tmp_path, monkeypatch, hook):
 
         gunicorn_conf.child_exit(None, type("Worker", (), {"pid": 4242}))
     else:
-        from services.worker import job_metrics
+        from services.metrics import multiprocess  # what the worker's child-shutdown hook calls
 
-        job_metrics.mark_process_dead(4242)
+        multiprocess.mark_process_dead(4242)
     assert not dead.exists()
 
 
