@@ -7,14 +7,16 @@ OpenTelemetry's own `OTEL_*` variables are read by the SDK itself; this module c
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def env_str(name: str, default: str) -> str:
-    """The variable's value, or `default` when it is unset or empty."""
-    return os.environ.get(name) or default
+def env_str(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """The variable's value (in `environ`, default the process's environment), or `default` when it is
+    unset or empty."""
+    return (os.environ if environ is None else environ).get(name) or default
 
 
 def env_int(name: str, default: int) -> int:
@@ -83,8 +85,9 @@ def service_name(default: str = "tracehop") -> str:
     return env_str("OTEL_SERVICE_NAME", default)
 
 
-def log_dir() -> str:
-    return env_str("TRACEHOP_LOG_DIR", "logs")
+def log_dir(environ: Mapping[str, str] | None = None) -> str:
+    """TRACEHOP_LOG_DIR: where each service writes <service>.log (and where `make logs` reads them)."""
+    return env_str("TRACEHOP_LOG_DIR", "logs", environ)
 
 
 def log_level() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+from services.web.settings import SERVICES
 from tests.integration.conftest import RunningStack
 from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE, REPORT_TREE
 from tracehop.traces.tree import Node
@@ -139,7 +140,7 @@ def test_every_service_logs_lines_with_the_trace_id(running_stack: RunningStack)
     body = create_user(running_stack).json()
     trace_id = body["trace_id"]
     assert running_stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"
-    for service in ("gateway", "users", "worker"):
+    for service in SERVICES:
         lines = running_stack.wait_for_log_lines(service, lambda line: line.get("trace_id") == trace_id)
         assert lines, f"no line of logs/{service}.log carries trace id {trace_id}"
         for line in lines:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from services.web.settings import SERVICES
 from tests.integration.conftest import RunningStack, private_stack
 from tests.integration.fault_tools import BlackHole, metric_value, publish_job, timed
 
@@ -28,7 +29,6 @@ ENV = {
     "TRACEHOP_WORKER_CONCURRENCY": "1",
     "TRACEHOP_VISIBILITY_TIMEOUT_S": "5",
 }
-SERVICES = ("gateway", "users", "worker")
 # "Within a couple of seconds": a refused connection plus the short publish and result-backend retry policies.
 FAIL_FAST_S = 2.5
 

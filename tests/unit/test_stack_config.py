@@ -12,6 +12,7 @@ import pytest
 import yaml
 from supervisor.options import ClientOptions, ServerOptions
 
+from services.web.settings import SERVICES
 from tracehop.stack.config import (
     StackConfigError,
     StackPorts,
@@ -38,7 +39,6 @@ PORTS = {
     "prometheus": 19090,
     "redis": 16379,
 }
-SERVICES = ("users", "worker", "gateway")
 
 
 # ---------------------------------------------------------------------------------------- ports, env

@@ -15,11 +15,11 @@ from rich import box
 from rich.table import Table
 
 from tracehop.bench.stats import median, normalise_rps, paired_ratios, ratio, round_or_none, spread
+from tracehop.stack.config import SERVICES
 
 SCHEMA_VERSION = 1
 MODES = ("traced", "untraced")
 SATURATION, FIXED_RATE = "saturation", "fixed_rate"
-SERVICES = ("gateway", "users", "worker")
 # Also measured: they share the machine's two cores with the services. Any other program the stack
 # runner supervises (it grows) is measured too and listed after these.
 COMPONENTS = (*SERVICES, "trace-store", "redis", "supervisord")
