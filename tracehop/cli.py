@@ -40,7 +40,8 @@ from tracehop.stack.view import (
     urls_table,
 )
 from tracehop.traces.logs import logs_table, read_trace_logs
-from tracehop.traces.view import WAIT_SECONDS, TraceViewError, normalize_trace_id, show_trace
+from tracehop.traces.trace_id import InvalidTraceId, normalise_trace_id
+from tracehop.traces.view import WAIT_SECONDS, TraceViewError, show_trace
 from tracehop.traffic import (
     DEFAULT_COUNT,
     TrafficError,
@@ -67,6 +68,7 @@ EXPECTED_ERRORS = (
     PrometheusConfigError,
     TrafficError,
     TraceViewError,
+    InvalidTraceId,
     requests.RequestException,
 )
 
@@ -215,7 +217,7 @@ def default_trace_id(last_traffic: Path) -> str:
 
 def cmd_trace(args: argparse.Namespace) -> int:
     if args.trace_id:
-        trace_id = normalize_trace_id(args.trace_id)
+        trace_id = normalise_trace_id(args.trace_id)
     else:
         trace_id = default_trace_id(var_dir_from_env() / "last_traffic.json")
     query_url = (args.query_url or query_url_from_env()).rstrip("/")
@@ -224,7 +226,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    trace_id = normalize_trace_id(args.trace_id)
+    trace_id = normalise_trace_id(args.trace_id)
     log_dir = Path(args.log_dir).absolute() if args.log_dir else log_dir_from_env()
     lines = read_trace_logs(log_dir, trace_id)
     if not lines:

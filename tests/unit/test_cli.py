@@ -233,7 +233,7 @@ def test_logs_of_an_unknown_trace_is_a_clear_failure(
 
 
 def test_logs_of_something_that_is_not_a_trace_id_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["logs", "12345"]) == 1
+    assert cli.main(["logs", "not-a-trace-id"]) == 1
 
     assert "is not a trace id" in flat(capsys.readouterr().err)
 

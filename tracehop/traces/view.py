@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import time
 
 import requests
 from rich.console import Console
 
 from tracehop.traces.query import Span, TraceQuery
-
-TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 # Spans keep arriving for a moment after a request (batch processors flush every 500 ms locally, the
 # worker finishes its job later): show the trace once its span count has not changed for this long.
@@ -20,14 +17,6 @@ WAIT_SECONDS = 10.0
 
 class TraceViewError(RuntimeError):
     """The trace cannot be shown; the message tells the user what to do."""
-
-
-def normalize_trace_id(raw: str) -> str:
-    """A trace id as the query API wants it: 32 lowercase hex digits."""
-    trace_id = raw.strip().lower()
-    if not TRACE_ID.fullmatch(trace_id):
-        raise TraceViewError(f"{raw!r} is not a trace id (32 hex digits, as `make traffic` prints)")
-    return trace_id
 
 
 def fetch_settled_trace(

@@ -16,6 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
 from tracehop.traces.store.database import DEFAULT_NUM_TRACES, SpanDatabase, StoredSpan, TraceSearch
 from tracehop.traces.store.otlp import BadRequest
+from tracehop.traces.trace_id import InvalidTraceId, normalise_trace_id
 
 
 def span_to_json(span: SpanProto) -> dict[str, Any]:
@@ -143,8 +144,9 @@ def _optional_duration(query: Mapping[str, list[str]], *names: str) -> int | Non
     return _parsed(parse_go_duration_ns, text, names[0]) if text else None
 
 
-def normalise_trace_id(text: str) -> str:
-    """Lowercase 32-hex trace id; shorter ids are left-padded with zeros as Jaeger does."""
-    if not re.fullmatch(r"[0-9a-fA-F]{1,32}", text):
-        raise BadRequest(f"malformed parameter trace_id: {text!r} is not a hex trace id of up to 32 digits")
-    return text.lower().rjust(32, "0")
+def trace_id_param(text: str) -> str:
+    """The trace id of `/api/v3/traces/<id>`, normalised (a 400 when it is none)."""
+    try:
+        return normalise_trace_id(text)
+    except InvalidTraceId as error:
+        raise BadRequest(f"malformed parameter trace_id: {error}") from None

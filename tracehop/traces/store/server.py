@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tracehop.traces.store.api import normalise_trace_id, parse_trace_search, query_param, resource_spans_json
+from tracehop.traces.store.api import parse_trace_search, query_param, resource_spans_json, trace_id_param
 from tracehop.traces.store.database import SpanDatabase, StoredSpan
 from tracehop.traces.store.otlp import (
     DROPPED_SIGNAL_PATHS,
@@ -185,7 +185,7 @@ class QueryHandler(_Handler):
     do_HEAD = do_GET
 
     def _get_trace(self, trace_id_text: str) -> None:
-        trace_id = normalise_trace_id(trace_id_text)
+        trace_id = trace_id_param(trace_id_text)
         spans = self.server.database.trace(trace_id)
         if not spans:
             self._send_error(HTTPStatus.NOT_FOUND, f"trace not found: {trace_id}")
