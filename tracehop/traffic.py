@@ -176,6 +176,21 @@ class TrafficRun:
         )
 
 
+def wait_for_job(http: requests.Session, gateway: str, job_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """GET /api/jobs/<job_id> until the job has finished (SUCCESS or FAILURE): its last answer.
+
+    TimeoutError past the deadline, naming the state the job was left in.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = http.get(f"{gateway.rstrip('/')}/api/jobs/{job_id}", timeout=REQUEST_TIMEOUT).json()
+        if body.get("state") in ("SUCCESS", "FAILURE"):
+            return body
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} not finished within {timeout_s:g} s (state {body.get('state')})")
+        time.sleep(0.1)
+
+
 def _json(response: requests.Response) -> dict[str, Any]:
     try:
         body = response.json()

@@ -63,6 +63,7 @@ from tracehop.bench.wrk import WrkLoad, wrk_binary, wrk_version
 from tracehop.stack.config import free_stack_ports
 from tracehop.stack.runner import LocalStack
 from tracehop.traces.query import TraceQuery
+from tracehop.traffic import wait_for_job
 
 DEFAULT_OUTPUT = Path("bench/results.json")
 # Environment variables that change what is measured: recorded with the results.
@@ -182,7 +183,8 @@ def warm_up(bench: BenchStack, settings: BenchSettings) -> None:
         raise RuntimeError(f"expected a fresh users store, got user id {created['user']['id']}")
     fetched = bench.http.get(f"{bench.gateway}/api/users/1", timeout=10)
     fetched.raise_for_status()
-    wait_for_job(bench, created["job_id"])
+    if wait_for_job(bench.http, bench.gateway, created["job_id"])["state"] != "SUCCESS":
+        raise RuntimeError(f"warm-up job {created['job_id']} failed")
     if bench.traced:
         for kind, trace_id in (("create", created["trace_id"]), ("get", fetched.json()["trace_id"])):
             shape = learn_shape(bench.query, trace_id)
@@ -193,18 +195,6 @@ def warm_up(bench: BenchStack, settings: BenchSettings) -> None:
     wait_for_drain(bench.redis, time.monotonic(), settings.drain_timeout_s)
     if bench.traced:
         bench.reader.wait_until_settled()
-
-
-def wait_for_job(bench: BenchStack, job_id: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = bench.http.get(f"{bench.gateway}/api/jobs/{job_id}", timeout=10).json()["state"]
-        if state == "SUCCESS":
-            return
-        if state == "FAILURE":
-            raise RuntimeError(f"warm-up job {job_id} failed")
-        time.sleep(0.1)
-    raise TimeoutError(f"warm-up job {job_id} did not finish within {timeout_s:g} s")
 
 
 # ------------------------------------------------------------------------------------------ a window
