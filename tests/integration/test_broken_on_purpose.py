@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import RunningStack, start_private_stack, stop_in_background, stored_spans
+from tests.integration.stack import RunningStack, start_private_stack, stop_in_background, stored_spans
 from tracehop.stack.processes import group_members
 from tracehop.traces.query import Span
 from tracehop.traces.tree import Node, assert_trace_tree

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.conftest import RunningStack
 from tests.integration.context_capture import decoded_body, pushed_messages, wait_for
 from tests.integration.expected_trees import REPORT_TREE
+from tests.integration.stack import WHOLE_TRACE, RunningStack, has_spans
 from tracehop.traces.query import Span
 from tracehop.traces.tree import Node, assert_trace_tree
 
@@ -36,11 +35,6 @@ def finished_job(stack: RunningStack, job_id: str) -> dict:
     job = stack.wait_for_job(job_id)
     assert job["state"] == "SUCCESS", job
     return job
-
-
-def has_spans(*wanted: tuple[str, str]) -> Callable[[list[Span]], bool]:
-    """A wait condition: a span of each (service, kind) has arrived (they come from several processes)."""
-    return lambda spans: all(any((s.service, s.kind) == pair for s in spans) for pair in wanted)
 
 
 def nodes_named(roots: list[Node], name: str) -> list[Node]:
@@ -275,7 +269,7 @@ def test_fault_flags_do_nothing_where_the_setting_is_off(running_stack: RunningS
     assert response.status_code == 201
     spans = running_stack.traces.wait_for_trace(
         response.json()["trace_id"],
-        until=has_spans(("gateway", "SERVER"), ("users", "SERVER"), ("worker", "CONSUMER")),
+        until=has_spans(*WHOLE_TRACE),
         timeout=30,
     )
     assert not any("tracehop.fault.injected" in span.attributes for span in spans)

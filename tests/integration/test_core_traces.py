@@ -10,8 +10,8 @@ from __future__ import annotations
 import uuid
 
 from services.web.settings import SERVICES
-from tests.integration.conftest import RunningStack
 from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE, REPORT_TREE
+from tests.integration.stack import RunningStack
 from tracehop.traces.tree import Node
 
 

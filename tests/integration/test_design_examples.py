@@ -13,7 +13,7 @@ import uuid
 import pytest
 import requests
 
-from tests.integration.conftest import RunningStack
+from tests.integration.stack import RunningStack
 
 # Exactly as the design document writes them, each with what "returns data" means for it.
 DESIGN_PROMQL = {

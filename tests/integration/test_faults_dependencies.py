@@ -14,11 +14,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from services.web.settings import SERVICES
-from tests.integration.conftest import RunningStack, private_stack
 from tests.integration.fault_tools import BlackHole, metric_value, publish_job, timed
+from tests.integration.stack import WHOLE_TRACE, RunningStack, has_spans, private_stack
+from tests.waiting import eventually
 
 EXPORT_TIMEOUT_S = 1.0
 ENV = {
@@ -39,19 +39,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         yield running
 
 
-WHOLE_TRACE = (("gateway", "SERVER"), ("users", "SERVER"), ("worker", "CONSUMER"))
-
-
-def has_spans(*wanted: tuple[str, str]):  # noqa: ANN201
-    """A wait condition: the trace holds a span of each (service, kind); they arrive in separate batches."""
-    return lambda spans: set(wanted) <= {(s.service, s.kind) for s in spans}
-
-
-def post_user(stack: RunningStack, domain: str = "example.org") -> requests.Response:
-    email = f"fault-{uuid.uuid4().hex[:8]}@{domain}"
-    return stack.http.post(f"{stack.gateway}/api/users", json={"name": "F", "email": email}, timeout=15)
-
-
 def metrics_urls(stack: RunningStack) -> dict[str, str]:
     urls = stack.stack.urls
     return {
@@ -59,14 +46,6 @@ def metrics_urls(stack: RunningStack) -> dict[str, str]:
         "users": f"{urls['users']}/metrics",
         "worker": urls["worker_metrics"],
     }
-
-
-def wait_until(condition, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.2)
 
 
 def exporter_log_lines(stack: RunningStack, service: str, after: int) -> list[dict]:
@@ -78,7 +57,7 @@ def exporter_log_lines(stack: RunningStack, service: str, after: int) -> list[di
 
 
 def test_trace_backend_down_or_hung_costs_requests_nothing_and_export_resumes(stack, programs):
-    baseline = [timed(lambda: post_user(stack))[1] for _ in range(8)]
+    baseline = [timed(lambda: stack.post_user())[1] for _ in range(8)]
     dropped_before = {
         name: metric_value(url, "tracehop_spans_dropped_total") for name, url in metrics_urls(stack).items()
     }
@@ -88,7 +67,7 @@ def test_trace_backend_down_or_hung_costs_requests_nothing_and_export_resumes(st
     def traffic(seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            response, took = timed(lambda: post_user(stack))
+            response, took = timed(lambda: stack.post_user())
             statuses.append(response.status_code)
             latencies.append(took)
             time.sleep(0.05)
@@ -105,7 +84,7 @@ def test_trace_backend_down_or_hung_costs_requests_nothing_and_export_resumes(st
     assert max(latencies) < max(baseline) + EXPORT_TIMEOUT_S, (max(latencies), max(baseline))
     assert statistics.median(latencies) < statistics.median(baseline) + 0.25
     for name, url in metrics_urls(stack).items():
-        wait_until(
+        eventually(
             lambda url=url, name=name: (
                 metric_value(url, "tracehop_spans_dropped_total") > dropped_before[name]
             ),
@@ -118,13 +97,13 @@ def test_trace_backend_down_or_hung_costs_requests_nothing_and_export_resumes(st
         lines = exporter_log_lines(stack, service, log_marks[service])
         assert len(lines) <= 8, [line["message"] for line in lines]
     # The backend is back: new traces arrive whole.
-    trace_id = post_user(stack).json()["trace_id"]
+    trace_id = stack.post_user().json()["trace_id"]
     stack.traces.wait_for_trace(trace_id, until=has_spans(*WHOLE_TRACE), timeout=30)
 
 
 def test_users_down_is_a_503_with_its_trace_and_readyz_names_it(stack, programs):
     with programs.stopped("users"):
-        response, took = timed(lambda: post_user(stack))
+        response, took = timed(lambda: stack.post_user())
         assert response.status_code == 503 and took < FAIL_FAST_S
         body = response.json()
         assert body["error"] == "users_unavailable" and len(body["trace_id"]) == 32
@@ -142,18 +121,18 @@ def test_users_down_is_a_503_with_its_trace_and_readyz_names_it(stack, programs)
     (server,) = [s for s in spans if s.kind == "SERVER"]
     assert server.is_error  # a 5xx answer marks the SERVER span as an error
     assert not any(s.kind == "PRODUCER" for s in spans)  # nothing was queued for a user never created
-    wait_until(lambda: post_user(stack).status_code == 201, 30, "users answers again")
+    eventually(lambda: stack.post_user().status_code == 201, 30, "users answers again")
 
 
 def test_redis_down_answers_503_fast_and_no_accepted_job_is_lost(stack, programs):
-    user_id = post_user(stack).json()["user"]["id"]
+    user_id = stack.post_user().json()["user"]["id"]
     worker_pid = programs.pid("worker")
     # The only worker process is busy with a long job; the report job queued next waits in Redis.
     trace_id = uuid.uuid4().hex
     busy = publish_job(
         stack.stack.redis_url, "long_job", [4, 500], f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
     )
-    wait_until(
+    eventually(
         lambda: stack.http.get(f"{stack.gateway}/api/jobs/{busy}", timeout=5).json()["state"] == "STARTED",
         15,
         "the long job started",
@@ -165,7 +144,7 @@ def test_redis_down_answers_503_fast_and_no_accepted_job_is_lost(stack, programs
     with programs.stopped("redis"):
         calls = {
             "queue a job": lambda: stack.http.post(f"{stack.gateway}/api/users/{user_id}/report", timeout=10),
-            "create a user": lambda: post_user(stack),
+            "create a user": lambda: stack.post_user(),
             "read a job": lambda: stack.http.get(f"{stack.gateway}/api/jobs/{waiting}", timeout=10),
         }
         for what, call in calls.items():
@@ -177,7 +156,7 @@ def test_redis_down_answers_503_fast_and_no_accepted_job_is_lost(stack, programs
         assert ready.status_code == 503 and ready.json()["checks"]["redis"] is False
 
     # Recovered without restarting the gateway: the next job is accepted again.
-    wait_until(
+    eventually(
         lambda: stack.http.post(f"{stack.gateway}/api/users/{user_id}/report", timeout=10).status_code == 202,
         20,
         "the gateway queues jobs again",
@@ -186,6 +165,6 @@ def test_redis_down_answers_503_fast_and_no_accepted_job_is_lost(stack, programs
     # long job that was running when Redis went away (its unacknowledged message came back).
     assert stack.wait_for_job(waiting, timeout=60)["state"] == "SUCCESS"
     assert stack.wait_for_job(busy, timeout=60)["state"] == "SUCCESS"
-    after = post_user(stack).json()["job_id"]
+    after = stack.post_user().json()["job_id"]
     assert stack.wait_for_job(after, timeout=30)["state"] == "SUCCESS"
     assert programs.pid("worker") == worker_pid  # the worker reconnected; nobody restarted it

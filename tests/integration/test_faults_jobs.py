@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import RunningStack, private_stack
 from tests.integration.fault_tools import metric_value, publish_job
+from tests.integration.stack import RunningStack, private_stack
 from tracehop.traces.query import Span
 from tracehop.traces.tree import assert_trace_tree
 

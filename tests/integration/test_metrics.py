@@ -8,7 +8,7 @@ import time
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import RunningStack
+from tests.integration.stack import RunningStack
 
 RESOURCE_METRICS = ("process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds")
 

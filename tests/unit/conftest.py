@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 
 from services.telemetry.logs import install_record_patcher
 from services.telemetry.setup import build_resource
-from tests.conftest import free_port
+from tracehop.stack.config import free_port
 
 _EXPORTER = InMemorySpanExporter()
 

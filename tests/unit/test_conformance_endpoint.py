@@ -121,7 +121,7 @@ def test_malformed_instructions_are_400(enabled, body):
 
 
 def test_an_unreachable_url_is_reported_not_raised(enabled):
-    from tests.conftest import free_port
+    from tracehop.stack.config import free_port
 
     response = enabled.post("/test/tracecontext", json=[{"url": f"http://127.0.0.1:{free_port()}/"}])
     assert response.status_code == 200

@@ -35,7 +35,8 @@ from services.metrics.exemplars import (
     mark_process_dead,
     read_exemplars,
 )
-from tests.conftest import free_port
+from tests.waiting import eventually
+from tracehop.stack.config import free_port
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks processes")
 
@@ -59,15 +60,6 @@ def in_span(trace_id: int, sampled: bool = True) -> Iterator[None]:
         yield
 
 
-def wait_until(predicate, timeout: float = 5.0) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def observe_and_record(
     directory: str, recorder: ExemplarRecorder, observations: list[tuple[str, float, int]]
 ) -> None:
@@ -82,8 +74,11 @@ def observe_and_record(
             histogram.labels(task).observe(value)
             recorder.record(METRIC, {"task": task}, value, BUCKETS)
     # The flush thread, not this function, writes the file: wait for it as the process would live on.
-    written = wait_until(lambda: os.path.exists(exemplar_file(directory, os.getpid())))
-    os._exit(0 if written else 3)
+    try:
+        eventually(lambda: os.path.exists(exemplar_file(directory, os.getpid())), 5, "the exemplar file")
+    except AssertionError:
+        os._exit(3)
+    os._exit(0)
 
 
 def run_process(
@@ -171,7 +166,7 @@ def test_the_newest_exemplar_of_a_bucket_wins_across_processes(tmp_path):
 def test_a_forked_child_writes_its_own_file_not_its_parents(tmp_path, recorder):
     with in_span(TRACE_A):
         recorder.record(METRIC, {"task": "send"}, 0.03, BUCKETS)  # starts the parent's flush thread
-    assert wait_until(lambda: os.path.exists(exemplar_file(str(tmp_path), os.getpid())))
+    eventually(lambda: os.path.exists(exemplar_file(str(tmp_path), os.getpid())), 5, "the exemplar file")
 
     child = run_process(tmp_path, recorder, [("send", 0.2, TRACE_B)])
 
@@ -389,7 +384,10 @@ def test_prometheus_stores_the_exemplars(tmp_path, tmp_path_factory, recorder):
                         found[series["seriesLabels"]["le"]] = exemplar["labels"]["trace_id"]
                 return len(found) == 2
 
-            ok = wait_until(stored, timeout=15)
+            try:
+                ok = eventually(stored, 15, "the exemplars stored by Prometheus")
+            except AssertionError:
+                ok = False
         finally:
             prometheus.terminate()
             _, errors = prometheus.communicate(timeout=10)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import free_port
 from tests.unit.conftest import as_query_spans, queued_messages
+from tracehop.stack.config import free_port
 from tracehop.traces.tree import assert_trace_tree
 
 

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Tracer
 
-from tests.conftest import free_port
+from tracehop.stack.config import free_port
 from tracehop.traces.query import (
     QueryAPIError,
     Span,

@@ -30,7 +30,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, SpanKind, StatusCode, Tracer
 
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT
+from tracehop.stack.config import free_port
 from tracehop.traces.query import TraceQuery
 from tracehop.traces.store.otlp import parse_otlp_json
 from tracehop.traces.store.server import RunningTraceStore, serve_in_thread
