@@ -176,7 +176,9 @@ class TrafficRun:
         )
 
 
-def wait_for_job(http: requests.Session, gateway: str, job_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+def wait_for_job(
+    http: requests.Session, gateway: str, job_id: str, timeout_s: float = 30.0
+) -> dict[str, Any]:
     """GET /api/jobs/<job_id> until the job has finished (SUCCESS or FAILURE): its last answer.
 
     TimeoutError past the deadline, naming the state the job was left in.
@@ -187,7 +189,8 @@ def wait_for_job(http: requests.Session, gateway: str, job_id: str, timeout_s: f
         if body.get("state") in ("SUCCESS", "FAILURE"):
             return body
         if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} not finished within {timeout_s:g} s (state {body.get('state')})")
+            state = body.get("state")
+            raise TimeoutError(f"job {job_id} not finished within {timeout_s:g} s (state {state})")
         time.sleep(0.1)
 
 

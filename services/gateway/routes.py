@@ -86,7 +86,7 @@ def _parse_user_id(raw: str) -> int:
     return int(raw)
 
 
-def _call_users(call):  # noqa: ANN001, ANN202 - a thunk, typed by its use
+def _call_users(call):
     try:
         return call()
     except UsersUnavailable as exc:

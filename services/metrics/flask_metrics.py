@@ -84,7 +84,7 @@ class _GunicornMetrics(GunicornInternalPrometheusMetrics):
     worker report their CPU, memory and file descriptors.
     """
 
-    def generate_metrics(self, accept_header: str | None = None, names: list[str] | None = None):  # noqa: ANN201
+    def generate_metrics(self, accept_header: str | None = None, names: list[str] | None = None):
         registry = CollectorRegistry()
         directory = settings.prometheus_multiproc_dir()
         registry.register(exemplars.ExemplarCollector(MultiProcessCollector(None, directory), directory))

@@ -29,15 +29,15 @@ def service_name() -> str:
 class LoguruLogger(_GunicornLogger):
     """gunicorn's own messages (boot, worker exits, errors) as JSON lines in the service's log."""
 
-    def setup(self, cfg):  # noqa: ANN001 - gunicorn's signature
+    def setup(self, cfg):
         super().setup(cfg)
         configure_logging(service_name())
         route_stdlib_logging(settings.log_level())
 
 
 def post_fork(
-    server,  # noqa: ANN001 - gunicorn's signature
-    worker,  # noqa: ANN001
+    server,
+    worker,
     *,
     wrap_exporter: Callable[[SpanExporter], SpanExporter] | None = None,
 ) -> None:
@@ -45,5 +45,5 @@ def post_fork(
     setup_tracing(service_name(), wrap_exporter=wrap_exporter)
 
 
-def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's signature
+def worker_exit(server, worker) -> None:
     shutdown_tracing()

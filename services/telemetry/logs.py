@@ -34,9 +34,6 @@ from opentelemetry import trace
 from services.telemetry.safe_attributes import is_secret_name, safe_text, safe_value
 from services.web import settings
 
-# Fields every line carries, in this order; an event's own fields follow.
-BASE_FIELDS = ("ts", "level", "service", "message", "logger", "trace_id", "span_id")
-
 # Bind this extra field to True (`logger.bind(**{NO_SPAN_EVENT: True})`) for a line that must not become a
 # span event. The leading underscore keeps it out of the JSON line.
 NO_SPAN_EVENT = "_no_span_event"

@@ -70,7 +70,7 @@ class HashCachedResource(Resource):
     resource never changes after the provider is built, so the hash can be kept.
     """
 
-    def __init__(self, attributes, schema_url: str | None = None) -> None:  # noqa: ANN001 - Resource's own
+    def __init__(self, attributes, schema_url: str | None = None) -> None:
         super().__init__(attributes, schema_url)
         self._cached_hash = super().__hash__()
 

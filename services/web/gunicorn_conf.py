@@ -17,9 +17,9 @@ from services.web import settings
 if not settings.prometheus_multiproc_dir():
     settings.use_prometheus_multiproc_dir(tempfile.mkdtemp(prefix="tracehop-prom-"))
 
-from services.metrics import multiprocess  # noqa: E402
-from services.metrics.span_export_metrics import CountingSpanExporter  # noqa: E402
-from services.telemetry import gunicorn_hooks  # noqa: E402
+from services.metrics import multiprocess
+from services.metrics.span_export_metrics import CountingSpanExporter
+from services.telemetry import gunicorn_hooks
 
 # gthread: a few threads per process serve I/O-bound requests (the gateway waits on users and Redis)
 # without the memory of more processes. Both are tunable without editing this file.
@@ -40,19 +40,19 @@ control_socket_disable = True
 logger_class = gunicorn_hooks.LoguruLogger
 
 
-def on_starting(server):  # noqa: ANN001
+def on_starting(server):
     # Values left by a previous run's processes would be summed into this run's metrics.
     multiprocess.reset_directory()
 
 
-def post_fork(server, worker):  # noqa: ANN001
+def post_fork(server, worker):
     # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
     gunicorn_hooks.post_fork(server, worker, wrap_exporter=CountingSpanExporter)
 
 
-def worker_exit(server, worker):  # noqa: ANN001
+def worker_exit(server, worker):
     gunicorn_hooks.worker_exit(server, worker)
 
 
-def child_exit(server, worker):  # noqa: ANN001
+def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)

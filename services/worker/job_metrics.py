@@ -62,7 +62,7 @@ def _job_started(task_id: str | None = None, **_: object) -> None:
         _started[task_id] = time.perf_counter()
 
 
-def _job_finished(task_id: str | None = None, task=None, state: str | None = None, **_: object) -> None:  # noqa: ANN001
+def _job_finished(task_id: str | None = None, task=None, state: str | None = None, **_: object) -> None:
     started = _started.pop(task_id or "", None)
     if task is None:
         return
@@ -77,6 +77,6 @@ def _job_finished(task_id: str | None = None, task=None, state: str | None = Non
         JOBS.labels(task.name, label).inc()
 
 
-def _job_retried(sender=None, **_: object) -> None:  # noqa: ANN001
+def _job_retried(sender=None, **_: object) -> None:
     if sender is not None:
         RETRIES.labels(sender.name).inc()

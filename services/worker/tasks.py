@@ -39,7 +39,7 @@ def users_client() -> UsersClient:
     retry_jitter=True,
     # max_retries: the task_annotations of celery_app's configuration (TRACEHOP_MAIL_MAX_RETRIES).
 )
-def send_welcome_email(self, user_id: int, recipient_domain: str) -> dict[str, Any]:  # noqa: ANN001
+def send_welcome_email(self, user_id: int, recipient_domain: str) -> dict[str, Any]:
     deliver_welcome_email(user_id, recipient_domain, attempt=self.request.retries)
     return {"user_id": user_id, "delivered": True, "attempts": self.request.retries + 1}
 
@@ -57,7 +57,7 @@ class ReportFailed(Exception):
     retry_jitter=True,
     max_retries=5,
 )
-def generate_report(self, user_id: int) -> dict[str, Any]:  # noqa: ANN001
+def generate_report(self, user_id: int) -> dict[str, Any]:
     try:
         return build_report(user_id, attempt=self.request.retries)
     except UsersRejected as exc:
@@ -79,7 +79,7 @@ def build_report(user_id: int, attempt: int = 0) -> dict[str, Any]:
 
 
 @app.task(name="long_job", bind=True)
-def long_job(self, steps: int, step_ms: int) -> dict[str, Any]:  # noqa: ANN001
+def long_job(self, steps: int, step_ms: int) -> dict[str, Any]:
     """A job that works in steps, like a batch import: what a worker killed mid-job leaves in a trace.
 
     Each step is a span that ends (and is exported) before the next one starts, so the trace keeps the

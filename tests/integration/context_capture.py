@@ -112,7 +112,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_POST = _forward
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -48,10 +48,10 @@ def exemplar_trace_ids(page: str, series_prefix: str) -> set[str]:
     }
 
 
-def poll(fetch, until, what: str):  # noqa: ANN001, ANN201
+def poll(fetch, until, what: str):
     """What `fetch()` answers once `until` holds of it (exemplars are written about once a second)."""
 
-    def fetched_and_found():  # noqa: ANN202
+    def fetched_and_found():
         value = fetch()
         return value if until(value) else None
 

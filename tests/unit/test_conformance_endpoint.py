@@ -23,7 +23,7 @@ class Harness:
         harness = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 harness.received.append((self.path, dict(self.headers), json.loads(self.rfile.read(length))))
                 self.send_response(302 if harness.redirect_to else 200)

@@ -316,7 +316,7 @@ def serve_metrics(collector: ExemplarCollector) -> Iterator[tuple[int, list[str]
     accepted: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             accepted.append(self.headers.get("Accept", ""))
             encode, content_type = choose_encoder(self.headers.get("Accept", ""))
             body = encode(collector)

@@ -21,7 +21,7 @@ from tracehop.stack.readiness import ReadinessProbe
 
 
 class ReadyzHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         status, body = (
             (200, {"status": "ok"}) if self.path == "/healthz" else (503, {"message": "unreachable: redis"})
         )
