@@ -6,6 +6,7 @@ the trees these workflows produce across real processes are asserted in tests/in
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -113,6 +114,31 @@ def test_a_broker_down_is_a_503(make_gateway):
     client = make_gateway(WORKFLOW_QUEUE=Down()).test_client()
     response = client.post("/api/workflows/followup")
     assert response.status_code == 503 and response.get_json()["error"] == "queue_unavailable"
+
+
+def test_a_redelivered_followup_job_queues_the_same_reminder_which_is_sent_once(broker, worker, spans):
+    job_id = str(uuid.uuid4())
+    # The broker hands the same job out twice (acknowledged late: its worker died after queueing).
+    first = workflow_tasks.plan_followup.apply(args=["call back"], task_id=job_id).get()
+    again = workflow_tasks.plan_followup.apply(args=["call back"], task_id=job_id).get()
+    assert first == again == {"followup_job_id": workflow_tasks.followup_job_id(job_id)}
+    messages = queued_messages(broker)
+    assert [(m["headers"]["task"], m["headers"]["id"]) for m in messages] == [
+        ("send_reminder", first["followup_job_id"])
+    ] * 2
+    # Both messages run: the reminder goes out once, and both runs answer what was sent.
+    results = [
+        workflow_tasks.send_reminder.apply(args=m["args"], task_id=m["headers"]["id"]).get() for m in messages
+    ]
+    assert results[0] == results[1] and results[0]["note"] == "follow-up: call back"
+    events = [e.name for s in spans.get_finished_spans() for e in s.events]
+    assert events.count("reminder sent") == 1 and events.count("reminder already sent") == 1
+
+
+def test_a_different_followup_job_queues_a_different_reminder():
+    assert workflow_tasks.followup_job_id(str(uuid.uuid4())) != workflow_tasks.followup_job_id(
+        str(uuid.uuid4())
+    )
 
 
 @pytest.mark.parametrize(("words", "parts", "sizes"), [(5, 2, [2, 3]), (3, 8, [1, 1, 1]), (8, 3, [2, 3, 3])])
