@@ -21,9 +21,9 @@ from opentelemetry.sdk.trace import TracerProvider
 def write_sample_logs() -> None:
     os.environ["TRACEHOP_MAIL_LATENCY_MS"] = "0"
     trace.set_tracer_provider(TracerProvider())
+    from services.clients.users_client import SERVICE_TOKEN_HEADER
     from services.gateway import create_app as create_gateway
     from services.telemetry.logs import configure_logging
-    from services.clients.users_client import SERVICE_TOKEN_HEADER
     from services.users import create_app as create_users
     from services.web import settings
     from services.worker.mail import deliver_welcome_email

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -10,10 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.required_tools import skip_or_fail
 from tests.static import stack_files
 from tests.static.stack_files import CONTRACT_METRICS, PYTHON_SERVICES
-
-ALLOW_MISSING = "TRACEHOP_ALLOW_MISSING_PROMTOOL"
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +22,7 @@ def promtool() -> str:
             "promtool is not installed: `apt-get install --no-install-recommends prometheus` (Debian's "
             "package ships it; .ci/run installs it)"
         )
-        if os.environ.get(ALLOW_MISSING) == "1":
-            pytest.skip(f"{message}; skipped because {ALLOW_MISSING}=1")
-        pytest.fail(f"{message}. To skip the promtool checks on purpose, set {ALLOW_MISSING}=1.")
+        skip_or_fail("prometheus", message)
     return path
 
 

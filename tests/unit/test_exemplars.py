@@ -35,6 +35,7 @@ from services.metrics.exemplars import (
     mark_process_dead,
     read_exemplars,
 )
+from tests.required_tools import skip_or_fail
 from tests.waiting import eventually
 from tracehop.stack.config import free_port
 
@@ -304,9 +305,9 @@ def prometheus_binary() -> str:
         "/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None
     )
     if binary is None:
-        if os.environ.get("TRACEHOP_REQUIRE_PROMETHEUS") == "1":
-            pytest.fail("TRACEHOP_REQUIRE_PROMETHEUS=1 but there is no `prometheus` binary")
-        pytest.skip("no `prometheus` binary (apt-get install --no-install-recommends prometheus)")
+        skip_or_fail(
+            "prometheus", "no `prometheus` binary (apt-get install --no-install-recommends prometheus)"
+        )
     return binary
 
 

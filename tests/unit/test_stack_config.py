@@ -13,6 +13,7 @@ import yaml
 from supervisor.options import ClientOptions, ServerOptions
 
 from services.web.settings import SERVICES
+from tests.required_tools import skip_or_fail
 from tracehop.stack.config import (
     StackConfigError,
     StackPorts,
@@ -153,7 +154,10 @@ def test_the_repository_configuration_maps_onto_the_local_stack(tmp_path: Path) 
 def test_promtool_accepts_the_derived_configuration(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install --no-install-recommends prometheus)")
+        skip_or_fail(
+            "prometheus",
+            "promtool is not installed (Debian: apt-get install --no-install-recommends prometheus)",
+        )
     written = write_local_prometheus_config(tmp_path / "prometheus.yml", StackPorts())
 
     result = subprocess.run([promtool, "check", "config", str(written)], capture_output=True, text=True)
