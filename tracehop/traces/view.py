@@ -1,13 +1,20 @@
-"""`make trace [ID=...]`: fetch one trace from the query API, wait for its late spans, draw the waterfall."""
+"""`make trace [ID=...]`: find one trace in the query API, wait for its late spans, draw the waterfall."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import requests
 from rich.console import Console
 
 from tracehop.traces.query import Span, TraceQuery
+
+# `make trace` without an id: the latest request that creates a user, as the trace store has it.
+DEFAULT_SERVICE = "gateway"
+DEFAULT_OPERATION = "POST /api/users"
+DEFAULT_LOOKBACK = timedelta(days=7)
+DEFAULT_CANDIDATES = 20
 
 # Spans keep arriving for a moment after a request (batch processors flush every 500 ms locally, the
 # worker finishes its job later): show the trace once its span count has not changed for this long.
@@ -19,6 +26,45 @@ class TraceViewError(RuntimeError):
     """The trace cannot be shown; the message tells the user what to do."""
 
 
+def latest_trace_id(query: TraceQuery, now: datetime | None = None) -> str:
+    """The trace of the latest `POST /api/users` the trace store holds, whoever sent it (make traffic,
+    curl, a browser) and however it ended."""
+    now = now or datetime.now(UTC)
+    try:
+        # Backends list the most recent traces first, but not all promise it: take a few, pick the latest.
+        traces = query.search(
+            DEFAULT_SERVICE,
+            now - DEFAULT_LOOKBACK,
+            now + timedelta(minutes=1),  # a little clock skew between the services and this machine
+            limit=DEFAULT_CANDIDATES,
+            operation=DEFAULT_OPERATION,
+        )
+    except requests.ConnectionError:
+        raise _not_answering(query) from None
+    started = {
+        trace_id: max(span.start_ns for span in creates)
+        for trace_id, spans in traces.items()
+        if (creates := [span for span in spans if _is_default_root(span)])
+    }
+    if not started:
+        raise TraceViewError(
+            f"no trace id given, and no {DEFAULT_OPERATION} in the last {DEFAULT_LOOKBACK.days} days in the "
+            f"trace store at {query.base_url}: send one (make traffic, or curl), or pass an id: "
+            "make trace ID=<trace id>"
+        )
+    return max(started, key=started.__getitem__)
+
+
+def _is_default_root(span: Span) -> bool:
+    return span.service == DEFAULT_SERVICE and span.name == DEFAULT_OPERATION and span.kind == "SERVER"
+
+
+def _not_answering(query: TraceQuery) -> TraceViewError:
+    return TraceViewError(
+        f"the trace query API does not answer at {query.base_url}: is the stack running? (make up)"
+    )
+
+
 def fetch_settled_trace(
     query: TraceQuery, trace_id: str, timeout: float = WAIT_SECONDS, settle: float = SETTLE_SECONDS
 ) -> list[Span]:
@@ -26,9 +72,7 @@ def fetch_settled_trace(
     try:
         query.get_trace(trace_id)
     except requests.ConnectionError:
-        raise TraceViewError(
-            f"the trace query API does not answer at {query.base_url}: is the stack running? (make up)"
-        ) from None
+        raise _not_answering(query) from None
 
     last_count = -1
     changed_at = time.monotonic()
