@@ -61,7 +61,7 @@ class RunningStack:
     ) -> requests.Response:
         """POST /api/users: the request every trace of the design starts with. Without `email`, a new
         address at `domain` (so users never answers 409 for a repeated test)."""
-        email = email or f"{name.lower()}-{uuid.uuid4().hex[:8]}@{domain}"
+        email = email or f"user-{uuid.uuid4().hex[:8]}@{domain}"
         kwargs.setdefault("timeout", 15)
         return self.http.post(f"{self.gateway}/api/users", json={"name": name, "email": email}, **kwargs)
 

@@ -11,7 +11,6 @@ than likely (with the SDK's default 5 s delay a job's spans are lost all but a f
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,8 +52,7 @@ def stack_with(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], RunningSta
 
 
 def create_user(stack: RunningStack) -> dict:
-    email = f"user-{uuid.uuid4().hex[:8]}@example.org"
-    response = stack.http.post(f"{stack.gateway}/api/users", json={"name": "Ada", "email": email}, timeout=10)
+    response = stack.post_user()
     assert response.status_code == 201, response.text
     body = response.json()
     assert stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"

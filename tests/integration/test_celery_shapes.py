@@ -219,12 +219,7 @@ def test_the_message_carries_the_producer_span_and_the_baggage(broker_stack: Run
 
 @redis_broker_only
 def test_a_fault_flag_slows_users_for_that_request_only(broker_stack: RunningStack):
-    flagged = broker_stack.http.post(
-        f"{broker_stack.gateway}/api/users",
-        json={"name": "Ada", "email": "ada-slow@example.org"},
-        headers={"baggage": "tracehop.fault=users:delay=300ms"},
-        timeout=10,
-    )
+    flagged = broker_stack.post_user(headers={"baggage": "tracehop.fault=users:delay=300ms"})
     assert flagged.status_code == 201
     spans = broker_stack.traces.wait_for_trace(
         flagged.json()["trace_id"], until=has_spans(("users", "SERVER"), ("gateway", "SERVER")), timeout=30
@@ -266,12 +261,7 @@ def test_a_fault_flag_fails_the_job_of_that_request(broker_stack: RunningStack):
 
 def test_fault_flags_do_nothing_where_the_setting_is_off(running_stack: RunningStack):
     # The core stack runs with the services' default: TRACEHOP_FAULT_INJECTION unset.
-    response = running_stack.http.post(
-        f"{running_stack.gateway}/api/users",
-        json={"name": "Ada", "email": "ada-off@example.org"},
-        headers={"baggage": "tracehop.fault=users:error"},
-        timeout=10,
-    )
+    response = running_stack.post_user(headers={"baggage": "tracehop.fault=users:error"})
     assert response.status_code == 201
     spans = running_stack.traces.wait_for_trace(
         response.json()["trace_id"],

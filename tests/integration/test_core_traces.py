@@ -16,13 +16,7 @@ from tracehop.traces.tree import Node
 
 
 def create_user(stack: RunningStack, domain: str = "example.org", headers: dict | None = None):
-    email = f"user-{uuid.uuid4().hex[:8]}@{domain}"
-    response = stack.http.post(
-        f"{stack.gateway}/api/users",
-        json={"name": "Ada Lovelace", "email": email},
-        headers=headers,
-        timeout=10,
-    )
+    response = stack.post_user(name="Ada Lovelace", domain=domain, headers=headers)
     assert response.status_code == 201, response.text
     return response
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 
 import requests
 
@@ -25,11 +24,7 @@ def make_traffic(stack: RunningStack, count: int = 3) -> set[str]:
     trace_ids = set()
     job_ids = []
     for _ in range(count):
-        response = stack.http.post(
-            f"{stack.gateway}/api/users",
-            json={"name": "Grace Hopper", "email": f"ex-{uuid.uuid4().hex[:8]}@example.org"},
-            timeout=10,
-        )
+        response = stack.post_user(name="Grace Hopper")
         assert response.status_code == 201, response.text
         trace_ids.add(response.json()["trace_id"])
         job_ids.append(response.json()["job_id"])
