@@ -150,14 +150,14 @@ def test_invalid_user_ids_are_400(client, user_id):
         ("abc", "a user id is a positive integer"),
     ],
 )
-def test_an_invalid_user_id_is_told_what_is_wrong(gateway, user_id, message):
+def test_an_invalid_user_id_is_told_what_is_wrong(client, user_id, message):
     assert (
-        assert_json_error(gateway.get(f"/api/users/{user_id}"), 400, "invalid_user_id")["message"] == message
+        assert_json_error(client.get(f"/api/users/{user_id}"), 400, "invalid_user_id")["message"] == message
     )
 
 
-def test_leading_zeros_are_the_same_user_id(gateway):
-    assert_json_error(gateway.get("/api/users/" + "0" * 5000 + "987654321"), 404, "user_not_found")
+def test_leading_zeros_are_the_same_user_id(client):
+    assert_json_error(client.get("/api/users/" + "0" * 5000 + "987654321"), 404, "user_not_found")
 
 
 @pytest.mark.parametrize(
@@ -170,8 +170,8 @@ def test_leading_zeros_are_the_same_user_id(gateway):
         (body(email="not-an-address"), "'email' must be an address like someone@example.org"),
     ],
 )
-def test_a_bad_body_is_told_what_is_wrong(gateway, data, message):
-    response = gateway.post("/api/users", data=data, content_type=JSON)
+def test_a_bad_body_is_told_what_is_wrong(client, data, message):
+    response = client.post("/api/users", data=data, content_type=JSON)
     assert assert_json_error(response, 400)["message"] == message
 
 
