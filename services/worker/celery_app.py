@@ -6,8 +6,10 @@ Tasks live in `services.worker.tasks`. The gateway imports this same app to queu
 must be registered in the producer too, or the Celery instrumentation cannot close its PRODUCER span.
 
 Process lifecycle (prefork pool): services/telemetry/celery.py wires logs and tracing to Celery's signals
-(`instrument_celery` below); this module adds, through its hooks, the /metrics server (main process,
-`worker_init`), counted span export, chord links, and marking a dead child's Prometheus files dead.
+(`instrument_celery` below); this module adds, through its hooks, the job metrics and their /metrics server
+(main process, `worker_init`: a process that only sends tasks, like the gateway, counts nothing), counted
+span export, chord links, and marking a dead child's Prometheus files dead. The configuration is read from
+the environment when Celery first needs it (`celery_config`), not when this module is imported.
 celery beat (`celery -A services.worker.celery_app beat`) gets its own tracer provider (service `beat`), so
 each scheduled job's trace starts with beat's PRODUCER span.
 
