@@ -15,6 +15,8 @@ from pathlib import Path
 from tracehop.stack.config import StackLayout, StackPorts
 
 GUNICORN_CONF = "services/web/gunicorn_conf.py"
+# The gateway is the public door: the same configuration with a worker that holds against slow clients.
+GUNICORN_CONF_BY_SERVICE = {"gateway": "services/web/gunicorn_public_conf.py", "users": GUNICORN_CONF}
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def build_programs(
                 name=name,
                 command=[
                     python,
-                    *("-m", "gunicorn", "-c", GUNICORN_CONF, "-b", f"127.0.0.1:{port}"),
+                    *("-m", "gunicorn", "-c", GUNICORN_CONF_BY_SERVICE[name], "-b", f"127.0.0.1:{port}"),
                     *("--env", f"OTEL_SERVICE_NAME={name}", f"services.{name}:create_app()"),
                 ],
                 environment={**service_env, **_per_service_env(layout, name)},
