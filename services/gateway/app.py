@@ -38,10 +38,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     instrument([RequestsInstrumentor()])
     if not broken_on_purpose.UNINSTRUMENTED_PRODUCER.on:
         instrument_celery_producer()
-    app.extensions["users_client"] = app.config.get("USERS_CLIENT") or UsersClient(
+    # The clients, built from the settings in app.config (a test passes its own settings, not clients).
+    app.extensions["users_client"] = UsersClient(
         app.config["USERS_URL"], app.config["SERVICE_TOKEN"], app.config["USERS_TIMEOUT_S"]
     )
-    app.extensions["job_queue"] = app.config.get("JOB_QUEUE") or JobQueue(app.config["REDIS_URL"])
+    app.extensions["job_queue"] = JobQueue(app.config["REDIS_URL"])
     app.register_blueprint(blueprint)
     app.register_blueprint(openapi_blueprint)
     app.register_blueprint(workflow_blueprint)  # chain, chord, countdown, job queueing a job
