@@ -28,7 +28,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Redis is this service's database, so its commands are spans (the design's `db_query` step).
     # Only here: in the gateway and worker Redis is Celery's broker, whose polling would bury the trace.
     instrument([RedisInstrumentor()])
-    client = app.config.get("REDIS_CLIENT") or redis.Redis.from_url(
+    client = redis.Redis.from_url(
         app.config["REDIS_URL"], socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
     )
     app.extensions["user_store"] = UserStore(client)
