@@ -71,6 +71,8 @@ def build_programs(
                 *("-m", "tracehop", "trace-store"),
                 *("--otlp-port", str(ports.otlp), "--query-port", str(ports.query)),
                 *("--db", str(layout.traces_db)),
+                *("--log-dir", str(layout.log_dir)),
+                *(("--prometheus-url", f"http://127.0.0.1:{ports.prometheus}") if prometheus_binary else ()),
             ],
             priority=20,
             stopwaitsecs=10,
