@@ -273,8 +273,8 @@ def test_a_running_store_prunes_what_is_past_its_retention(tmp_path: Path):
 
 
 def test_a_bad_retention_setting_stops_the_store_with_a_message(monkeypatch, tmp_path: Path, capsys):
-    from tests.conftest import free_port
     from tracehop.cli import EXIT_FAILED, main
+    from tracehop.stack.config import free_port
 
     monkeypatch.setenv("TRACEHOP_TRACE_RETENTION", "max_age=forever")
     ports = ["--otlp-port", str(free_port()), "--query-port", str(free_port())]
