@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 from flask import Flask
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
 from services.clients.users_client import UsersClient
 from services.demo import broken_on_purpose
 from services.gateway.conformance import register_conformance_endpoint
+from services.gateway.idempotency import IdempotencyStore
 from services.gateway.job_queue import JobQueue
 from services.gateway.openapi import blueprint as openapi_blueprint
 from services.gateway.routes import blueprint
@@ -21,6 +23,8 @@ from services.telemetry.logs import configure_logging
 from services.telemetry.setup import instrument
 from services.web import settings
 from services.web.observe import observe_flask_app
+from services.worker.celery_app import app as celery_app
+from services.worker.job_ledger import start_reconciler
 
 SERVICE = "gateway"
 
@@ -43,6 +47,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config["USERS_URL"], app.config["SERVICE_TOKEN"], app.config["USERS_TIMEOUT_S"]
     )
     app.extensions["job_queue"] = JobQueue(app.config["REDIS_URL"])
+    app.extensions["idempotency"] = IdempotencyStore(
+        redis.Redis.from_url(app.config["REDIS_URL"], socket_timeout=2, socket_connect_timeout=2)
+    )
     app.register_blueprint(blueprint)
     app.register_blueprint(openapi_blueprint)
     app.register_blueprint(workflow_blueprint)  # chain, chord, countdown, job queueing a job
@@ -50,4 +57,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     observe_flask_app(app, SERVICE)
     # After the instrumentation: the boundary's hook links the span the instrumentation has just started.
     install_trust_boundary(app, TrustSettings.from_config(app.config))
+    if not app.testing:
+        # In each gunicorn worker process (the app is created after the fork): publishes again a job
+        # that was accepted but never started (services/worker/job_ledger.py).
+        start_reconciler(celery_app)
     return app

@@ -36,16 +36,17 @@ class JobQueue:
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
 
-    def queue_welcome_email(self, user_id: int, email: str) -> str:
+    def queue_welcome_email(self, user_id: int, email: str, job_id: str | None = None) -> str:
+        """Queue the welcome e-mail; with `job_id`, under that id (a retry of the same request)."""
         domain = email.rpartition("@")[2]
-        return self._queue(send_welcome_email, user_id, domain)
+        return self._queue(send_welcome_email, user_id, domain, job_id=job_id)
 
     def queue_report(self, user_id: int) -> str:
         return self._queue(generate_report, user_id)
 
-    def _queue(self, task: Any, *args: Any) -> str:
+    def _queue(self, task: Any, *args: Any, job_id: str | None = None) -> str:
         with broker_errors_as_unavailable():
-            return task.apply_async(args=args).id
+            return task.apply_async(args=args, task_id=job_id).id
 
     def job_status(self, job_id: str) -> dict[str, Any]:
         with broker_errors_as_unavailable("result backend"):

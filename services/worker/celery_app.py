@@ -2,14 +2,17 @@
 
     celery -A services.worker.celery_app worker --loglevel INFO
 
-Tasks live in `services.worker.tasks`. The gateway imports this same app to queue them: the task objects
-must be registered in the producer too, or the Celery instrumentation cannot close its PRODUCER span.
+Tasks live in `services.worker.tasks` and `services.worker.workflow_tasks`; the gateway imports this same
+app and those modules to queue them, so the Celery instrumentation finds each task object and its
+PRODUCER span covers the publish. (`services.worker.named_tasks` is the exception on purpose: the gateway
+sends its job by name; docs/context-propagation.md says what that changes.)
 
-Process lifecycle (prefork pool): services/telemetry/celery.py wires logs and tracing to Celery's signals
-(`instrument_celery` below); this module adds, through its hooks, the job metrics and their /metrics server
-(main process, `worker_init`: a process that only sends tasks, like the gateway, counts nothing), counted
-span export, chord links, and marking a dead child's Prometheus files dead. The configuration is read from
-the environment when Celery first needs it (`celery_config`), not when this module is imported.
+Process lifecycle, for every pool (TRACEHOP_WORKER_POOL): services/telemetry/celery.py wires logs and
+tracing to Celery's signals (`instrument_celery` below); this module adds, through its hooks, the job metrics
+and their /metrics server (main process, `worker_init`: a process that only sends tasks, like the gateway,
+counts nothing), counted span export, chord links, and marking a dead child's Prometheus files dead. The
+configuration is read from the environment when Celery first needs it (`celery_config`), not when this
+module is imported.
 celery beat (`celery -A services.worker.celery_app beat`) gets its own tracer provider (service `beat`), so
 each scheduled job's trace starts with beat's PRODUCER span.
 
@@ -20,37 +23,37 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery, Task
+from celery import Celery
 
 from services.demo import broken_on_purpose, fault_injection
 from services.metrics import multiprocess
 from services.metrics.span_export_metrics import CountingSpanExporter
 from services.telemetry.celery import CeleryHooks, instrument_celery
 from services.web import settings
-from services.worker import chord_links, job_metrics
+from services.worker import chord_links, job_ledger, job_metrics
+from services.worker.job_claims import IdempotentTask
 from services.worker.log_privacy import hide_job_results
 
 SERVICE = "worker"
 BEAT_SERVICE = "beat"
 
 
-class FaultInjectingTask(Task):
+class FaultInjectingTask(IdempotentTask):
     """Runs the faults a request's baggage asks of the worker (`tracehop.fault=worker:...`) inside the
     job's span, before the job. A Task class and not a task_prerun receiver: Celery logs and swallows
     exceptions raised by signal receivers, so an `error` fault could not fail the job from there."""
 
-    def __call__(self, *args: object, **kwargs: object) -> object:
+    def before_job(self) -> None:
         fault_injection.inject_faults(SERVICE)
-        return super().__call__(*args, **kwargs)
 
 
 class WorkerCelery(Celery):
     """Celery, with its task class chosen when Celery builds its tasks (when the worker starts, or when a
     producer first sends one) rather than when this module is imported."""
 
-    def create_task_cls(self) -> type[Task]:
+    def create_task_cls(self) -> type[IdempotentTask]:
         # Only when allowed: otherwise every job runs through Celery's plain (faster) call path.
-        self.task_cls = FaultInjectingTask if fault_injection.enabled() else Task
+        self.task_cls = FaultInjectingTask if fault_injection.enabled() else IdempotentTask
         return super().create_task_cls()
 
 
@@ -95,7 +98,9 @@ def celery_config() -> dict[str, object]:
             "interval_step": 0.2,
             "interval_max": 0.5,
         },
-        "task_track_started": True,
+        # STARTED is written by IdempotentTask once a job has claimed its id (job_claims.py): Celery's own
+        # would be written by a duplicate copy too, over the finished job's state.
+        "task_track_started": False,
         "worker_concurrency": worker["worker_concurrency"],
         # Our logs go through loguru as JSON: Celery must neither redirect stdout nor take the root logger.
         "worker_redirect_stdouts": False,
@@ -115,8 +120,17 @@ def celery_config() -> dict[str, object]:
     }
 
 
-app = WorkerCelery("tracehop", include=["services.worker.tasks", "services.worker.workflow_tasks"])
+app = WorkerCelery(
+    "tracehop",
+    # Loaded by the worker only: the gateway imports tasks and workflow_tasks itself, never named_tasks
+    # (it sends those jobs by name).
+    include=["services.worker.tasks", "services.worker.workflow_tasks", "services.worker.named_tasks"],
+)
 app.add_defaults(celery_config)
+
+# Every publish of one of our jobs is recorded until the job starts (job_ledger.py): the gateway's
+# reconciler publishes a job again if its message was lost between the broker and a dying worker.
+job_ledger.connect_recording(app)
 
 
 def _after_logging_setup() -> None:

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from celery import signals
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.b3 import B3SingleFormat
 
@@ -97,6 +98,7 @@ def test_every_field_has_a_default(client, broker, path, task, args, extra):
         ("/reminder", {"delay_s": "1"}, "invalid_delay"),
         ("/followup", {"note": ""}, "invalid_note"),
         ("/followup", [1, 2], "invalid_body"),
+        ("/by-name", {"note": ""}, "invalid_note"),
     ],
 )
 def test_bad_input_is_a_400_and_publishes_nothing(client, broker, path, body, error):
@@ -104,6 +106,51 @@ def test_bad_input_is_a_400_and_publishes_nothing(client, broker, path, body, er
     assert response.status_code == 400
     assert response.get_json()["error"] == error
     assert queued_messages(broker) == []
+
+
+def test_by_name_sends_a_job_the_gateway_has_no_task_object_for(client, broker):
+    response = client.post("/api/workflows/by-name", json={"note": "q3"})
+    assert response.status_code == 202
+    (message,) = queued_messages(broker)
+    headers = message["headers"]
+    assert (headers["task"], message["args"], headers["id"]) == (
+        "archive_note",
+        ["q3"],
+        response.get_json()["job_id"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "task", "current_while_publishing"),
+    [
+        # A task object in the gateway: the PRODUCER span is current until after_task_publish ends it.
+        ("/api/workflows/followup", "plan_followup", "apply_async/plan_followup"),
+        # By name, no task object: the instrumentation keeps no handle on the span it started, so it ends
+        # (and its context is detached) within before_task_publish, before the message is sent.
+        ("/api/workflows/by-name", "archive_note", "POST /api/workflows/by-name"),
+    ],
+)
+def test_what_publishing_by_name_changes_for_the_producer_span(
+    client, broker, spans, path, task, current_while_publishing
+):
+    seen: list[str] = []
+
+    def record(**_: object) -> None:  # connected after the instrumentation's receiver: runs after it
+        seen.append(trace.get_current_span().name)
+
+    signals.before_task_publish.connect(record, weak=False)
+    try:
+        response = client.post(path, json={"note": "q3"})
+    finally:
+        signals.before_task_publish.disconnect(record)
+    assert response.status_code == 202
+    assert seen == [current_while_publishing]
+    # Either way the span is in the trace, under the request's span, and the message names it.
+    (producer,) = [span for span in spans.get_finished_spans() if span.name == f"apply_async/{task}"]
+    (server,) = [span for span in spans.get_finished_spans() if span.kind is trace.SpanKind.SERVER]
+    assert producer.parent.span_id == server.context.span_id
+    (message,) = queued_messages(broker)
+    assert message["headers"]["traceparent"].split("-")[2] == trace.format_span_id(producer.context.span_id)
 
 
 def test_a_broker_down_is_a_503(make_gateway):
