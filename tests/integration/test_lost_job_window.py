@@ -21,8 +21,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.integration.conftest import AmqpBroker, RunningStack, start_private_stack, stop_in_background
+from tests.integration.amqp_fixtures import AmqpBroker
 from tests.integration.fault_tools import Programs, metric_value
+from tests.integration.stack import RunningStack, start_private_stack, stop_in_background
 
 ENV = {
     "GUNICORN_WORKERS": "1",
