@@ -28,10 +28,17 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from services.common import settings
 from services.common.propagation import use_w3c_tracestate
 from services.common.span_export_metrics import CountingSpanExporter
+from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter
 
 # An absent or slow backend must cost a request nothing and a shutdown only a few seconds: the SDK's own
 # default export timeout is 10 s, and it retries within it.
 DEFAULT_EXPORT_TIMEOUT_S = 3.0
+
+# OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL: the OTLP/HTTP encodings we can send.
+# Our default is http/json (the specification's is http/protobuf): the same exporter with an encoder that
+# costs a third of the SDK's protobuf one (docs/performance.md); Jaeger and our trace store accept both.
+EXPORTERS = {"http/json": OTLPJsonSpanExporter, "http/protobuf": OTLPSpanExporter}
+DEFAULT_PROTOCOL = "http/json"
 
 # Baggage entries copied onto every span as attributes, so a test (or a person in Jaeger) can see that
 # the caller's baggage reached the worker. Only our own namespace: arbitrary baggage from outside callers
@@ -89,6 +96,26 @@ def _export_timeout_s() -> float | None:
     return DEFAULT_EXPORT_TIMEOUT_S
 
 
+def export_protocol() -> str:
+    """The OTLP protocol for spans, read the way the SDK's auto-configuration reads it."""
+    name = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    raw = os.environ.get(name)
+    if not raw:
+        name, raw = "OTEL_EXPORTER_OTLP_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    protocol = (raw or DEFAULT_PROTOCOL).strip().lower()
+    if protocol not in EXPORTERS:
+        choices = ", ".join(sorted(EXPORTERS))
+        raise ValueError(
+            f"{name}={raw!r} is not supported here: use one of {choices} (grpc is not installed)"
+        )
+    return protocol
+
+
+def otlp_span_exporter() -> SpanExporter:
+    """The OTLP/HTTP exporter the protocol setting names, with our default timeout."""
+    return EXPORTERS[export_protocol()](timeout=_export_timeout_s())
+
+
 def setup_tracing(
     service_name: str, exporter: SpanExporter | None = None, *, register_atexit: bool = True
 ) -> TracerProvider | None:
@@ -105,7 +132,7 @@ def setup_tracing(
         provider = TracerProvider(resource=build_resource(service_name))
         provider.add_span_processor(BaggageSpanProcessor(_is_own_baggage_key))
         # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
-        exported_to = CountingSpanExporter(exporter or OTLPSpanExporter(timeout=_export_timeout_s()))
+        exported_to = CountingSpanExporter(exporter or otlp_span_exporter())
         provider.add_span_processor(BatchSpanProcessor(exported_to))
         trace.set_tracer_provider(provider)
         use_w3c_tracestate()
