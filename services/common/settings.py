@@ -77,3 +77,15 @@ def deployment_environment() -> str:
 def tracing_disabled() -> bool:
     """OTEL_SDK_DISABLED, read the way the SDK reads it, so 'off' means no instrumentation at all."""
     return env_bool("OTEL_SDK_DISABLED", False)
+
+
+TRACING_SETUPS = ("tracehop", "stock")
+
+
+def tracing_setup() -> str:
+    """TRACEHOP_TRACING_SETUP: `tracehop` (as shipped) or `stock`, OpenTelemetry's documented setup with
+    the SDK's defaults and none of tracehop's additions; `make bench` measures both (docs/performance.md)."""
+    value = env_str("TRACEHOP_TRACING_SETUP", "tracehop").strip().lower()
+    if value not in TRACING_SETUPS:
+        raise ValueError(f"TRACEHOP_TRACING_SETUP must be one of {', '.join(TRACING_SETUPS)}, got {value!r}")
+    return value

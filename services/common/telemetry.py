@@ -129,18 +129,33 @@ def setup_tracing(
     with _lock:
         if _provider is not None and _provider_pid == os.getpid():
             return _provider
-        provider = TracerProvider(resource=build_resource(service_name))
-        provider.add_span_processor(BaggageSpanProcessor(_is_own_baggage_key))
-        # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
-        exported_to = CountingSpanExporter(exporter or otlp_span_exporter())
-        provider.add_span_processor(BatchSpanProcessor(exported_to))
+        if settings.tracing_setup() == "stock":
+            provider = _stock_provider(service_name, exporter)
+        else:
+            provider = TracerProvider(resource=build_resource(service_name))
+            provider.add_span_processor(BaggageSpanProcessor(_is_own_baggage_key))
+            # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
+            exported_to = CountingSpanExporter(exporter or otlp_span_exporter())
+            provider.add_span_processor(BatchSpanProcessor(exported_to))
+            use_w3c_tracestate()
         trace.set_tracer_provider(provider)
-        use_w3c_tracestate()
         _provider, _provider_pid = provider, os.getpid()
     if register_atexit:
         # gunicorn workers and the Celery main process run atexit handlers; prefork children do not,
         # which is why the worker also calls shutdown_tracing() from worker_process_shutdown.
         atexit.register(shutdown_tracing)
+    return provider
+
+
+def _stock_provider(service_name: str, exporter: SpanExporter | None) -> TracerProvider:
+    """TRACEHOP_TRACING_SETUP=stock: the provider as OpenTelemetry's Python documentation sets it up, for
+    `make bench` to measure tracehop against. The SDK's OTLP/protobuf exporter and batch processor at
+    their defaults (10 s timeout; OTEL_BSP_* as set), a plain Resource with the same attributes, and none
+    of tracehop's additions: no baggage processor, no export counting, no cached resource hash, the
+    library's tracestate parsing."""
+    resource = Resource.create(dict(build_resource(service_name).attributes))
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter()))
     return provider
 
 
