@@ -122,6 +122,18 @@ class BenchSettings:
     modes: tuple[str, ...] = MODES
 
     @property
+    def sampling_ratio(self) -> float:
+        """The share of traces the services' sampler keeps (OTEL_TRACES_SAMPLER[_ARG], as the SDK reads
+        them); below 1, requests without a stored trace are unsampled, not dropped."""
+        sampler = (os.environ.get("OTEL_TRACES_SAMPLER") or "parentbased_always_on").strip().lower()
+        if sampler in ("traceidratio", "parentbased_traceidratio"):
+            try:
+                return min(1.0, max(0.0, float(os.environ.get("OTEL_TRACES_SAMPLER_ARG") or 1.0)))
+            except ValueError:
+                return 1.0
+        return 0.0 if sampler in ("always_off", "parentbased_always_off") else 1.0
+
+    @property
     def mix(self) -> UserMix:
         return UserMix(post_share=self.post_share, max_user_id=self.seed_users)
 
@@ -204,18 +216,22 @@ def start_bench_stack(mode: str, root: Path) -> BenchStack:
 def warm_up(bench: BenchStack, settings: BenchSettings) -> None:
     """Create the users the GETs ask for, learn the traces' shapes, and run the code paths once."""
     created: dict[str, Any] = {}
-    for index in range(settings.seed_users):
+    for index in range(settings.seed_users - 1):
         body = {"name": "Bench Seed", "email": f"seed-{index}@example.org"}
         response = bench.http.post(f"{bench.gateway}/api/users", json=body, timeout=10)
         response.raise_for_status()
         created = response.json()
-    if created["user"]["id"] != settings.seed_users:
+    # The last seed user and the GET whose traces teach the shapes: sampled ones (with a ratio sampler
+    # most are not; the traceresponse header's flags say which).
+    created = _sampled_response(
+        bench, "post", "/api/users", {"name": "Bench Seed", "email": "seed-last@example.org"}
+    )
+    if created["user"]["id"] < settings.seed_users:
         raise RuntimeError(f"expected a fresh users store, got user id {created['user']['id']}")
-    fetched = bench.http.get(f"{bench.gateway}/api/users/1", timeout=10)
-    fetched.raise_for_status()
+    fetched = _sampled_response(bench, "get", "/api/users/1")
     wait_for_job(bench, created["job_id"])
     if bench.traced:
-        for kind, trace_id in (("create", created["trace_id"]), ("get", fetched.json()["trace_id"])):
+        for kind, trace_id in (("create", created["trace_id"]), ("get", fetched["trace_id"])):
             shape = learn_shape(bench.query, trace_id)
             bench.shapes[shape.root_name] = shape
             bench.kind_roots[kind] = shape.root_name
@@ -224,6 +240,18 @@ def warm_up(bench: BenchStack, settings: BenchSettings) -> None:
     wait_for_drain(bench.redis, time.monotonic(), settings.drain_timeout_s)
     if bench.traced:
         bench.wait_until_settled()
+
+
+def _sampled_response(bench: BenchStack, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    for attempt in range(500):
+        if method == "post" and attempt:
+            body = {**body, "email": f"seed-last-{attempt}@example.org"}
+        response = bench.http.request(method, f"{bench.gateway}{path}", json=body, timeout=10)
+        response.raise_for_status()
+        flags = response.headers.get("traceresponse", "00-0-0-00").split("-")[-1]
+        if not bench.traced or int(flags, 16) & 1:
+            return response.json()
+    raise RuntimeError(f"no sampled {method.upper()} {path} in 500 requests: is the sampler off?")
 
 
 def wait_for_job(bench: BenchStack, job_id: str, timeout_s: float = 30.0) -> None:
@@ -322,7 +350,8 @@ def measure_window(
 ) -> tuple[dict[str, Any], FreshnessResult | None]:
     tracker = None
     on_response = None
-    if phase == FIXED_RATE and bench.mode == TRACEHOP:  # the freshness target is tracehop's
+    # The freshness target is tracehop's, and about complete traces: with a ratio sampler most are not.
+    if phase == FIXED_RATE and bench.mode == TRACEHOP and settings.sampling_ratio >= 1:
         expected = bench.shapes[bench.kind_roots["create"]].spans
         tracker = FreshnessTracker(bench.reader, bench.query, expected).start()
         on_response = freshness_sampler(tracker, settings.freshness_every)
@@ -353,7 +382,13 @@ def measure_window(
             bench.shapes,
         )
         answered = {bench.kind_roots["create"]: result.created, bench.kind_roots["get"]: result.fetched}
-        spans = account_spans(roots, answered, bench.shapes, purged_jobs=drain.purged)
+        spans = account_spans(
+            roots,
+            answered,
+            bench.shapes,
+            purged_jobs=drain.purged,
+            every_request_sampled=settings.sampling_ratio >= 1,
+        )
     freshness = tracker.finish() if tracker is not None else None
 
     record = window_record(bench, phase, round_number, result, before, after, drained, drain, spans)
@@ -525,6 +560,7 @@ def recorded_settings(settings: BenchSettings, benches: dict[str, BenchStack]) -
     values.pop("profile_dir", None)
     values["saturation_generator"] = settings.saturation_generator()
     values["modes"] = list(settings.modes)
+    values["sampling_ratio"] = settings.sampling_ratio
     values["wrk_threads"] = 1
     reference = benches.get(TRACEHOP) or next(iter(benches.values()))
     stack_env = reference.stack.env

@@ -120,10 +120,22 @@ def cpu_ms_per_request(windows: Sequence[Mapping[str, Any]], components: Sequenc
 
 
 def _span_totals(windows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    totals = {"spans_exported": 0, "spans_expected": 0, "spans_dropped": 0, "incomplete_traces": 0}
+    totals = {
+        "spans_exported": 0,
+        "spans_expected": 0,
+        "spans_dropped": 0,
+        "incomplete_traces": 0,
+        "traces": 0,
+    }
+    answered = 0
     for w in windows:
         for key in totals:
             totals[key] += (w.get("spans") or {}).get(key, 0)
+        answered += w["load"]["created"] + w["load"]["fetched"]
+    # The share of answered requests whose trace was stored: 1 at 100% sampling, about the ratio below.
+    totals["traces_per_request"] = (
+        round(totals["traces"] / answered, 3) if answered and totals["traces"] else None
+    )
     return totals
 
 
