@@ -350,8 +350,9 @@ def measure_window(
 ) -> tuple[dict[str, Any], FreshnessResult | None]:
     tracker = None
     on_response = None
-    # The freshness target is tracehop's, and about complete traces: with a ratio sampler most are not.
-    if phase == FIXED_RATE and bench.mode == TRACEHOP and settings.sampling_ratio >= 1:
+    # Every traced mode, so that the tracker's polling loads each alike (the target is tracehop's). Not
+    # with a ratio sampler: most traces are not sampled, and the tracker cannot tell which.
+    if phase == FIXED_RATE and bench.traced and settings.sampling_ratio >= 1:
         expected = bench.shapes[bench.kind_roots["create"]].spans
         tracker = FreshnessTracker(bench.reader, bench.query, expected).start()
         on_response = freshness_sampler(tracker, settings.freshness_every)
@@ -534,9 +535,9 @@ def measure_ceilings(settings: BenchSettings) -> dict[str, Any]:
 
 def run_rounds(
     benches: dict[str, BenchStack], settings: BenchSettings, probe: CpuProbe, progress: BenchProgress
-) -> tuple[list[dict[str, Any]], FreshnessResult]:
+) -> tuple[list[dict[str, Any]], dict[str, FreshnessResult]]:
     windows: list[dict[str, Any]] = []
-    freshness = FreshnessResult()
+    freshness = {mode: FreshnessResult() for mode, bench in benches.items() if bench.traced}
     for round_number in range(1, settings.rounds + 1):
         # ABC, CBA, ...: a drift of the machine's speed within the run hits every mode alike.
         order = settings.modes if round_number % 2 else tuple(reversed(settings.modes))
@@ -548,7 +549,7 @@ def run_rounds(
                 )
                 windows.append(record)
                 if sampled is not None:
-                    freshness = freshness.merge(sampled)
+                    freshness[mode] = freshness[mode].merge(sampled)
     return windows, freshness
 
 
@@ -608,7 +609,7 @@ def run_bench(settings: BenchSettings, console: Console) -> dict[str, Any]:
             machine=machine,
             settings=recorded_settings(settings, benches),
             loadgen=loadgen,
-            freshness=freshness.as_dict(),
+            freshness={mode: result.as_dict() for mode, result in freshness.items()},
             notes=result_notes(settings, shapes),
         )
         failed = False
