@@ -97,6 +97,8 @@ MODE_ENV = {
         "TRACEHOP_TRACING_SETUP": "stock",
         "TRACEHOP_LOG_SPAN_EVENTS": "false",
         "OTEL_BSP_SCHEDULE_DELAY": os.environ.get("OTEL_BSP_SCHEDULE_DELAY") or "5000",
+        # The instrumentations' default semantic conventions (the stack runner opts in to the stable ones).
+        "OTEL_SEMCONV_STABILITY_OPT_IN": os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""),
     },
     TRACEHOP: {"OTEL_SDK_DISABLED": "false", "TRACEHOP_TRACING_SETUP": "tracehop"},
 }
