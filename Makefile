@@ -77,7 +77,7 @@ test-stack: install ## the same trace/log/metric checks against a running compos
 	$(PY) -m pytest tests/stack $(PYTEST_ARGS)
 
 audit: install ## audit the locked dependencies for known vulnerabilities (pip-audit)
-	$(PY) -m tracehop.dependency_audit
+	$(PY) -m tools.dependency_audit
 
 lint: install ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .

@@ -19,11 +19,9 @@ import requests
 from rich.console import Console
 from rich.markup import escape
 
-from tracehop import compose_stack
-from tracehop.compose_stack import ComposeError
-from tracehop.prometheus_config import PrometheusConfigError
-from tracehop.stack import LocalStack, StackError, StackStartError
-from tracehop.stack_config import (
+from tracehop.stack import compose
+from tracehop.stack.compose import ComposeError
+from tracehop.stack.config import (
     StackConfigError,
     gateway_url_from_env,
     log_dir_from_env,
@@ -31,7 +29,9 @@ from tracehop.stack_config import (
     query_url_from_env,
     var_dir_from_env,
 )
-from tracehop.stack_view import (
+from tracehop.stack.prometheus_config import PrometheusConfigError
+from tracehop.stack.runner import LocalStack, StackError, StackStartError
+from tracehop.stack.view import (
     NEXT_STEPS,
     components_table,
     failure_panel,
@@ -39,11 +39,12 @@ from tracehop.stack_view import (
     start_progress,
     urls_table,
 )
-from tracehop.trace_logs import logs_table, read_trace_logs
-from tracehop.trace_view import WAIT_SECONDS, TraceViewError, default_trace_id, normalize_trace_id, show_trace
+from tracehop.traces.logs import logs_table, read_trace_logs
+from tracehop.traces.view import WAIT_SECONDS, TraceViewError, normalize_trace_id, show_trace
 from tracehop.traffic import (
     DEFAULT_COUNT,
     TrafficError,
+    latest_trace_id,
     run_fault_traffic,
     run_traffic,
     save_traffic,
@@ -77,14 +78,14 @@ err = Console(stderr=True, highlight=False)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    if compose_stack.wants_compose():
+    if compose.wants_compose():
         out.print("A Docker engine answers: starting the full stack with [bold]docker compose[/].")
         started = time.monotonic()
-        new_password = compose_stack.compose_up()
+        new_password = compose.compose_up()
         out.print(f"docker compose stack ready in {time.monotonic() - started:.1f}s")
         if new_password:
             out.print(f"Grafana admin password (saved in .env.local, shown once): [bold]{new_password}[/]")
-        out.print(published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
+        out.print(published_ports_table(compose.published_ports(compose.compose_ps())))
         out.print(NEXT_STEPS)
         return EXIT_OK
 
@@ -125,8 +126,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    if compose_stack.wants_compose():
-        compose_stack.compose_down()
+    if compose.wants_compose():
+        compose.compose_down()
         out.print("docker compose stack stopped.")
     stack = LocalStack.from_env()
     report = stack.stop(timeout=args.timeout)
@@ -141,8 +142,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    if compose_stack.wants_compose():
-        out.print(published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
+    if compose.wants_compose():
+        out.print(published_ports_table(compose.published_ports(compose.compose_ps())))
         return EXIT_OK
     stack = LocalStack.from_env()
     statuses = stack.status()
@@ -158,8 +159,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_urls(args: argparse.Namespace) -> int:
-    if compose_stack.wants_compose():
-        out.print(published_ports_table(compose_stack.published_ports(compose_stack.compose_ps())))
+    if compose.wants_compose():
+        out.print(published_ports_table(compose.published_ports(compose.compose_ps())))
         return EXIT_OK
     stack = LocalStack.from_env()
     running = stack.is_running()
@@ -201,6 +202,17 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def default_trace_id(last_traffic: Path) -> str:
+    """The latest `POST /api/users` trace of the last `make traffic` run."""
+    trace_id = latest_trace_id(last_traffic)
+    if trace_id is None:
+        raise TraceViewError(
+            f"no trace id given and no POST /api/users in {last_traffic}: run `make traffic` first, "
+            "or pass one: `make trace ID=<trace id>`"
+        )
+    return trace_id
+
+
 def cmd_trace(args: argparse.Namespace) -> int:
     if args.trace_id:
         trace_id = normalize_trace_id(args.trace_id)
@@ -227,7 +239,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_trace_store(args: argparse.Namespace) -> int:
-    from tracehop import trace_store
+    from tracehop.traces.store import server as trace_store
 
     db_path = Path(args.db) if args.db else var_dir_from_env() / "traces.sqlite3"
     db_path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ W3C `traceresponse` header. The run is saved to $TRACEHOP_VAR_DIR/last_traffic.j
 can show the latest `POST /api/users` without being told an id.
 
 `--faults` sends instead a few requests that carry a fault flag in their baggage (`tracehop.fault`, see
-services/common/fault_injection.py): a slow trace and error traces on demand. The services apply them
+services/demo/fault_injection.py): a slow trace and error traces on demand. The services apply them
 only where TRACEHOP_FAULT_INJECTION is on, which `make up` turns on for its local stack.
 """
 

@@ -6,19 +6,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
-from services.common import broken_on_purpose, telemetry
-from services.common.flask_observability import observe_flask_app
-from services.common.logging_setup import configure_logging
-from services.common.users_client import UsersClient
+from services.clients.users_client import UsersClient
+from services.demo import broken_on_purpose
 from services.gateway.conformance import register_conformance_endpoint
 from services.gateway.job_queue import JobQueue
 from services.gateway.openapi import blueprint as openapi_blueprint
 from services.gateway.routes import blueprint
 from services.gateway.trust_boundary import install_trust_boundary
 from services.gateway.workflow_routes import blueprint as workflow_blueprint
+from services.telemetry.celery import instrument_celery_producer
+from services.telemetry.logs import configure_logging
+from services.telemetry.setup import instrument
+from services.web.observe import observe_flask_app
 
 SERVICE = "gateway"
 
@@ -33,10 +34,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # the context injected into the task message headers — without it the worker starts a new trace.
     # (Broken on purpose #1 leaves Celery out: the worker's spans then start traces of their own.)
     broken_on_purpose.warn_if_any(SERVICE)
-    instrumentors: list[object] = [RequestsInstrumentor()]
+    instrument([RequestsInstrumentor()])
     if not broken_on_purpose.UNINSTRUMENTED_PRODUCER.on:
-        instrumentors.append(CeleryInstrumentor())
-    telemetry.instrument(instrumentors)
+        instrument_celery_producer()
     app.extensions["users_client"] = app.config.get("USERS_CLIENT") or UsersClient()
     app.extensions["job_queue"] = app.config.get("JOB_QUEUE") or JobQueue()
     app.register_blueprint(blueprint)

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from services.common.safe_attributes import mask_emails
+from services.telemetry.safe_attributes import mask_emails
 
 _OWS = " \t"
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
-from services.common import settings
-from services.common.http_errors import ApiError
-from services.common.json_body import read_json_body
+from services.web import settings
+from services.web.http_errors import ApiError
+from services.web.json_body import read_json_body
 
 MAX_CALLS = 32
 CALL_TIMEOUT_S = (1.0, 5.0)

@@ -9,7 +9,7 @@ import redis
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
-from services.common import settings
+from services.web import settings
 from services.worker.celery_app import app as celery_app
 from services.worker.tasks import generate_report, send_welcome_email
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from services.common.user_validation import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH
+from services.clients.user_validation import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH
 from services.gateway import workflow_routes
 from services.worker.workflow_tasks import MAX_CHORD_PARTS
 

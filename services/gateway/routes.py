@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from services.common.http_errors import ApiError
-from services.common.json_body import read_json_body
-from services.common.telemetry import current_trace_id
-from services.common.user_validation import parse_new_user
-from services.common.users_client import UsersClient, UsersRejected, UsersUnavailable
+from services.clients.user_validation import parse_new_user
+from services.clients.users_client import UsersClient, UsersRejected, UsersUnavailable
 from services.gateway.job_queue import JobQueue, QueueUnavailable, is_valid_job_id
+from services.telemetry.setup import current_trace_id
+from services.web.http_errors import ApiError
+from services.web.json_body import read_json_body
 
 blueprint = Blueprint("gateway", __name__)
 

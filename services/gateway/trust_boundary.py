@@ -10,7 +10,7 @@ Two settings decide (W3C Trace Context calls this "crossing a trust boundary"):
   caller's `baggage` entries that travel on to users and the worker (see baggage_policy.py).
 
 - Personal data in URLs: a caller may put an e-mail address in a path or query string (`/api/users/ada@…`).
-  The SERVER span's URL attributes are masked like every other attribute (services/common/safe_attributes),
+  The SERVER span's URL attributes are masked like every other attribute (services/telemetry/safe_attributes),
   and a request that matched no route gets a span name without its path (the path is the caller's text).
 
 It works on the WSGI environ before the Flask instrumentation extracts context from it: a WSGI
@@ -30,10 +30,10 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.wsgi import wsgi_getter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from services.common import settings
-from services.common.propagation import use_w3c_tracestate
-from services.common.safe_attributes import mask_emails
 from services.gateway.baggage_policy import BaggagePolicy
+from services.telemetry.propagation import use_w3c_tracestate
+from services.telemetry.safe_attributes import mask_emails
+from services.web import settings
 
 CALLER_CONTEXT_KEY = "tracehop.caller_span_context"
 BAGGAGE_DROPPED_KEY = "tracehop.baggage_dropped"
@@ -101,7 +101,7 @@ class TrustBoundaryMiddleware:
 def install_trust_boundary(app: Flask, trust: TrustSettings | None = None) -> None:
     """Call after the Flask instrumentation is applied (its span must exist when the hook runs)."""
     trust = trust or TrustSettings.from_env()
-    # Also the edge's tracestate parsing: members are kept one by one (services/common/tracestate.py).
+    # Also the edge's tracestate parsing: members are kept one by one (services/telemetry/tracestate.py).
     use_w3c_tracestate()
     app.wsgi_app = TrustBoundaryMiddleware(app.wsgi_app, trust)  # type: ignore[method-assign]
     app.extensions["trust_boundary"] = trust

@@ -23,9 +23,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from kombu.exceptions import OperationalError
 
-from services.common.http_errors import ApiError
-from services.common.json_body import read_json_body
-from services.common.telemetry import current_trace_id
+from services.telemetry.setup import current_trace_id
+from services.web.http_errors import ApiError
+from services.web.json_body import read_json_body
 from services.worker import workflow_tasks
 
 blueprint = Blueprint("workflows", __name__, url_prefix="/api/workflows")

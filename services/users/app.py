@@ -9,11 +9,12 @@ import redis
 from flask import Flask
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-from services.common import settings, telemetry
-from services.common.flask_observability import observe_flask_app
-from services.common.logging_setup import configure_logging
+from services.telemetry.logs import configure_logging
+from services.telemetry.setup import instrument
 from services.users.routes import blueprint
 from services.users.store import UserStore
+from services.web import settings
+from services.web.observe import observe_flask_app
 
 SERVICE = "users"
 
@@ -30,7 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         configure_logging(SERVICE)
     # Redis is this service's database, so its commands are spans (the design's `db_query` step).
     # Only here: in the gateway and worker Redis is Celery's broker, whose polling would bury the trace.
-    telemetry.instrument([RedisInstrumentor()])
+    instrument([RedisInstrumentor()])
     client = app.config.get("REDIS_CLIENT") or redis.Redis.from_url(
         app.config["REDIS_URL"], socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
     )

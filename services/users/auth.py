@@ -19,8 +19,8 @@ from flask import current_app, request
 from loguru import logger
 from opentelemetry import trace
 
-from services.common.http_errors import ApiError
-from services.common.users_client import SERVICE_TOKEN_HEADER
+from services.clients.users_client import SERVICE_TOKEN_HEADER
+from services.web.http_errors import ApiError
 
 tracer = trace.get_tracer(__name__)
 

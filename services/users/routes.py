@@ -7,11 +7,11 @@ import json
 from flask import Blueprint, Response, current_app
 from opentelemetry import trace
 
-from services.common.http_errors import ApiError
-from services.common.json_body import read_json_body
-from services.common.user_validation import parse_new_user
+from services.clients.user_validation import parse_new_user
 from services.users.auth import require_service_token
 from services.users.store import User, UserStore
+from services.web.http_errors import ApiError
+from services.web.json_body import read_json_body
 
 blueprint = Blueprint("users", __name__)
 tracer = trace.get_tracer(__name__)

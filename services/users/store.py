@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import redis
 from loguru import logger
 
-from services.common.traced import traced
+from services.telemetry.traced import traced
 
 NEXT_ID_KEY = "users:next_id"
 

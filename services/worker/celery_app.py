@@ -1,32 +1,29 @@
-"""The Celery application: configuration and the per-process telemetry lifecycle.
+"""The Celery application: configuration, and what the worker adds to the traced process lifecycle.
 
     celery -A services.worker.celery_app worker --loglevel INFO
 
 Tasks live in `services.worker.tasks`. The gateway imports this same app to queue them: the task objects
 must be registered in the producer too, or the Celery instrumentation cannot close its PRODUCER span.
 
-Process lifecycle (prefork pool):
-- main process: `setup_logging` → our JSON logs; `worker_init` → the /metrics server. No tracer provider
-  here: a BatchSpanProcessor thread created before the fork would not exist in the children.
-- each child: `worker_process_init` → tracer provider + Celery and requests instrumentation;
-  `worker_process_shutdown` → flush spans (prefork children skip atexit handlers) and mark their
-  Prometheus files dead.
-- celery beat (`celery -A services.worker.celery_app beat`): `beat_init` → its own tracer provider
-  (service `beat`), so each scheduled job's trace starts with beat's PRODUCER span.
+Process lifecycle (prefork pool): services/telemetry/celery.py wires logs and tracing to Celery's signals
+(`instrument_celery` below); this module adds, through its hooks, the /metrics server (main process,
+`worker_init`), counted span export, chord links, and marking a dead child's Prometheus files dead.
+celery beat (`celery -A services.worker.celery_app beat`) gets its own tracer provider (service `beat`), so
+each scheduled job's trace starts with beat's PRODUCER span.
 
-The "broken on purpose" switches (services/common/broken_on_purpose.py) undo parts of this on request.
+The "broken on purpose" switches (services/demo/broken_on_purpose.py) undo parts of this on request.
 """
 
 from __future__ import annotations
 
 import os
 
-from celery import Celery, Task, signals
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
-from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from celery import Celery, Task
 
-from services.common import broken_on_purpose, fault_injection, settings, telemetry
-from services.common.logging_setup import configure_logging
+from services.demo import broken_on_purpose, fault_injection
+from services.metrics.span_export_metrics import CountingSpanExporter
+from services.telemetry.celery import CeleryHooks, instrument_celery
+from services.web import settings
 from services.worker import chord_links, job_metrics
 from services.worker.log_privacy import hide_job_results
 
@@ -101,46 +98,39 @@ app.conf.update(
 )
 
 
-@signals.setup_logging.connect
-def _setup_logging(**_: object) -> None:
-    configure_logging(SERVICE)
+def _after_logging_setup() -> None:
     broken_on_purpose.warn_if_any(SERVICE)
     hide_job_results()  # job results (a report holds a name) stay out of the log
 
 
-@signals.worker_init.connect
-def _start_metrics_server(**_: object) -> None:
+def _start_metrics_server() -> None:
     job_metrics.start_server(settings.env_int("TRACEHOP_WORKER_METRICS_PORT", 9101))
-    if broken_on_purpose.SETUP_BEFORE_FORK.on:
-        _set_up_tracing()  # broken on purpose #2: in the main process, before the pool forks
 
 
-@signals.worker_process_init.connect
-def _init_child(**_: object) -> None:
-    configure_logging(SERVICE)
-    if not broken_on_purpose.SETUP_BEFORE_FORK.on:
-        _set_up_tracing()
-
-
-def _set_up_tracing() -> None:
-    telemetry.setup_tracing(SERVICE)
+def _after_tracing_setup() -> None:
     if broken_on_purpose.B3_WORKER.on:
         broken_on_purpose.use_b3_propagation()  # broken on purpose #3
-    telemetry.instrument([CeleryInstrumentor(), RequestsInstrumentor()])
     if not settings.tracing_disabled():
         chord_links.connect()  # after the instrumentation, whose span ours need
 
 
-@signals.worker_process_shutdown.connect
-def _shutdown_child(**_: object) -> None:
-    if not broken_on_purpose.NO_FLUSH_ON_CHILD_EXIT.on:  # broken on purpose #4 skips the flush
-        telemetry.shutdown_tracing()
+def _mark_metrics_dead() -> None:
     job_metrics.mark_process_dead(os.getpid())
 
 
-@signals.beat_init.connect
-def _init_beat(**_: object) -> None:
-    # beat publishes from its own single process (no fork): its spans are the roots of scheduled jobs.
-    configure_logging(BEAT_SERVICE)
-    telemetry.setup_tracing(BEAT_SERVICE)
-    telemetry.instrument([CeleryInstrumentor()])
+instrument_celery(
+    SERVICE,
+    beat_service=BEAT_SERVICE,
+    hooks=CeleryHooks(
+        # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
+        wrap_exporter=CountingSpanExporter,
+        after_logging_setup=_after_logging_setup,
+        on_worker_start=_start_metrics_server,
+        after_tracing_setup=_after_tracing_setup,
+        on_child_exit=_mark_metrics_dead,
+        # Broken on purpose #2: tracing set up in the main process, before the pool forks.
+        trace_in_children=not broken_on_purpose.SETUP_BEFORE_FORK.on,
+        # Broken on purpose #4: no flush when a pool child exits.
+        flush_on_child_exit=not broken_on_purpose.NO_FLUSH_ON_CHILD_EXIT.on,
+    ),
+)

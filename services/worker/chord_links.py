@@ -29,7 +29,7 @@ from loguru import logger
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from services.common import settings
+from services.web import settings
 
 HEADER = "tracehop_chord_links"
 KEY_PREFIX = "tracehop:chord-links:"

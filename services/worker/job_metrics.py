@@ -13,8 +13,9 @@ import time
 from celery import signals
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 
-from services.common import exemplars, settings
-from services.common.process_metrics import ProcessTreeCollector
+from services.metrics import exemplars
+from services.metrics.process_metrics import ProcessTreeCollector
+from services.web import settings
 
 JOBS = Counter(
     "tracehop_jobs_total", "Jobs finished, by task and final state of the attempt.", ["task", "state"]

@@ -14,8 +14,8 @@ import time
 
 from loguru import logger
 
-from services.common import settings
-from services.common.traced import traced
+from services.telemetry.traced import traced
+from services.web import settings
 
 
 class TransientDeliveryError(Exception):

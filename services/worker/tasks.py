@@ -13,9 +13,9 @@ from typing import Any
 from loguru import logger
 from opentelemetry import trace
 
-from services.common import settings
-from services.common.traced import traced
-from services.common.users_client import UsersClient, UsersRejected, UsersUnavailable
+from services.clients.users_client import UsersClient, UsersRejected, UsersUnavailable
+from services.telemetry.traced import traced
+from services.web import settings
 from services.worker.celery_app import app
 from services.worker.mail import TransientDeliveryError, deliver_welcome_email
 

@@ -26,10 +26,11 @@ from kombu import Connection
 
 from tests.conftest import free_port
 from tests.integration.fault_tools import Programs
-from tracehop.stack import LocalStack
-from tracehop.trace_query import Span, TraceQuery, spans_from_otlp_json
-from tracehop.trace_store import SpanDatabase, resource_spans_json
-from tracehop.trace_tree import Node, assert_trace_tree
+from tracehop.stack.runner import LocalStack
+from tracehop.traces.query import Span, TraceQuery, spans_from_otlp_json
+from tracehop.traces.store.api import resource_spans_json
+from tracehop.traces.store.database import SpanDatabase
+from tracehop.traces.tree import Node, assert_trace_tree
 
 TRACE_TIMEOUT_S = 30.0
 

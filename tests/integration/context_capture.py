@@ -127,8 +127,8 @@ def _print_http(recorded: list[tuple[str, list[tuple[str, str]]]]) -> None:
 
 
 def main() -> None:
-    from tracehop.stack import LocalStack
-    from tracehop.stack_config import free_stack_ports
+    from tracehop.stack.config import free_stack_ports
+    from tracehop.stack.runner import LocalStack
 
     ports = free_stack_ports()
     proxy = RecordingProxy(f"http://127.0.0.1:{ports.users}")

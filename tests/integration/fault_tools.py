@@ -22,8 +22,8 @@ import requests
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
-from tracehop.stack import LocalStack
-from tracehop.supervisor_client import SupervisorClient
+from tracehop.stack.runner import LocalStack
+from tracehop.stack.supervisor_client import SupervisorClient
 
 
 class Programs:

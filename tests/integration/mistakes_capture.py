@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.integration.conftest import RunningStack, start_private_stack
-from tracehop.readiness import http_ok
-from tracehop.stack_config import free_ports
-from tracehop.trace_query import TraceQuery
+from tracehop.stack.config import free_ports
+from tracehop.stack.readiness import http_ok
+from tracehop.traces.query import TraceQuery
 
 BASE_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "200", "TRACEHOP_MAIL_LATENCY_MS": "1", "GUNICORN_WORKERS": "1"}
 SWITCHES = {

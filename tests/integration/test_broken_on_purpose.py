@@ -1,5 +1,5 @@
 """The four classic mistakes of tracing Celery, each switched on in a stack of its own: the trace breaks
-exactly as docs/context-propagation.md predicts (the switches: services/common/broken_on_purpose.py).
+exactly as docs/context-propagation.md predicts (the switches: services/demo/broken_on_purpose.py).
 
 Cheap on purpose: one stack per switch (no beat, no Prometheus), one request each (two for B3), stop.
 Tests 2 and 4 are about what a process flushes when it exits, so their stacks export nothing on a timer
@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import RunningStack, start_private_stack, stop_in_background, stored_spans
-from tracehop.processes import group_members
-from tracehop.trace_query import Span
-from tracehop.trace_tree import Node, assert_trace_tree
+from tracehop.stack.processes import group_members
+from tracehop.traces.query import Span
+from tracehop.traces.tree import Node, assert_trace_tree
 
 # One gunicorn worker per service: these stacks serve one request at a time, and each worker process
 # costs a second of CPU to start.
@@ -175,7 +175,11 @@ def pool_children(stack: RunningStack) -> set[int]:
 
 def test_4_recycled_child_without_a_flush_loses_its_jobs_spans(stack_with):
     stack = stack_with({"TRACEHOP_BROKEN_NO_FLUSH_ON_CHILD_EXIT": "1", **FLUSH_ON_EXIT_ONLY})
-    children = pool_children(stack)
+    # Ready means the worker's /metrics answers (worker_init), which can be before the pool has forked.
+    deadline = time.monotonic() + 15
+    while not (children := pool_children(stack)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert children, "the worker forked no pool child"
     body = create_user(stack)
     assert job_ran_in_trace(stack, body["trace_id"])
 

@@ -20,8 +20,8 @@ import pytest
 from tests.integration.conftest import RunningStack
 from tests.integration.context_capture import decoded_body, pushed_messages, wait_for
 from tests.integration.expected_trees import REPORT_TREE
-from tracehop.trace_query import Span
-from tracehop.trace_tree import Node, assert_trace_tree
+from tracehop.traces.query import Span
+from tracehop.traces.tree import Node, assert_trace_tree
 
 # Decorator spans (@traced) may sit inside a job or a users request: a `…` line allows them.
 
@@ -49,8 +49,13 @@ def nodes_named(roots: list[Node], name: str) -> list[Node]:
 
 def test_the_jobs_travel_through_the_broker_named(broker_stack: RunningStack, request: pytest.FixtureRequest):
     # Guards the parametrisation itself: the worker's banner names the transport it consumes from.
-    banner = broker_stack.stack.layout.program_output("worker").read_text()
+    # The stack is ready once the worker's /metrics answers (worker_init), which can be a moment before
+    # Celery prints its banner: wait for it, with a deadline.
+    output = broker_stack.stack.layout.program_output("worker")
     scheme = {"redis": "redis://", "amqp": "amqp://"}[request.node.callspec.params["broker_stack"]]
+    deadline = time.monotonic() + 15
+    while "transport:" not in (banner := output.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert f"transport:   {scheme}" in banner
 
 

@@ -11,7 +11,7 @@ import uuid
 
 from tests.integration.conftest import RunningStack
 from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE, REPORT_TREE
-from tracehop.trace_tree import Node
+from tracehop.traces.tree import Node
 
 
 def create_user(stack: RunningStack, domain: str = "example.org", headers: dict | None = None):

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import RunningStack, start_private_stack
-from tracehop.trace_query import Span
+from tracehop.traces.query import Span
 
 ENV = {
     "OTEL_BSP_SCHEDULE_DELAY": "200",

@@ -1,7 +1,7 @@
 """Exemplars: from a latency bucket to the trace of a request (or job) that fell into it.
 
 The services run prometheus_client in multiprocess mode (gunicorn workers, prefork children), which keeps
-no exemplars of its own; services/common/exemplars.py records them per process and /metrics attaches
+no exemplars of its own; services/metrics/exemplars.py records them per process and /metrics attaches
 them. Here real traffic goes through the stack, and the exemplars must lead to traces the trace store has.
 """
 

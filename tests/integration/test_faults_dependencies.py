@@ -113,8 +113,8 @@ def test_trace_backend_down_or_hung_costs_requests_nothing_and_export_resumes(st
             f"{name} counts the spans it could not export",
         )
     for service in SERVICES:
-        # One line per message per process per 30 s (logging_setup.RepeatLimiter): at most two processes
-        # here, a handful of distinct exporter messages; without the limiter this is dozens.
+        # One line per message per process per 30 s (RepeatLimiter, services/telemetry/logs.py): at most two
+        # processes here, a handful of distinct exporter messages; without the limiter this is dozens.
         lines = exporter_log_lines(stack, service, log_marks[service])
         assert len(lines) <= 8, [line["message"] for line in lines]
     # The backend is back: new traces arrive whole.

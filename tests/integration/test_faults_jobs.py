@@ -22,8 +22,8 @@ import pytest
 
 from tests.integration.conftest import RunningStack, private_stack
 from tests.integration.fault_tools import metric_value, publish_job
-from tracehop.trace_query import Span
-from tracehop.trace_tree import assert_trace_tree
+from tracehop.traces.query import Span
+from tracehop.traces.tree import assert_trace_tree
 
 ENV = {
     "OTEL_BSP_SCHEDULE_DELAY": "200",

@@ -18,8 +18,8 @@ import pytest
 from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE
 from tests.stack.conftest import ComposeStack, poll
 from tests.static import stack_files
-from tracehop.trace_query import TraceQuery
-from tracehop.trace_tree import assert_trace_tree
+from tracehop.traces.query import TraceQuery
+from tracehop.traces.tree import assert_trace_tree
 
 SERVICES = ("gateway", "users", "worker")
 # One span per line of the expected tree: wait for all of them before comparing.

@@ -60,7 +60,7 @@ CONTRACT_METRICS = {
     "tracehop_job_duration_seconds_sum",
     "tracehop_job_duration_seconds_count",
     "tracehop_job_retries_total",
-    # resource usage per process (issue 7; services/common/process_metrics.py), labels pid and role
+    # resource usage per process (issue 7; services/metrics/process_metrics.py), labels pid and role
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
@@ -68,9 +68,9 @@ CONTRACT_METRICS = {
 
 # How each service is started (contract, "How each process is started"), with `{port}` for the bind port.
 CONTRACT_COMMANDS = {
-    "gateway": "gunicorn -c services/common/gunicorn_conf.py -b {bind} --env OTEL_SERVICE_NAME=gateway "
+    "gateway": "gunicorn -c services/web/gunicorn_conf.py -b {bind} --env OTEL_SERVICE_NAME=gateway "
     "services.gateway:create_app()",
-    "users": "gunicorn -c services/common/gunicorn_conf.py -b {bind} --env OTEL_SERVICE_NAME=users "
+    "users": "gunicorn -c services/web/gunicorn_conf.py -b {bind} --env OTEL_SERVICE_NAME=users "
     "services.users:create_app()",
     "worker": "celery -A services.worker.celery_app worker --loglevel INFO",
 }

@@ -13,7 +13,7 @@ import os
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tracehop.dependency_audit import run_audit
+from tools.dependency_audit import run_audit
 
 
 def test_locked_dependencies_have_no_known_vulnerability():

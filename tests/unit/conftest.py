@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from werkzeug.serving import make_server
 
-from services.common.logging_setup import install_record_patcher
-from services.common.telemetry import build_resource
+from services.telemetry.logs import install_record_patcher
+from services.telemetry.setup import build_resource
 from tests.conftest import free_port
 
 _EXPORTER = InMemorySpanExporter()
@@ -77,7 +77,7 @@ def as_query_spans(finished, service: str):
     same text form as integration tests. All spans of a unit test come from one process: one service."""
     from opentelemetry.trace import format_span_id, format_trace_id
 
-    from tracehop.trace_query import Span
+    from tracehop.traces.query import Span
 
     return [
         Span(

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from flask import Flask
 
-from services.common.users_client import UsersClient
+from services.clients.users_client import UsersClient
 from services.gateway import create_app
 from services.gateway.job_queue import JobQueue
 from services.worker.celery_app import app as celery_app

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tracehop.bench_load import BuiltinLoad, TrivialHttp, TrivialServer, UserMix
-from tracehop.bench_wrk import WrkLoad
+from tracehop.bench.load import BuiltinLoad, TrivialHttp, TrivialServer, UserMix
+from tracehop.bench.wrk import WrkLoad
 
 MIX = UserMix(post_share=0.5, max_user_id=5)
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tracehop.bench_procs import (
+from tracehop.bench.procs import (
     CLOCK_TICKS,
     PAGE_BYTES,
     ProcessSample,

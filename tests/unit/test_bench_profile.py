@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tracehop.bench_profile import attribute, parse_collapsed, parse_frame, summarise_collapsed
+from tracehop.bench.profile import attribute, parse_collapsed, parse_frame, summarise_collapsed
 
 SP = "/work/main/.venv/lib/python3.11/site-packages"
 STD = "/root/.local/share/uv/python/cpython-3.11.14-linux-x86_64-gnu/lib/python3.11"

@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from tracehop.bench_queue import UNACKED_HASH, queue_depth, queue_keys, wait_for_drain
+from tracehop.bench.queue import UNACKED_HASH, queue_depth, queue_keys, wait_for_drain
 
 
 @pytest.fixture

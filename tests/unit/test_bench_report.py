@@ -7,7 +7,7 @@ import json
 import pytest
 from rich.console import Console
 
-from tracehop.bench_report import (
+from tracehop.bench.report import (
     MODES,
     SERVICES,
     results_table,

@@ -15,7 +15,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
-from tracehop.bench_spans import (
+from tracehop.bench.spans import (
     FreshnessTracker,
     TraceRoot,
     TraceShape,
@@ -23,8 +23,9 @@ from tracehop.bench_spans import (
     account_spans,
     shape_of,
 )
-from tracehop.trace_query import Span, TraceQuery
-from tracehop.trace_store import RunningTraceStore, SpanDatabase, serve_in_thread
+from tracehop.traces.query import Span, TraceQuery
+from tracehop.traces.store.database import SpanDatabase
+from tracehop.traces.store.server import RunningTraceStore, serve_in_thread
 
 POST = "POST /api/users"
 GET = "GET /api/users/<user_id>"

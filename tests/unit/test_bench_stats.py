@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tracehop.bench_stats import (
+from tracehop.bench.stats import (
     latency_percentiles_ms,
     normalise_rps,
     paired_ratios,

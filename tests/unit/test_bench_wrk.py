@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tracehop.bench_load import UserMix
-from tracehop.bench_wrk import (
+from tracehop.bench.load import UserMix
+from tracehop.bench.wrk import (
     WrkError,
     load_result_from_wrk,
     lua_script,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tracehop import cli
-from tracehop.compose_stack import published_ports
-from tracehop.stack_config import free_port
-from tracehop.trace_logs import read_trace_logs
+from tracehop.stack.compose import published_ports
+from tracehop.stack.config import free_port
+from tracehop.traces.logs import read_trace_logs
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 OTHER_TRACE = "00f067aa0ba902b700f067aa0ba902b7"

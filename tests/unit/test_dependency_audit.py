@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tracehop.dependency_audit import UNAVAILABLE, parse_report
+from tools.dependency_audit import UNAVAILABLE, parse_report
 
 
 def report(*dependencies: dict) -> str:

@@ -26,7 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from services.common.exemplars import (
+from services.metrics.exemplars import (
     MAX_LABEL_CHARS,
     ExemplarCollector,
     ExemplarRecorder,
@@ -252,7 +252,7 @@ def test_the_services_remove_a_dead_process_file(tmp_path, monkeypatch, hook):
     dead = Path(exemplar_file(str(tmp_path), 4242))
     dead.write_text("[]")
     if hook == "gunicorn child_exit":
-        from services.common import gunicorn_conf
+        from services.web import gunicorn_conf
 
         gunicorn_conf.child_exit(None, type("Worker", (), {"pid": 4242}))
     else:

@@ -7,9 +7,9 @@ from celery import Celery
 from flask import Flask
 from opentelemetry import baggage, context, trace
 
-from services.common import fault_injection
-from services.common.fault_injection import Fault, FaultSpecError, InjectedFault, parse_faults
-from services.common.flask_observability import observe_flask_app
+from services.demo import fault_injection
+from services.demo.fault_injection import Fault, FaultSpecError, InjectedFault, parse_faults
+from services.web.observe import observe_flask_app
 from services.worker.celery_app import FaultInjectingTask
 
 # ------------------------------------------------------------------------------------------- grammar

@@ -11,12 +11,12 @@ import json
 import pytest
 import redis
 
-from services.common.users_client import UsersClient
+from services.clients.users_client import UsersClient
 from services.gateway import create_app
 from services.gateway.job_queue import JobQueue
 from tests.conftest import free_port
 from tests.unit.conftest import as_query_spans
-from tracehop.trace_tree import assert_trace_tree
+from tracehop.traces.tree import assert_trace_tree
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from loguru import logger
 from opentelemetry import trace
 
-from services.common.logging_setup import NO_SPAN_EVENT, InterceptHandler, install_record_patcher
+from services.telemetry.logs import NO_SPAN_EVENT, InterceptHandler, install_record_patcher
 
 tracer = trace.get_tracer(__name__)
 

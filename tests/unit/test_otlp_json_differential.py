@@ -34,8 +34,8 @@ from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
 from services.telemetry.otlp_json_exporter import encode_spans_json
-from tracehop.trace_store import parse_otlp_json, parse_otlp_json_document
 from tracehop.traces.store import otlp_json_fast
+from tracehop.traces.store.otlp import parse_otlp_json, parse_otlp_json_document
 
 # --------------------------------------------------------------------------------------- strategies
 

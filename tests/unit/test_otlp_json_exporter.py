@@ -14,9 +14,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.common.span_export_metrics import SPANS_DROPPED, CountingSpanExporter
+from services.metrics.span_export_metrics import SPANS_DROPPED, CountingSpanExporter
 from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter
-from tracehop.trace_store import decode_export_request, decompress
+from tracehop.traces.store.otlp import decode_export_request, decompress
 
 
 class Receiver(ThreadingHTTPServer):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from services.common.process_metrics import ProcessTreeCollector, read_usage
+from services.metrics.process_metrics import ProcessTreeCollector, read_usage
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc: Linux only")
 

@@ -7,7 +7,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from prometheus_client import REGISTRY
 
-from services.common.span_export_metrics import CountingSpanExporter
+from services.metrics.span_export_metrics import CountingSpanExporter
 
 
 class FakeExporter(SpanExporter):

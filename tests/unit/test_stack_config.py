@@ -12,7 +12,13 @@ import pytest
 import yaml
 from supervisor.options import ClientOptions, ServerOptions
 
-from tracehop.prometheus_config import (
+from tracehop.stack.config import (
+    StackConfigError,
+    StackPorts,
+    free_ports,
+    ports_from_env,
+)
+from tracehop.stack.prometheus_config import (
     SOURCE_CONFIG,
     PrometheusConfigError,
     derive_prometheus_config,
@@ -20,14 +26,8 @@ from tracehop.prometheus_config import (
     scrape_ports,
     write_local_prometheus_config,
 )
-from tracehop.stack import LocalStack
-from tracehop.stack_config import (
-    StackConfigError,
-    StackPorts,
-    free_ports,
-    ports_from_env,
-)
-from tracehop.supervisord_conf import Program, render_supervisord_conf
+from tracehop.stack.runner import LocalStack
+from tracehop.stack.supervisord_conf import Program, render_supervisord_conf
 
 PORTS = {
     "gateway": 18080,

@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tracehop.processes import group_members, process_exists
-from tracehop.readiness import ReadinessProbe
-from tracehop.stack_config import free_port
+from tracehop.stack.config import free_port
+from tracehop.stack.processes import group_members, process_exists
+from tracehop.stack.readiness import ReadinessProbe
 
 
 class ReadyzHandler(BaseHTTPRequestHandler):

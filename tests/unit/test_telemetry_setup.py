@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from opentelemetry.sdk.resources import Resource
 
-from services.common.telemetry import HashCachedResource, build_resource
+from services.telemetry.setup import HashCachedResource, build_resource
 
 
 def test_resource_defaults_and_environment_override(monkeypatch):
@@ -52,8 +52,8 @@ def _clear_protocol(monkeypatch) -> None:
 def test_the_protocol_setting_chooses_the_exporter(monkeypatch):
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    from services.common.telemetry import otlp_span_exporter
     from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter
+    from services.telemetry.setup import otlp_span_exporter
 
     _clear_protocol(monkeypatch)
     assert type(otlp_span_exporter()) is OTLPJsonSpanExporter  # our default
@@ -67,7 +67,7 @@ def test_the_protocol_setting_chooses_the_exporter(monkeypatch):
 def test_an_unsupported_protocol_is_a_clear_error(monkeypatch):
     import pytest
 
-    from services.common.telemetry import otlp_span_exporter
+    from services.telemetry.setup import otlp_span_exporter
 
     _clear_protocol(monkeypatch)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")

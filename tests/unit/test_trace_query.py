@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Tracer
 
 from tests.conftest import free_port
-from tracehop.trace_query import (
+from tracehop.traces.query import (
     QueryAPIError,
     Span,
     TraceQuery,
@@ -26,8 +26,8 @@ from tracehop.trace_query import (
     group_by_trace,
     spans_from_otlp_json,
 )
-from tracehop.trace_store import RunningTraceStore, serve_in_thread
-from tracehop.trace_tree import assert_trace_tree
+from tracehop.traces.store.server import RunningTraceStore, serve_in_thread
+from tracehop.traces.tree import assert_trace_tree
 
 # What Jaeger 2.x answers for GET /api/v3/traces/{id}: defaults omitted (no parentSpanId on the root, no
 # kind 0), integer enums, int64 as strings.

@@ -31,9 +31,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, SpanKind, StatusCode, Tracer
 
 from tests.conftest import REPO_ROOT, free_port
-from tracehop.trace_query import TraceQuery
-from tracehop.trace_store import RunningTraceStore, parse_otlp_json, serve_in_thread
-from tracehop.trace_tree import assert_trace_tree
+from tracehop.traces.query import TraceQuery
+from tracehop.traces.store.otlp import parse_otlp_json
+from tracehop.traces.store.server import RunningTraceStore, serve_in_thread
+from tracehop.traces.tree import assert_trace_tree
 
 HOUR_AGO_NS = (time.time_ns() - 3600 * 10**9) // 10**9 * 10**9  # whole second: exact RFC 3339 bounds
 MS = 1_000_000

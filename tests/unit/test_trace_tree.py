@@ -7,8 +7,8 @@ import random
 import pytest
 from rich.console import Console
 
-from tracehop.trace_query import Span
-from tracehop.trace_tree import (
+from tracehop.traces.query import Span
+from tracehop.traces.tree import (
     ExpectedNode,
     Node,
     assert_trace_tree,
@@ -16,7 +16,7 @@ from tracehop.trace_tree import (
     parse_text,
     render_text,
 )
-from tracehop.waterfall import render_trace_list, render_waterfall
+from tracehop.traces.waterfall import render_trace_list, render_waterfall
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 MS = 1_000_000

@@ -12,8 +12,8 @@ from loguru import logger
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from services.common.safe_attributes import MAX_LENGTH
-from services.common.traced import traced
+from services.telemetry.safe_attributes import MAX_LENGTH
+from services.telemetry.traced import traced
 
 
 def only_span(spans, name: str):

@@ -13,8 +13,8 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
 
-from services.common.propagation import use_w3c_tracestate
-from services.common.tracestate import (
+from services.telemetry.propagation import use_w3c_tracestate
+from services.telemetry.tracestate import (
     MAX_HEADER_LENGTH,
     W3CTraceContextPropagator,
     W3CTraceState,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from tracehop.stack_config import free_port
+from tracehop.stack.config import free_port
 from tracehop.traffic import (
     EXPECTED_STATUS,
     TrafficError,

@@ -9,7 +9,7 @@ from opentelemetry import baggage
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from rich.console import Console
 
-from services.common.fault_injection import BAGGAGE_KEY, parse_faults
+from services.demo.fault_injection import BAGGAGE_KEY, parse_faults
 from tests.unit.test_traffic import FakeGateway
 from tracehop.traffic import FAULT_PLAN, fault_baggage, run_fault_traffic
 

@@ -12,8 +12,8 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.http_errors import ApiError
-from services.common.user_validation import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH, parse_new_user
+from services.clients.user_validation import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH, parse_new_user
+from services.web.http_errors import ApiError
 
 FAST = settings(max_examples=200, deadline=None, database=None)  # no .hypothesis/ left in the tree
 

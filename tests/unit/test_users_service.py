@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.unit.conftest import as_query_spans
-from tracehop.trace_tree import assert_trace_tree
+from tracehop.traces.tree import assert_trace_tree
 
 TOKEN = {"X-Service-Token": "test-token"}
 

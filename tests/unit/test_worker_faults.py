@@ -6,7 +6,7 @@ import pytest
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from prometheus_client import REGISTRY
 
-from services.common import telemetry
+from services.telemetry.setup import instrument
 from services.worker import tasks
 from services.worker.mail import TransientDeliveryError, deliver_welcome_email
 
@@ -14,7 +14,7 @@ from services.worker.mail import TransientDeliveryError, deliver_welcome_email
 @pytest.fixture(autouse=True)
 def _instrumented(monkeypatch):
     monkeypatch.setenv("TRACEHOP_MAIL_LATENCY_MS", "0")
-    telemetry.instrument([CeleryInstrumentor()])
+    instrument([CeleryInstrumentor()])
 
 
 def jobs_total(task: str, state: str) -> float:

@@ -7,18 +7,18 @@ from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from prometheus_client import REGISTRY
 
-from services.common import telemetry
-from services.common.users_client import UsersClient
+from services.clients.users_client import UsersClient
+from services.telemetry.setup import instrument
 from services.worker import tasks
 from services.worker.mail import TransientDeliveryError, deliver_welcome_email
 from tests.unit.conftest import as_query_spans
-from tracehop.trace_tree import assert_trace_tree
+from tracehop.traces.tree import assert_trace_tree
 
 
 @pytest.fixture(autouse=True)
 def _instrumented(monkeypatch):
     monkeypatch.setenv("TRACEHOP_MAIL_LATENCY_MS", "0")
-    telemetry.instrument([CeleryInstrumentor(), RequestsInstrumentor()])
+    instrument([CeleryInstrumentor(), RequestsInstrumentor()])
 
 
 def jobs_total(task: str, state: str) -> float:

@@ -14,7 +14,7 @@ import redis
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.b3 import B3SingleFormat
 
-from services.common import broken_on_purpose
+from services.demo import broken_on_purpose
 from services.gateway import create_app
 from services.worker import chord_links, workflow_tasks
 

@@ -1,0 +1,75 @@
+"""Tracing for a Flask app: SERVER spans, the `traceresponse` header and one JSON access line per request.
+
+One call, `instrument_flask_app(app)`, from the app factory. Outgoing `requests` calls get their CLIENT
+spans and `traceparent` from `instrument([RequestsInstrumentor()])` (setup.py). Metrics plug in through
+`on_response` (tracehop passes services/metrics/flask_metrics.py's recorder); this module imports none.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from flask import Flask, Request, Response, g, request
+from loguru import logger
+from opentelemetry import trace
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+from services.telemetry.logs import NO_SPAN_EVENT
+from services.telemetry.safe_attributes import mask_emails
+from services.web import settings
+
+# Probes and scrapes would drown the interesting spans and access-log lines.
+QUIET_PATHS = ("/healthz", "/readyz", "/metrics")
+
+# Called after each request outside QUIET_PATHS, inside its span, with its duration in seconds.
+ResponseObserver = Callable[[Request, Response, float], None]
+
+# The access line says what the SERVER span already says (method, route, status, duration): as a span
+# event it would only double the attributes each request pays to collect and export.
+_access_log = logger.bind(**{NO_SPAN_EVENT: True})
+
+
+def instrument_flask_app(app: Flask, *, on_response: ResponseObserver | None = None) -> None:
+    """SERVER spans (unless tracing is disabled), `traceresponse`, the access log, and `on_response`."""
+    _add_access_log_and_traceresponse(app, on_response)
+    if not settings.tracing_disabled():
+        FlaskInstrumentor().instrument_app(app, excluded_urls=",".join(QUIET_PATHS))
+
+
+def traceresponse_header() -> str | None:
+    """The W3C Trace Context Level 2 `traceresponse` value for the current span, or None outside one."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return (
+        f"00-{trace.format_trace_id(context.trace_id)}-{trace.format_span_id(context.span_id)}"
+        f"-{int(context.trace_flags):02x}"
+    )
+
+
+def _add_access_log_and_traceresponse(app: Flask, on_response: ResponseObserver | None) -> None:
+    @app.before_request
+    def _start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        header = traceresponse_header()
+        if header:
+            response.headers["traceresponse"] = header
+        if request.path not in QUIET_PATHS:
+            started = g.get("request_started", time.perf_counter())
+            duration = time.perf_counter() - started
+            route = request.url_rule.rule if request.url_rule else "<unmatched>"
+            if on_response is not None:
+                on_response(request, response, duration)
+            _access_log.info(
+                "request",
+                method=request.method,
+                route=route,
+                path=mask_emails(request.path),  # the caller's text: it may hold an e-mail address
+                status=response.status_code,
+                duration_ms=round(duration * 1000, 3),
+            )
+        return response

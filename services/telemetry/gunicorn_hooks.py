@@ -1,0 +1,49 @@
+"""gunicorn hooks for tracing and logs, for a gunicorn config file to call (services/web/gunicorn_conf.py).
+
+    from services.telemetry import gunicorn_hooks
+    logger_class = gunicorn_hooks.LoguruLogger
+    def post_fork(server, worker): gunicorn_hooks.post_fork(server, worker)
+    def worker_exit(server, worker): gunicorn_hooks.worker_exit(server, worker)
+
+Tracing is set up in each worker AFTER the fork (post_fork): a BatchSpanProcessor's thread and
+connection do not survive a fork. worker_exit flushes the spans still queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gunicorn.glogging import Logger as _GunicornLogger
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from services.telemetry.logs import configure_logging, route_stdlib_logging
+from services.telemetry.setup import setup_tracing, shutdown_tracing
+from services.web import settings
+
+
+def service_name() -> str:
+    # Read when needed, not at import: gunicorn applies `--env OTEL_SERVICE_NAME=…` after loading the config.
+    return settings.env_str("OTEL_SERVICE_NAME", "tracehop")
+
+
+class LoguruLogger(_GunicornLogger):
+    """gunicorn's own messages (boot, worker exits, errors) as JSON lines in the service's log."""
+
+    def setup(self, cfg):  # noqa: ANN001 - gunicorn's signature
+        super().setup(cfg)
+        configure_logging(service_name())
+        route_stdlib_logging(settings.env_str("TRACEHOP_LOG_LEVEL", "INFO").upper())
+
+
+def post_fork(
+    server,  # noqa: ANN001 - gunicorn's signature
+    worker,  # noqa: ANN001
+    *,
+    wrap_exporter: Callable[[SpanExporter], SpanExporter] | None = None,
+) -> None:
+    configure_logging(service_name())
+    setup_tracing(service_name(), wrap_exporter=wrap_exporter)
+
+
+def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's signature
+    shutdown_tracing()

@@ -1,0 +1,65 @@
+"""gunicorn configuration shared by the gateway and users services.
+
+    gunicorn -c services/web/gunicorn_conf.py -b 127.0.0.1:8080 --env OTEL_SERVICE_NAME=gateway \
+        'services.gateway:create_app()'
+
+Telemetry is set up in each worker AFTER the fork (post_fork) and flushed when the worker exits
+(worker_exit); the Prometheus multiprocess files of a dead worker are marked dead (child_exit).
+"""
+
+import os
+import tempfile
+
+# prometheus_client decides at import time whether it runs in multiprocess mode, so the directory must
+# exist in the environment before anything imports it. The stack runner and compose set it; a plain
+# `gunicorn -c …` run gets a private temporary one.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tracehop-prom-")
+
+from services.metrics import exemplars  # noqa: E402
+from services.metrics.span_export_metrics import CountingSpanExporter  # noqa: E402
+from services.telemetry import gunicorn_hooks  # noqa: E402
+from services.web import settings  # noqa: E402
+
+# gthread: a few threads per process serve I/O-bound requests (the gateway waits on users and Redis)
+# without the memory of more processes. Both are tunable without editing this file.
+worker_class = "gthread"
+workers = settings.env_int("GUNICORN_WORKERS", 2)
+threads = settings.env_int("GUNICORN_THREADS", 4)
+# Longer than any client's idle pool timeout, so a pooled connection is not closed just as it is reused
+# (gunicorn's default of 2 s caused exactly that race in a first measurement).
+keepalive = settings.env_int("GUNICORN_KEEPALIVE", 75)
+graceful_timeout = 10
+timeout = 30
+accesslog = None  # the app writes one JSON access line per request itself, inside the request's span
+# gunicorn's control socket defaults to one path per user: two services on one host would fight over it.
+control_socket_disable = True
+
+
+# gunicorn's own messages (boot, worker exits, errors) as JSON lines in the service's log.
+logger_class = gunicorn_hooks.LoguruLogger
+
+
+def on_starting(server):  # noqa: ANN001
+    # Values left by a previous run's processes would be summed into this run's metrics.
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db") or name.startswith(exemplars.FILE_PREFIX):
+            os.remove(os.path.join(directory, name))
+
+
+def post_fork(server, worker):  # noqa: ANN001
+    # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
+    gunicorn_hooks.post_fork(server, worker, wrap_exporter=CountingSpanExporter)
+
+
+def worker_exit(server, worker):  # noqa: ANN001
+    gunicorn_hooks.worker_exit(server, worker)
+
+
+def child_exit(server, worker):  # noqa: ANN001
+    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+
+    GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
+    exemplars.mark_process_dead(worker.pid)

@@ -1,0 +1,215 @@
+"""The programs of the embedded local stack and the supervisord.conf that runs them.
+
+Each program is started exactly as the contract says (the Dockerfile uses the same commands), from the
+repository root, with its output in $TRACEHOP_VAR_DIR/<program>.out.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tracehop.stack.config import StackLayout, StackPorts
+
+GUNICORN_CONF = "services/web/gunicorn_conf.py"
+
+
+@dataclass(frozen=True)
+class Program:
+    """One process supervisord keeps running."""
+
+    name: str
+    command: Sequence[str]
+    environment: Mapping[str, str] = field(default_factory=dict)
+    # Lower starts first and stops last; supervisord does not wait between starts, readiness does.
+    priority: int = 100
+    # Long enough for gunicorn and celery to finish in-flight work and flush their spans.
+    stopwaitsecs: int = 20
+
+
+def build_programs(
+    layout: StackLayout,
+    ports: StackPorts,
+    service_env: Mapping[str, str],
+    redis_binary: Path | None,
+    prometheus_binary: str | None,
+    python: str = sys.executable,
+    beat: bool = True,
+) -> list[Program]:
+    """The stack's programs. No redis without `redis_binary` (REDIS_URL given), no prometheus without
+    `prometheus_binary` (none on PATH), no celery beat with `beat=False`."""
+    programs: list[Program] = []
+    if redis_binary is not None:
+        if ports.redis is None:
+            raise ValueError("an embedded redis needs a port")
+        programs.append(
+            Program(
+                name="redis",
+                command=[
+                    str(redis_binary),
+                    *("--port", str(ports.redis), "--bind", "127.0.0.1"),
+                    # Redis is the job queue: an accepted job must survive a Redis restart or crash. The
+                    # append-only file is written before each reply (fsync once a second), so only an
+                    # operating-system crash could lose the last second; no RDB snapshots besides.
+                    *("--save", "", "--appendonly", "yes", "--appendfsync", "everysec"),
+                    *("--dir", str(layout.redis_dir)),
+                ],
+                priority=10,
+                stopwaitsecs=10,
+            )
+        )
+    programs.append(
+        Program(
+            name="trace-store",
+            command=[
+                python,
+                *("-m", "tracehop", "trace-store"),
+                *("--otlp-port", str(ports.otlp), "--query-port", str(ports.query)),
+                *("--db", str(layout.traces_db)),
+            ],
+            priority=20,
+            stopwaitsecs=10,
+        )
+    )
+    for name, port, priority in (("users", ports.users, 30), ("gateway", ports.gateway, 50)):
+        programs.append(
+            Program(
+                name=name,
+                command=[
+                    python,
+                    *("-m", "gunicorn", "-c", GUNICORN_CONF, "-b", f"127.0.0.1:{port}"),
+                    *("--env", f"OTEL_SERVICE_NAME={name}", f"services.{name}:create_app()"),
+                ],
+                environment={**service_env, **_per_service_env(layout, name)},
+                priority=priority,
+            )
+        )
+    programs.append(
+        Program(
+            name="worker",
+            command=[
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "services.worker.celery_app",
+                "worker",
+                "--loglevel",
+                "INFO",
+            ],
+            environment={**service_env, **_per_service_env(layout, "worker")},
+            priority=40,
+        )
+    )
+    if beat:
+        programs.append(
+            Program(
+                name="beat",
+                # The schedule file keeps the last run of each periodic job, under var/ like all state.
+                command=[
+                    python,
+                    *("-m", "celery", "-A", "services.worker.celery_app", "beat", "--loglevel", "INFO"),
+                    *("--schedule", str(layout.beat_schedule)),
+                ],
+                # Its own service name: the trace of a scheduled job starts with beat's PRODUCER span.
+                environment={**service_env, "OTEL_SERVICE_NAME": "beat"},
+                priority=45,
+                stopwaitsecs=10,
+            )
+        )
+    if prometheus_binary is not None:
+        programs.append(
+            Program(
+                name="prometheus",
+                command=[
+                    prometheus_binary,
+                    f"--config.file={layout.prometheus_config}",
+                    f"--web.listen-address=127.0.0.1:{ports.prometheus}",
+                    f"--storage.tsdb.path={layout.prometheus_dir}",
+                    "--enable-feature=exemplar-storage",
+                    "--storage.tsdb.retention.time=15d",
+                ],
+                priority=60,
+                stopwaitsecs=10,
+            )
+        )
+    return sorted(programs, key=lambda program: program.priority)
+
+
+def _per_service_env(layout: StackLayout, service: str) -> dict[str, str]:
+    return {
+        "OTEL_SERVICE_NAME": service,
+        "PROMETHEUS_MULTIPROC_DIR": str(layout.multiproc_dir(service)),
+    }
+
+
+def render_supervisord_conf(programs: Sequence[Program], layout: StackLayout) -> str:
+    """The text of supervisord.conf: a daemon with a private unix socket and one section per program."""
+    socket_path = _value(layout.supervisor_socket)
+    lines = [
+        "; Generated by `python -m tracehop up` (tracehop/stack/supervisord_conf.py), anew at each `up`.",
+        "[supervisord]",
+        "identifier=tracehop",
+        f"pidfile={_value(layout.supervisord_pidfile)}",
+        f"logfile={_value(layout.supervisord_log)}",
+        "logfile_maxbytes=5MB",
+        "logfile_backups=1",
+        f"childlogdir={_value(layout.var_dir)}",
+        "nodaemon=false",
+        "",
+        "[unix_http_server]",
+        f"file={socket_path}",
+        # Owner only: whoever can talk to the socket can start and stop programs.
+        "chmod=0700",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{socket_path}",
+    ]
+    for program in programs:
+        lines += [
+            "",
+            f"[program:{program.name}]",
+            f"command={_value(shlex.join(program.command))}",
+            f"directory={_value(layout.repo_root)}",
+            f"priority={program.priority}",
+            "autostart=true",
+            "autorestart=true",
+            # A process must stay up this long to count as started; a crash loop ends in FATAL.
+            "startsecs=2",
+            "startretries=3",
+            # gunicorn and celery fork workers: signal the whole process group so none is orphaned.
+            "stopasgroup=true",
+            "killasgroup=true",
+            f"stopwaitsecs={program.stopwaitsecs}",
+            "redirect_stderr=true",
+            f"stdout_logfile={_value(layout.program_output(program.name))}",
+            "stdout_logfile_maxbytes=10MB",
+            "stdout_logfile_backups=1",
+        ]
+        if program.environment:
+            lines.append(f"environment={_environment(program.environment)}")
+    return "\n".join(lines) + "\n"
+
+
+def _value(raw: object) -> str:
+    """A value for supervisord.conf: supervisord expands %(name)s in values, so a literal % doubles."""
+    text = str(raw)
+    if "\n" in text:
+        raise ValueError(f"supervisord.conf values cannot contain a newline: {text!r}")
+    return text.replace("%", "%%")
+
+
+def _environment(env: Mapping[str, str]) -> str:
+    """KEY="value",... as supervisord parses it (shlex without escapes: a value cannot hold a `"`)."""
+    pairs = []
+    for key, value in env.items():
+        if '"' in value or "\n" in value:
+            raise ValueError(f"{key} contains a double quote or newline, which supervisord.conf cannot pass")
+        pairs.append(f'{key}="{_value(value)}"')
+    return ",".join(pairs)

@@ -1,0 +1,99 @@
+"""How `up` and `status` look in the terminal: start progress, what runs where, next steps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from tracehop.stack.compose import PublishedPort
+from tracehop.stack.runner import ComponentStatus, ReadyCallback
+
+NEXT_STEPS = (
+    "Next: [bold]make traffic[/] sends a mix of requests, [bold]make trace[/] shows the latest one as a "
+    "waterfall, [bold]make logs ID=<trace id>[/] its log lines, [bold]make down[/] stops everything."
+)
+
+
+@contextmanager
+def start_progress(console: Console, components: Sequence[str], timeout: float) -> Iterator[ReadyCallback]:
+    """A spinner per component until its readiness probe passes; yields the `on_ready` callback."""
+    progress = Progress(
+        SpinnerColumn(finished_text="[green]✓[/]"),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    tasks: dict[str, TaskID] = {
+        name: progress.add_task(f"{name:<12} [dim]waiting (up to {timeout:.0f}s)[/]", total=1)
+        for name in components
+    }
+
+    def on_ready(component: str, seconds: float) -> None:
+        progress.update(
+            tasks[component], completed=1, description=f"{component:<12} ready after {seconds:.1f}s"
+        )
+        # Elapsed time of a finished row stops at its ready moment.
+        progress.stop_task(tasks[component])
+
+    with progress:
+        yield on_ready
+
+
+def components_table(statuses: Sequence[ComponentStatus], title: str = "tracehop local stack") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("component")
+    table.add_column("state")
+    table.add_column("pid", justify="right")
+    table.add_column("url")
+    table.add_column("ready")
+    for status in statuses:
+        state_style = "green" if status.state == "RUNNING" else "red"
+        table.add_row(
+            status.component,
+            f"[{state_style}]{status.state}[/]",
+            str(status.pid or ""),
+            status.url,
+            "[green]yes[/]" if status.ready else f"[red]no[/] ({status.problem})",
+        )
+    return table
+
+
+def urls_table(urls: dict[str, str], title: str = "URLs") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("what")
+    table.add_column("url")
+    labels = {
+        "gateway": "gateway (public API)",
+        "users": "users (internal)",
+        "worker_metrics": "worker metrics",
+        "otlp": "OTLP/HTTP receiver",
+        "query": "trace query API (Jaeger v3)",
+        "prometheus": "Prometheus",
+        "redis": "Redis (users DB, Celery broker)",
+    }
+    for key, url in urls.items():
+        table.add_row(labels.get(key, key), url)
+    return table
+
+
+def published_ports_table(ports: Sequence[PublishedPort]) -> Table:
+    table = Table(title="docker compose: published ports", title_justify="left")
+    table.add_column("service")
+    table.add_column("url")
+    for port in ports:
+        table.add_row(port.service, port.url)
+    return table
+
+
+def failure_panel(title: str, output_tail: str) -> Panel:
+    # Text, not markup: program output is full of [brackets].
+    return Panel(
+        Text(output_tail or "(no output)"), title=escape(title), title_align="left", border_style="red"
+    )
