@@ -234,7 +234,8 @@ def warm_up(bench: BenchStack, settings: BenchSettings) -> None:
     wait_for_job(bench, created["job_id"])
     if bench.traced:
         for kind, trace_id in (("create", created["trace_id"]), ("get", fetched["trace_id"])):
-            shape = learn_shape(bench.query, trace_id)
+            # Settled: nothing new for longer than the batch delay (5 s in the stock mode).
+            shape = learn_shape(bench.query, trace_id, bench.settle_quiet_s, 30 + bench.settle_quiet_s)
             bench.shapes[shape.root_name] = shape
             bench.kind_roots[kind] = shape.root_name
     # A short untimed load: connection pools filled, every import done, caches warm.
