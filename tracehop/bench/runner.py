@@ -574,6 +574,8 @@ def recorded_settings(settings: BenchSettings, benches: dict[str, BenchStack]) -
 
 
 def run_bench(settings: BenchSettings, console: Console) -> dict[str, Any]:
+    # Decided once: wrk installed while the bench runs must not change the generator halfway.
+    settings = replace(settings, loadgen=settings.saturation_generator())
     when = datetime.now(UTC).isoformat(timespec="seconds")
     machine = machine_description()
     console.print(
