@@ -70,7 +70,7 @@ logs: runtime ## every log line of one trace from all services, in time order: I
 # --- measuring -----------------------------------------------------------------------------------------
 
 .PHONY: bench
-bench: install ## measure the cost of tracing, traced vs untraced (BENCH_ROUNDS=3 BENCH_DURATION=15; PROFILE=1: py-spy)
+bench: install ## the cost of tracing: untraced, stock OpenTelemetry and tracehop side by side (BENCH_MODES, BENCH_ROUNDS=3, BENCH_DURATION=15; PROFILE=1: py-spy)
 	@$(PY) -m tracehop.bench $(if $(PROFILE),--profile bench/profiles)
 
 # --- development ----------------------------------------------------------------------------------------
