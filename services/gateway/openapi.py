@@ -116,6 +116,19 @@ DOCUMENT: dict[str, Any] = {
             "post": {
                 "operationId": "createUser",
                 "summary": "Create a user (through the users service) and queue its welcome e-mail",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": (
+                            "A unique key (a UUID) per user to create. Sent again with the same body, the "
+                            "request answers the same user and job id (header `Idempotent-Replayed: true`) "
+                            "and queues the job if the first attempt died before; remembered 24 h."
+                        ),
+                        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                    }
+                ],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewUser"}}},
@@ -133,9 +146,13 @@ DOCUMENT: dict[str, Any] = {
                         },
                         "created; the welcome e-mail job is queued",
                     ),
-                    "400": _error("the body is not JSON, not an object, or a field is missing or invalid"),
+                    "400": _error(
+                        "the body is not JSON, not an object, or a field is missing or invalid; "
+                        "or the Idempotency-Key is malformed"
+                    ),
                     "413": _error("the body is larger than 16 KiB"),
                     "415": _error("the body is not sent as application/json"),
+                    "422": _error("the Idempotency-Key was used before with another body"),
                     "503": _error("the users service or the job queue cannot be reached"),
                 },
             }
@@ -263,6 +280,25 @@ DOCUMENT: dict[str, Any] = {
             }
         },
         **WORKFLOW_PATHS,
+        "/": {
+            "get": {
+                "operationId": "index",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["service", "routes", "openapi"],
+                            "properties": {
+                                "service": {"const": "gateway"},
+                                "routes": {"type": "array", "items": {"type": "string"}},
+                                "openapi": {"const": "/openapi.json"},
+                            },
+                        },
+                        "what this service answers: its routes and where their description is",
+                    )
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "operationId": "openapi",
@@ -312,3 +348,12 @@ DOCUMENT: dict[str, Any] = {
 @blueprint.get("/openapi.json")
 def openapi_document() -> Response:
     return jsonify(DOCUMENT)
+
+
+@blueprint.get("/")
+def index() -> Response:
+    """A person who opens the gateway's address sees what it answers, not a 404."""
+    routes = [
+        f"{method.upper()} {path}" for path, operations in DOCUMENT["paths"].items() for method in operations
+    ]
+    return jsonify(service="gateway", routes=routes, openapi="/openapi.json")

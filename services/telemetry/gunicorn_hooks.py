@@ -8,6 +8,10 @@
 Tracing is set up in each worker AFTER the fork (post_fork): `--env OTEL_SERVICE_NAME=…` is applied only
 after gunicorn has loaded its config, and a provider set up in the master would be every worker's, for
 good (see services/telemetry/setup.py). worker_exit flushes the spans still queued.
+
+With gevent workers, call post_fork from gunicorn's `post_worker_init` hook instead: gevent patches
+threads and sockets only after the fork, and the span processor's thread and its exporter's connection
+must be created after that (services/web/gunicorn_public_conf.py does so for the gateway).
 """
 
 from __future__ import annotations

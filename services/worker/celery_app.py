@@ -18,27 +18,27 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery, Task
+from celery import Celery
 
 from services.demo import broken_on_purpose, fault_injection
 from services.metrics.span_export_metrics import CountingSpanExporter
 from services.telemetry.celery import CeleryHooks, instrument_celery
 from services.web import settings
-from services.worker import chord_links, job_metrics
+from services.worker import chord_links, job_ledger, job_metrics
+from services.worker.job_claims import IdempotentTask
 from services.worker.log_privacy import hide_job_results
 
 SERVICE = "worker"
 BEAT_SERVICE = "beat"
 
 
-class FaultInjectingTask(Task):
+class FaultInjectingTask(IdempotentTask):
     """Runs the faults a request's baggage asks of the worker (`tracehop.fault=worker:...`) inside the
     job's span, before the job. A Task class and not a task_prerun receiver: Celery logs and swallows
     exceptions raised by signal receivers, so an `error` fault could not fail the job from there."""
 
-    def __call__(self, *args: object, **kwargs: object) -> object:
+    def before_job(self) -> None:
         fault_injection.inject_faults(SERVICE)
-        return super().__call__(*args, **kwargs)
 
 
 def _redelivery_options(visibility_timeout_s: int) -> dict[str, int]:
@@ -56,7 +56,7 @@ app = Celery(
     "tracehop",
     include=["services.worker.tasks", "services.worker.workflow_tasks"],
     # Only when allowed: otherwise every job runs through Celery's plain (faster) call path.
-    task_cls=FaultInjectingTask if fault_injection.enabled() else Task,
+    task_cls=FaultInjectingTask if fault_injection.enabled() else IdempotentTask,
 )
 app.conf.update(
     broker_url=settings.broker_url(),
@@ -81,7 +81,9 @@ app.conf.update(
         "interval_step": 0.2,
         "interval_max": 0.5,
     },
-    task_track_started=True,
+    # STARTED is written by IdempotentTask once a job has claimed its id (job_claims.py): Celery's own
+    # would be written by a duplicate copy too, over the finished job's state.
+    task_track_started=False,
     worker_concurrency=settings.env_int("TRACEHOP_WORKER_CONCURRENCY", 2),
     # Our logs go through loguru as JSON: Celery must neither redirect stdout nor take the root logger.
     worker_redirect_stdouts=False,
@@ -96,6 +98,10 @@ app.conf.update(
         "heartbeat": {"task": "heartbeat", "schedule": settings.env_float("TRACEHOP_BEAT_INTERVAL_S", 60.0)},
     },
 )
+
+# Every publish of one of our jobs is recorded until the job starts (job_ledger.py): the gateway's
+# reconciler publishes a job again if its message was lost between the broker and a dying worker.
+job_ledger.connect_recording(app)
 
 
 def _after_logging_setup() -> None:

@@ -52,6 +52,10 @@ GAVE_UP_STATES = ("FATAL",)
 OUTPUT_TAIL_LINES = 40
 
 
+# The state `status` shows for a process supervisord calls RUNNING whose readiness probe fails.
+NOT_SERVING = "NOT SERVING"
+
+
 class StackError(RuntimeError):
     """The local stack could not do what was asked; the message says why, for a person."""
 
@@ -319,13 +323,19 @@ class LocalStack:
         for name in [*self.components, *sorted(set(processes) - set(self.components))]:
             info = processes.get(name)
             probe = probes.get(name)
+            problem = probe.check() if probe else None
+            state = info.state if info else "ABSENT"
+            # supervisord says RUNNING once a process has lived `startsecs`, serving or not (a gunicorn
+            # master whose port is still taken, a worker still connecting): only the probe can tell.
+            if state == "RUNNING" and problem is not None:
+                state = NOT_SERVING
             statuses.append(
                 ComponentStatus(
                     component=name,
-                    state=info.state if info else "ABSENT",
+                    state=state,
                     pid=info.pid if info else 0,
                     url=self.component_url(name) if name in COMPONENT_ORDER else "",
-                    problem=probe.check() if probe else None,
+                    problem=problem,
                 )
             )
         return statuses
