@@ -153,3 +153,15 @@ def worker_config() -> dict[str, object]:
         "metrics_port": env_int("TRACEHOP_WORKER_METRICS_PORT", DEFAULT_PORTS["worker_metrics"]),
         "metrics_addr": env_str("TRACEHOP_WORKER_METRICS_ADDR", LOCALHOST),
     }
+
+
+TRACING_SETUPS = ("tracehop", "stock")
+
+
+def tracing_setup() -> str:
+    """TRACEHOP_TRACING_SETUP: `tracehop` (as shipped) or `stock`, OpenTelemetry's documented setup with
+    the SDK's defaults and none of tracehop's additions; `make bench` measures both (docs/performance.md)."""
+    value = env_str("TRACEHOP_TRACING_SETUP", "tracehop").strip().lower()
+    if value not in TRACING_SETUPS:
+        raise ValueError(f"TRACEHOP_TRACING_SETUP must be one of {', '.join(TRACING_SETUPS)}, got {value!r}")
+    return value

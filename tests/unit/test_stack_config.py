@@ -320,6 +320,7 @@ def test_the_services_get_the_stack_wiring(tmp_path: Path, prometheus_on_path: P
         assert env["TRACEHOP_USERS_URL"] == "http://127.0.0.1:18081"
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:14318"
         assert env["OTEL_BSP_SCHEDULE_DELAY"] == "1000"
+        assert env["OTEL_SEMCONV_STABILITY_OPT_IN"] == "http,database"
         assert env["TRACEHOP_LOG_DIR"] == str(tmp_path / "logs")
         assert env["TRACEHOP_WORKER_METRICS_PORT"] == "19101"
         assert env["PYTHONUNBUFFERED"] == "1"
@@ -329,11 +330,14 @@ def test_the_services_get_the_stack_wiring(tmp_path: Path, prometheus_on_path: P
 
 def test_a_users_own_batch_delay_is_not_overridden(tmp_path: Path, prometheus_on_path: Path) -> None:
     # Not written into the configuration: the services inherit the user's value from supervisord.
-    stack = make_stack(tmp_path, inherited_env={"OTEL_BSP_SCHEDULE_DELAY": "5000"})
+    stack = make_stack(
+        tmp_path, inherited_env={"OTEL_BSP_SCHEDULE_DELAY": "5000", "OTEL_SEMCONV_STABILITY_OPT_IN": ""}
+    )
 
     programs = parse_with_supervisord(stack.write_config())
 
     assert "OTEL_BSP_SCHEDULE_DELAY" not in programs["gateway"].environment
+    assert "OTEL_SEMCONV_STABILITY_OPT_IN" not in programs["gateway"].environment
 
 
 def test_overrides_win_and_survive_supervisords_interpolation(

@@ -237,6 +237,9 @@ def embedded_redis_url(port: int) -> str:
     return f"redis://{LOCALHOST}:{port}/0"
 
 
+SEMCONV_STABILITY_OPT_IN = "http,database"
+
+
 def service_environment(
     ports: StackPorts,
     log_dir: Path,
@@ -266,6 +269,11 @@ def service_environment(
     # POSTs every process sends at 500 ms. A user's own choice wins.
     if "OTEL_BSP_SCHEDULE_DELAY" not in inherited:
         env["OTEL_BSP_SCHEDULE_DELAY"] = "1000"
+    # The stable HTTP and database semantic conventions: the instrumentations' default (the old ones)
+    # names the host three times on every server span (http.host, http.server_name, net.host.name);
+    # the stable set says each thing once, which is fewer attributes to collect and export per span.
+    if "OTEL_SEMCONV_STABILITY_OPT_IN" not in inherited:
+        env["OTEL_SEMCONV_STABILITY_OPT_IN"] = SEMCONV_STABILITY_OPT_IN
     env.update(overrides or {})
     return env
 
