@@ -1,66 +1,71 @@
 # tracehop: the verbs a person types. `make` alone lists them.
 #
-# Every target that runs Python depends on `install`, which creates .venv and installs the locked
-# dependencies only when requirements.lock or pyproject.toml changed since the last install (a stamp file).
+# Every target that runs Python depends on an install stamp, so .venv is created and the locked dependencies
+# installed only when requirements.lock or pyproject.toml changed since the last install. The stack's verbs
+# install what the stack runs; `make install`, `make test` and the other development verbs add the test, lint
+# and profiling tools (the dev extra). Installs print one line; the installer's output goes to var/install.log.
 
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
 VENV := .venv
 PY := $(VENV)/bin/python
-INSTALL_STAMP := $(VENV)/.tracehop-installed
+RUNTIME_STAMP := $(VENV)/.tracehop-installed
+DEV_STAMP := $(VENV)/.tracehop-installed-dev
 # Python for a new .venv: 3.11 when there is one, else whatever python3 is.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 UV := $(shell command -v uv)
+INSTALL := VENV=$(VENV) PYTHON=$(PYTHON) UV=$(UV) tools/install_venv.sh
 TRACEHOP := $(PY) -m tracehop
 
-.PHONY: help install up down status urls traffic trace logs test test-stack audit bench lint fmt
+.PHONY: help install runtime up down status urls traffic trace logs test test-stack audit bench lint fmt
 
 help: ## list the targets
 	@echo "tracehop: one trace across Flask and Celery, with logs and metrics that line up"
 	@echo
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -f tools/help.awk $(MAKEFILE_LIST)
 	@echo
 	@echo "Start here: make up, then make traffic, then make trace."
 
-install: $(INSTALL_STAMP) ## create .venv and install the locked dependencies (only when they changed)
+install: $(DEV_STAMP) ## create .venv with everything: the stack, its tooling, the test, lint and profiling tools
 
-$(INSTALL_STAMP): requirements.lock pyproject.toml
-ifneq ($(UV),)
-	@test -x $(PY) || $(UV) venv --python 3.11 $(VENV)
-	$(UV) pip install --python $(PY) -r requirements.lock
-	$(UV) pip install --python $(PY) -e . --no-deps
-else
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install -r requirements.lock
-	$(PY) -m pip install -e . --no-deps
-endif
+runtime: $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): requirements.lock pyproject.toml
+	@$(INSTALL) "the stack's locked dependencies" --editable .
+	@touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP)
+	@$(INSTALL) "the test, lint and profiling tools" --editable '.[dev]'
 	@touch $@
 
 # --- the running system -------------------------------------------------------------------------------
 
-up: install ## start everything (docker compose if a Docker engine answers, else the embedded local stack)
+up: runtime ## start everything (docker compose if a Docker engine answers, else the embedded local stack)
 	@$(TRACEHOP) up
 
-down: install ## stop everything `make up` started
+down: runtime ## stop everything `make up` started
 	@$(TRACEHOP) down
 
-status: install ## state, pid and readiness of each component
-	@$(TRACEHOP) status
+# A stopped stack is an answer, not an error of make: `python -m tracehop status` exits 3 then (the LSB code for
+# "not running", for scripts), which make would report as "Error 3".
+status: runtime ## state, pid and readiness of each component ("not running" is not an error)
+	@$(TRACEHOP) status || test $$? -eq 3
 
-urls: install ## where each component listens
+urls: runtime ## where each component listens
 	@$(TRACEHOP) urls
 
-traffic: install ## send a bounded, realistic mix of requests and print their trace ids (COUNT=30, FAULTS=1 adds fault-injected ones)
+traffic: runtime ## send a bounded, realistic mix of requests and print their trace ids (COUNT=30, FAULTS=1 adds fault-injected ones)
 	@$(TRACEHOP) traffic $(if $(COUNT),--count $(COUNT)) $(if $(FAULTS),--faults)
 
-trace: install ## show one trace as a waterfall: ID=<trace id>, default the latest POST /api/users of `make traffic`
-	@$(TRACEHOP) trace $(ID)
+# ID may be a trace id or a whole traceparent/traceresponse value, even with its header name: quoted, so the
+# space in "traceresponse: 00-…" reaches the command as one argument.
+trace: runtime ## show one trace as a waterfall: ID=<trace id or traceresponse>, default the latest POST /api/users in the trace store
+	@$(TRACEHOP) trace "$(ID)"
 
-logs: install ## every log line of one trace from all services, in time order: ID=<trace id> (JSON=1 for raw lines)
+logs: runtime ## every log line of one trace from all services, in time order: ID=<trace id or traceresponse> (JSON=1 for raw lines)
 	@test -n "$(ID)" || { echo "usage: make logs ID=<trace id>   (make traffic prints trace ids)"; exit 2; }
-	@$(TRACEHOP) logs $(ID) $(if $(JSON),--json)
+	@$(TRACEHOP) logs "$(ID)" $(if $(JSON),--json)
 
 # --- measuring -----------------------------------------------------------------------------------------
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from rich.console import Console
 from rich.markup import escape
 
+from tracehop.console import make_console, print_table
 from tracehop.stack import compose
 from tracehop.stack.compose import ComposeError
 from tracehop.stack.config import (
@@ -40,11 +40,11 @@ from tracehop.stack.view import (
     urls_table,
 )
 from tracehop.traces.logs import logs_table, read_trace_logs
-from tracehop.traces.view import WAIT_SECONDS, TraceViewError, normalize_trace_id, show_trace
+from tracehop.traces.query import TraceQuery
+from tracehop.traces.view import WAIT_SECONDS, TraceViewError, latest_trace_id, normalize_trace_id, show_trace
 from tracehop.traffic import (
     DEFAULT_COUNT,
     TrafficError,
-    latest_trace_id,
     run_fault_traffic,
     run_traffic,
     save_traffic,
@@ -55,6 +55,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_NOT_RUNNING = 3
 EXIT_INTERRUPTED = 130
+
+TRACE_ID_HELP = "32 hex digits, or a whole traceparent/traceresponse value (00-<trace id>-<span id>-<flags>)"
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
@@ -70,8 +72,8 @@ EXPECTED_ERRORS = (
     requests.RequestException,
 )
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = make_console()
+err = make_console(stderr=True)
 
 
 # -------------------------------------------------------------------------------------------- stack
@@ -85,14 +87,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         out.print(f"docker compose stack ready in {time.monotonic() - started:.1f}s")
         if new_password:
             out.print(f"Grafana admin password (saved in .env.local, shown once): [bold]{new_password}[/]")
-        out.print(published_ports_table(compose.published_ports(compose.compose_ps())))
+        print_table(out, published_ports_table(compose.published_ports(compose.compose_ps())))
         out.print(NEXT_STEPS)
         return EXIT_OK
 
     stack = LocalStack.from_env()
     if stack.is_running():
         out.print(f"The local stack is already running (state in {stack.layout.var_dir}): nothing started.")
-        out.print(components_table(stack.status()))
+        print_table(out, components_table(stack.status()))
         return EXIT_OK
     if not stack.runs_prometheus:
         out.print("[yellow]prometheus: skipped[/] (no `prometheus` binary on PATH; metrics stay on /metrics)")
@@ -119,8 +121,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.stop()
         return EXIT_INTERRUPTED
     out.print(f"[green]local stack ready in {time.monotonic() - started:.1f}s[/]")
-    out.print(components_table(stack.status()))
-    out.print(urls_table({key: _hide_password(url) for key, url in stack.urls.items()}))
+    print_table(out, components_table(stack.status()))
+    print_table(out, urls_table({key: _hide_password(url) for key, url in stack.urls.items()}))
     out.print(NEXT_STEPS)
     return EXIT_OK
 
@@ -143,14 +145,14 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     if compose.wants_compose():
-        out.print(published_ports_table(compose.published_ports(compose.compose_ps())))
+        print_table(out, published_ports_table(compose.published_ports(compose.compose_ps())))
         return EXIT_OK
     stack = LocalStack.from_env()
     statuses = stack.status()
     if not statuses:
         out.print("local stack: not running (start it with `make up`).")
         return EXIT_NOT_RUNNING
-    out.print(components_table(statuses))
+    print_table(out, components_table(statuses))
     unready = [status.component for status in statuses if not status.ready]
     if unready:
         err.print(f"[red]not ready:[/] {', '.join(unready)} (see {stack.layout.var_dir}/<name>.out)")
@@ -160,7 +162,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_urls(args: argparse.Namespace) -> int:
     if compose.wants_compose():
-        out.print(published_ports_table(compose.published_ports(compose.compose_ps())))
+        print_table(out, published_ports_table(compose.published_ports(compose.compose_ps())))
         return EXIT_OK
     stack = LocalStack.from_env()
     running = stack.is_running()
@@ -168,7 +170,8 @@ def cmd_urls(args: argparse.Namespace) -> int:
     if stack.embeds_redis and not running and stack.remembered_redis_port() is None:
         urls["redis"] = "redis://127.0.0.1:<a free port, chosen at the first `up`>/0"
     state = "running" if running else "not running"
-    out.print(urls_table({key: _hide_password(url) for key, url in urls.items()}, title=f"URLs ({state})"))
+    shown = {key: _hide_password(url) for key, url in urls.items()}
+    print_table(out, urls_table(shown, title=f"URLs ({state})"))
     return EXIT_OK
 
 
@@ -189,7 +192,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
         records = run_fault_traffic(base_url, out, seed=args.seed)
     else:
         records = run_traffic(base_url, args.count, out, seed=args.seed)
-    out.print(traffic_table(records))
+    print_table(out, traffic_table(records))
     last_traffic = var_dir_from_env() / "last_traffic.json"
     save_traffic(last_traffic, base_url, records)
     out.print(f"trace ids saved to {last_traffic}; [bold]make trace[/] shows the latest POST /api/users.")
@@ -202,23 +205,10 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def default_trace_id(last_traffic: Path) -> str:
-    """The latest `POST /api/users` trace of the last `make traffic` run."""
-    trace_id = latest_trace_id(last_traffic)
-    if trace_id is None:
-        raise TraceViewError(
-            f"no trace id given and no POST /api/users in {last_traffic}: run `make traffic` first, "
-            "or pass one: `make trace ID=<trace id>`"
-        )
-    return trace_id
-
-
 def cmd_trace(args: argparse.Namespace) -> int:
-    if args.trace_id:
-        trace_id = normalize_trace_id(args.trace_id)
-    else:
-        trace_id = default_trace_id(var_dir_from_env() / "last_traffic.json")
     query_url = (args.query_url or query_url_from_env()).rstrip("/")
+    # No id: the latest POST /api/users in the trace store, so it works after a curl as after make traffic.
+    trace_id = normalize_trace_id(args.trace_id) if args.trace_id else latest_trace_id(TraceQuery(query_url))
     show_trace(trace_id, query_url, out, timeout=args.wait)
     return EXIT_OK
 
@@ -234,7 +224,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         # Plain stdout, not rich: the lines must stay byte-for-byte JSON for jq and friends.
         sys.stdout.write("".join(line.raw + "\n" for line in lines))
     else:
-        out.print(logs_table(lines, trace_id))
+        print_table(out, logs_table(lines, trace_id))
     return EXIT_OK
 
 
@@ -306,14 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     traffic.set_defaults(handler=cmd_traffic)
 
-    trace = commands.add_parser("trace", help="draw one trace as a waterfall (default: latest from traffic)")
-    trace.add_argument("trace_id", nargs="?", metavar="TRACE_ID", help="32 hex digits")
+    trace = commands.add_parser(
+        "trace", help="draw one trace as a waterfall (default: the latest POST /api/users in the trace store)"
+    )
+    trace.add_argument("trace_id", nargs="?", metavar="TRACE_ID", help=TRACE_ID_HELP)
     trace.add_argument("--query-url", help="query API (default: $TRACEHOP_QUERY_URL or 127.0.0.1:$PORT)")
     trace.add_argument("--wait", type=float, default=WAIT_SECONDS, help="seconds to wait for late spans")
     trace.set_defaults(handler=cmd_trace)
 
     logs = commands.add_parser("logs", help="every log line of one trace, all services, in time order")
-    logs.add_argument("trace_id", metavar="TRACE_ID", help="32 hex digits")
+    logs.add_argument("trace_id", metavar="TRACE_ID", help=TRACE_ID_HELP)
     logs.add_argument("--json", action="store_true", help="print the raw JSON lines")
     logs.add_argument(
         "--log-dir", help="directory of <service>.log files (default: $TRACEHOP_LOG_DIR or logs)"

@@ -1,8 +1,8 @@
 """`make traffic`: a bounded, realistic mix of requests against the gateway, and the trace id of each.
 
 The gateway starts every trace (no traceparent is sent); the trace id comes back in the JSON body or the
-W3C `traceresponse` header. The run is saved to $TRACEHOP_VAR_DIR/last_traffic.json so that `make trace`
-can show the latest `POST /api/users` without being told an id.
+W3C `traceresponse` header. The run is saved to $TRACEHOP_VAR_DIR/last_traffic.json (`make trace` without an
+id finds the latest `POST /api/users` in the trace store itself).
 
 `--faults` sends instead a few requests that carry a fault flag in their baggage (`tracehop.fault`, see
 services/demo/fault_injection.py): a slow trace and error traces on demand. The services apply them
@@ -257,24 +257,30 @@ def run_traffic(base_url: str, count: int, console: Console, seed: int | None = 
 
 
 def traffic_table(records: Sequence[TrafficRecord]) -> Table:
-    # Light borders and a never-cut trace id column: the ids are what a person copies from this table.
-    table = Table(title="traffic: one trace per request", title_justify="left", box=box.SIMPLE_HEAD)
-    # Fixed columns never shrink (a piped console is only 80 wide); path and note give way instead.
-    table.add_column("#", justify="right", no_wrap=True, min_width=2)
-    table.add_column("method", no_wrap=True, min_width=4)
-    table.add_column("path", overflow="ellipsis", no_wrap=True, max_width=24)
-    table.add_column("status", justify="right", no_wrap=True, min_width=3)
+    # The trace ids are what a person copies from this table: never cut, and nothing but short fixed columns
+    # before them. The request (and its note) comes last, where it can wrap on a narrow terminal.
+    table = Table(
+        title="traffic: one trace per request",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("status", justify="right", no_wrap=True)
     table.add_column("trace id", no_wrap=True, min_width=32)
-    table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=20)
+    table.add_column("request", overflow="fold")
     for number, record in enumerate(records, start=1):
         style = "green" if record.as_expected else "red"
+        request = f"{record.method} {escape(record.path)}"
+        if record.note:
+            request += f"\n[dim]{escape(record.note)}[/]"
         table.add_row(
             str(number),
-            record.method,
-            record.path,
             f"[{style}]{record.status}[/]",
             record.trace_id or "[dim](none)[/]",
-            escape(record.note),
+            request,
         )
     return table
 
@@ -283,19 +289,3 @@ def save_traffic(path: Path, base_url: str, records: Sequence[TrafficRecord]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {"base_url": base_url, "finished_at": time.time(), "requests": [asdict(r) for r in records]}
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-
-
-def latest_trace_id(path: Path, method: str = "POST", request_path: str = "/api/users") -> str | None:
-    """Trace id of the last successful `method request_path` of the last traffic run (None if none)."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-    matching = [
-        record
-        for record in document.get("requests", [])
-        if record.get("method") == method and record.get("path") == request_path and record.get("trace_id")
-    ]
-    succeeded = [record for record in matching if 200 <= int(record.get("status", 0)) < 300]
-    chosen = succeeded or matching
-    return chosen[-1]["trace_id"] if chosen else None

@@ -26,14 +26,20 @@ def parse_new_user(body: Any) -> tuple[str, str]:
     unknown = sorted(set(body) - {"name", "email"})
     if unknown:
         raise ApiError(400, "invalid_body", f"unknown field(s): {', '.join(unknown)}")
-    name, email = body.get("name"), body.get("email")
+    missing = [field for field in ("name", "email") if field not in body]
+    if missing:
+        # The code names the first missing field, as it would for a wrong value of that field.
+        raise ApiError(400, f"invalid_{missing[0]}", f"missing field(s): {', '.join(missing)}")
+    name, email = body["name"], body["email"]
     if not isinstance(name, str) or not name.strip():
         raise ApiError(400, "invalid_name", "'name' must be a non-empty string")
     if len(name) > MAX_NAME_LENGTH:
         raise ApiError(400, "invalid_name", f"'name' must be at most {MAX_NAME_LENGTH} characters")
     if has_refused_character(name):
         raise ApiError(400, "invalid_name", "'name' contains a control or invisible formatting character")
-    if not isinstance(email, str) or not _looks_like_email(email):
+    if not isinstance(email, str):
+        raise ApiError(400, "invalid_email", "'email' must be a string, an address like someone@example.org")
+    if not _looks_like_email(email):
         raise ApiError(400, "invalid_email", "'email' must be an address like someone@example.org")
     if len(email) > MAX_EMAIL_LENGTH:
         raise ApiError(400, "invalid_email", f"'email' must be at most {MAX_EMAIL_LENGTH} characters")

@@ -55,11 +55,19 @@ class FaultSpecError(ValueError):
 
 
 class InjectedFault(Exception):
-    """Raised where an `error` fault applies: a failure asked for by the caller, not a bug."""
+    """Raised where an `error` fault applies: a failure asked for by the caller, not a bug.
 
-    def __init__(self, fault: Fault) -> None:
-        super().__init__(f"fault injected by baggage {BAGGAGE_KEY}: {fault}")
-        self.fault = fault
+    Its one argument is the fault as written (`worker:error`), and only str() adds the explanation:
+    Celery's result backend stores a job's exception as its class and args and rebuilds it with
+    cls(*args), so the gateway reads back an equal exception with the same message, not one wrapped twice.
+    """
+
+    def __init__(self, fault: Fault | str) -> None:
+        self.fault = fault if isinstance(fault, Fault) else parse_faults(fault)[0]
+        super().__init__(str(self.fault))
+
+    def __str__(self) -> str:
+        return f"fault injected by baggage {BAGGAGE_KEY}: {self.fault}"
 
 
 @dataclass(frozen=True)

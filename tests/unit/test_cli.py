@@ -6,14 +6,24 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
 
 from tracehop import cli
 from tracehop.stack.compose import published_ports
 from tracehop.stack.config import free_port
 from tracehop.traces.logs import read_trace_logs
+from tracehop.traces.store.server import RunningTraceStore, serve_in_thread
+from tracehop.traces.view import TraceViewError, normalize_trace_id
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 OTHER_TRACE = "00f067aa0ba902b700f067aa0ba902b7"
@@ -241,11 +251,16 @@ def test_logs_of_something_that_is_not_a_trace_id_is_refused(capsys: pytest.Capt
 # ------------------------------------------------------------------------------------------------ trace
 
 
-def test_trace_without_traffic_file_says_to_run_traffic(capsys: pytest.CaptureFixture[str]) -> None:
+def test_trace_without_an_id_and_no_trace_store_says_the_stack_is_not_running(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("TRACEHOP_QUERY_URL", nobody)
+
     assert cli.main(["trace"]) == 1
 
     err = flat(capsys.readouterr().err)
-    assert "make traffic" in err
+    assert f"does not answer at {nobody}" in err and "make up" in err
     assert "Traceback" not in err
 
 
@@ -259,3 +274,121 @@ def test_trace_when_the_query_api_is_down_says_the_stack_is_not_running(
     err = flat(capsys.readouterr().err)
     assert f"does not answer at {nobody}" in err
     assert "make up" in err
+
+
+# ---------------------------------------------------------------------------------- ids as people have them
+
+SPAN = "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        TRACE,
+        TRACE.upper(),
+        f"  {TRACE}\n",
+        f'"{TRACE}"',
+        f"00-{TRACE}-{SPAN}-01",  # a traceparent
+        f"00-{TRACE.upper()}-{SPAN.upper()}-03",  # a traceresponse, as the gateway sends it
+        f"traceresponse: 00-{TRACE}-{SPAN}-03",  # the header line as curl -i prints it
+        f"Traceparent:00-{TRACE}-{SPAN}-00",
+        f"cc-{TRACE}-{SPAN}-01-what-a-future-version-adds",  # W3C: a later version may append fields
+    ],
+)
+def test_a_trace_id_is_taken_in_the_forms_people_have_it(given: str) -> None:
+    assert normalize_trace_id(given) == TRACE
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ("12345", "is not a trace id"),
+        (TRACE + "0", "is not a trace id"),
+        (f"00-{TRACE}-{SPAN}", "is not a trace id"),  # no flags
+        (f"00-{TRACE}-{SPAN}-01-extra", "not a valid traceparent"),  # version 00 has exactly four fields
+        (f"ff-{TRACE}-{SPAN}-01", "not a valid traceparent"),  # version ff is forbidden
+        ("0" * 32, "all-zero trace id"),
+        (f"00-{'0' * 32}-{SPAN}-01", "all-zero trace id"),
+        (f"x-traceparent: 00-{TRACE}-{SPAN}-01", "is not a trace id"),
+    ],
+)
+def test_what_is_not_a_trace_id_is_refused_with_the_forms_that_are(given: str, problem: str) -> None:
+    with pytest.raises(TraceViewError, match=problem) as refused:
+        normalize_trace_id(given)
+    if "is not a trace id" in problem:
+        assert "traceparent/traceresponse value, 00-<trace id>-<span id>-<flags>" in str(refused.value)
+
+
+def test_logs_take_a_traceresponse_value(service_logs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["logs", f"traceresponse: 00-{TRACE}-{SPAN}-03", "--json"]) == 0
+
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(printed) == 5 and {line["trace_id"] for line in printed} == {TRACE}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[RunningTraceStore]:
+    with serve_in_thread(db_path=tmp_path / "traces.sqlite3") as running:
+        yield running
+
+
+def export_roots(store: RunningTraceStore, roots: list[tuple[str, str, int]]) -> list[str]:
+    """One SERVER span per (service, name, seconds ago), exported to the real store; their trace ids."""
+    session = requests.Session()
+    session.trust_env = False
+    trace_ids = []
+    now = time.time_ns()
+    for service, name, seconds_ago in roots:
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        exporter = OTLPSpanExporter(endpoint=store.traces_url, session=session)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        start = now - seconds_ago * 1_000_000_000
+        span = provider.get_tracer("tests").start_span(name, kind=SpanKind.SERVER, start_time=start)
+        span.end(end_time=start + 5_000_000)
+        trace_ids.append(format(span.get_span_context().trace_id, "032x"))
+        provider.shutdown()
+    return trace_ids
+
+
+def test_trace_without_an_id_shows_the_latest_create_in_the_trace_store(
+    store: RunningTraceStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As after a curl: no `make traffic`, so no last_traffic.json. The newest trace is not a create, the
+    # newest create came from another service's span name, and one create is older than the rest.
+    older, latest, _, _ = export_roots(
+        store,
+        [
+            ("gateway", "POST /api/users", 30),
+            ("gateway", "POST /api/users", 20),
+            ("users", "POST /users", 10),
+            ("gateway", "GET /api/users/<user_id>", 5),
+        ],
+    )
+    monkeypatch.setenv("TRACEHOP_QUERY_URL", store.query_url)
+
+    assert cli.main(["trace", "--wait", "1"]) == 0
+
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.startswith(f"trace {latest}") and older not in header
+
+
+def test_trace_takes_a_traceparent_value(
+    store: RunningTraceStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (trace_id,) = export_roots(store, [("gateway", "GET /api/users/<user_id>", 1)])
+    monkeypatch.setenv("TRACEHOP_QUERY_URL", store.query_url)
+
+    assert cli.main(["trace", f"00-{trace_id.upper()}-{SPAN}-01", "--wait", "1"]) == 0
+
+    assert capsys.readouterr().out.startswith(f"trace {trace_id}")
+
+
+def test_trace_without_an_id_in_an_empty_store_says_how_to_get_one(
+    store: RunningTraceStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRACEHOP_QUERY_URL", store.query_url)
+
+    assert cli.main(["trace"]) == 1
+
+    err = flat(capsys.readouterr().err)
+    assert "no POST /api/users" in err and "make traffic, or curl" in err and "make trace ID=" in err

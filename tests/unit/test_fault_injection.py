@@ -147,3 +147,41 @@ def test_allowed_a_flag_fails_the_job_inside_its_span(monkeypatch) -> None:
     finally:
         context.detach(token)
     assert result.failed() and isinstance(result.result, InjectedFault)
+
+
+@pytest.mark.parametrize("flag", ["worker:error", "worker:error=503"])
+def test_a_failed_job_reads_back_from_the_result_backend_unchanged(flag, broker, monkeypatch) -> None:
+    """The worker stores the job's exception in the real result backend (valkey) as JSON; the gateway
+    rebuilds it from there. It must come back as the same fault with the same message."""
+    from services.gateway.job_queue import JobQueue
+    from services.worker.celery_app import app as service_app
+
+    app = Celery("faulty-stored", task_cls=FaultInjectingTask)
+    app.conf.update(
+        result_backend=service_app.conf.result_backend,  # the test's valkey (the broker fixture)
+        result_serializer=service_app.conf.result_serializer,
+        accept_content=service_app.conf.accept_content,
+        task_always_eager=True,
+        # Eager jobs store their outcome through the backend exactly as a worker's jobs do.
+        task_store_eager_result=True,
+    )
+
+    @app.task(name="faulty.stored")
+    def stored() -> str:
+        return "pong"
+
+    monkeypatch.setenv(fault_injection.ENABLE_VARIABLE, "1")
+    token = context.attach(with_flag(flag))
+    try:
+        job_id = stored.apply().id
+    finally:
+        context.detach(token)
+
+    job = JobQueue().job_status(job_id)
+    assert job["state"] == "FAILURE"
+    assert job["result"] == {
+        "error": "InjectedFault",
+        "message": f"fault injected by baggage tracehop.fault: {flag}",
+    }
+    rebuilt = service_app.AsyncResult(job_id).result
+    assert type(rebuilt) is InjectedFault and rebuilt.fault == parse_faults(flag)[0]

@@ -147,6 +147,42 @@ def test_invalid_user_ids_are_400(gateway, user_id):
     assert_json_error(gateway.post(f"/api/users/{user_id}/report"), 400, "invalid_user_id")
 
 
+@pytest.mark.parametrize(
+    ("user_id", "message"),
+    [
+        ("99999999999999999999999999", "a user id is at most 9007199254740992"),  # too large, not negative
+        (str(2**53 + 1), "a user id is at most 9007199254740992"),
+        ("0" * 5000 + "7" * 20, "a user id is at most 9007199254740992"),
+        ("0", "a user id is a positive integer (0 is not)"),
+        ("-1", "a user id is a positive integer"),
+        ("abc", "a user id is a positive integer"),
+    ],
+)
+def test_an_invalid_user_id_is_told_what_is_wrong(gateway, user_id, message):
+    assert (
+        assert_json_error(gateway.get(f"/api/users/{user_id}"), 400, "invalid_user_id")["message"] == message
+    )
+
+
+def test_leading_zeros_are_the_same_user_id(gateway):
+    assert_json_error(gateway.get("/api/users/" + "0" * 5000 + "987654321"), 404, "user_not_found")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ('{"name": "Ada"}', "missing field(s): email"),
+        ('{"email": "ada@example.org"}', "missing field(s): name"),
+        ("{}", "missing field(s): name, email"),
+        ('{"name": "Ada", "email": 12}', "'email' must be a string, an address like someone@example.org"),
+        (body(email="not-an-address"), "'email' must be an address like someone@example.org"),
+    ],
+)
+def test_a_bad_body_is_told_what_is_wrong(gateway, data, message):
+    response = gateway.post("/api/users", data=data, content_type=JSON)
+    assert assert_json_error(response, 400)["message"] == message
+
+
 @pytest.mark.parametrize("job_id", ["x" * 5000, "00000000-0000-0000-0000-00000000000g", "%00", "{}"])
 def test_invalid_job_ids_are_400(gateway, job_id):
     assert_json_error(gateway.get(f"/api/jobs/{job_id}"), 400, "invalid_job_id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,10 +15,13 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from rich.console import Console
 
 from tracehop.stack.config import free_port
 from tracehop.stack.processes import group_members, process_exists
 from tracehop.stack.readiness import ReadinessProbe
+from tracehop.stack.runner import ComponentStatus
+from tracehop.stack.view import components_table
 
 
 class ReadyzHandler(BaseHTTPRequestHandler):
@@ -101,3 +105,27 @@ def test_a_process_group_is_found_with_its_children_until_it_is_gone() -> None:
         time.sleep(0.05)
     assert group_members(leader.pid) == []
     assert not process_exists(leader.pid)
+
+
+@pytest.mark.parametrize(
+    ("state", "problem", "summary", "ready"),
+    [
+        ("RUNNING", None, "ready", True),
+        # Answering before supervisord's startsecs have passed: not yet ready, and the table says why.
+        ("STARTING", None, "starting", False),
+        ("STARTING", "connection refused", "starting (connection refused)", False),
+        ("RUNNING", "HTTP 503 unreachable: redis", "not ready (HTTP 503 unreachable: redis)", False),
+        ("BACKOFF", "connection refused", "backoff (connection refused)", False),
+        ("FATAL", None, "fatal", False),
+    ],
+)
+def test_a_component_has_one_state(state: str, problem: str | None, summary: str, ready: bool) -> None:
+    status = ComponentStatus("gateway", state, 42, "http://127.0.0.1:8080", problem)
+
+    assert (status.summary, status.ready) == (summary, ready)
+    console = Console(file=io.StringIO(), width=120, force_terminal=True, color_system=None, record=True)
+    console.print(components_table([status]))
+    (row,) = [line for line in console.export_text().splitlines() if "gateway" in line]
+    assert (
+        row.split("│")[2].strip() == summary
+    )  # one state column, no separate "ready" yes/no to contradict it

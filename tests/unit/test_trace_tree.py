@@ -357,7 +357,8 @@ def test_ellipsis_allows_further_children_but_still_requires_the_listed_ones() -
 
 
 def _waterfall(spans: list[Span], width: int) -> list[str]:
-    console = Console(record=True, width=width, color_system=None)
+    # A terminal of that width (tests/unit/test_narrow_output.py covers pipes and 80 columns).
+    console = Console(record=True, width=width, color_system=None, force_terminal=True)
     render_waterfall(spans, console)
     return console.export_text().splitlines()
 
@@ -399,11 +400,13 @@ def test_waterfall_places_bars_on_the_time_axis_and_marks_errors() -> None:
     assert "1 error" in lines[0]
 
 
-def test_waterfall_never_wraps_on_a_narrow_console() -> None:
+def test_waterfall_never_wraps_a_span_line_on_a_narrow_console() -> None:
     lines = _waterfall(contract_spans(), width=60)
 
-    assert len(lines) == 1 + len(contract_spans())
     assert all(len(line) <= 60 for line in lines)
+    span_lines = [line for line in lines if "  │ " in line]
+    assert len(span_lines) == len(contract_spans())
+    assert shape(parse_text("\n".join(span_lines))) == shape(build_tree(contract_spans()))
 
 
 def test_trace_list_shows_root_span_count_duration_and_errors() -> None:

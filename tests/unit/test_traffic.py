@@ -1,4 +1,4 @@
-"""`make traffic`: the request mix, trace ids read from answers, and the file `make trace` reads."""
+"""`make traffic`: the request mix, trace ids read from answers, and the file the run is saved to."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from tracehop.traffic import (
     TrafficError,
     TrafficRecord,
     TrafficRun,
-    latest_trace_id,
     plan_requests,
     save_traffic,
     trace_id_of,
@@ -110,22 +109,18 @@ def test_an_unreachable_gateway_is_a_clear_error() -> None:
         run.send("create")
 
 
-def test_make_trace_defaults_to_the_last_successful_create(tmp_path: Path) -> None:
-    def record(method: str, path: str, status: int, trace_id: str) -> TrafficRecord:
-        return TrafficRecord(method, path, status, trace_id, expected_status=status)
-
+def test_a_run_is_saved_with_every_request_and_its_trace_id(tmp_path: Path) -> None:
+    records = [
+        TrafficRecord("POST", "/api/users", 201, "a" * 32, expected_status=201, note="ada@example.org"),
+        TrafficRecord("GET", "/api/users/2", 404, "b" * 32, expected_status=200),
+    ]
     saved = tmp_path / "var" / "last_traffic.json"
-    save_traffic(
-        saved,
-        "http://127.0.0.1:8080",
-        [
-            record("POST", "/api/users", 201, "a" * 32),
-            record("POST", "/api/users", 201, "b" * 32),
-            record("POST", "/api/users/1/report", 202, "c" * 32),
-            record("POST", "/api/users", 500, "d" * 32),
-            record("GET", "/api/users/2", 200, "e" * 32),
-        ],
-    )
 
-    assert latest_trace_id(saved) == "b" * 32
-    assert latest_trace_id(tmp_path / "missing.json") is None
+    save_traffic(saved, "http://127.0.0.1:8080", records)
+
+    document = json.loads(saved.read_text())
+    assert document["base_url"] == "http://127.0.0.1:8080"
+    assert [(r["method"], r["path"], r["status"], r["trace_id"]) for r in document["requests"]] == [
+        ("POST", "/api/users", 201, "a" * 32),
+        ("GET", "/api/users/2", 404, "b" * 32),
+    ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from opentelemetry.trace import format_trace_id
+
 from tests.unit.conftest import as_query_spans
 from tracehop.traces.tree import assert_trace_tree
 
@@ -100,6 +103,31 @@ def test_every_response_carries_traceresponse(users_client):
     response = users_client.get("/users/1", headers=TOKEN)
     version, trace_id, span_id, flags = response.headers["traceresponse"].split("-")
     assert (version, len(trace_id), len(span_id), len(flags)) == ("00", 32, 16, 2)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/readyz",  # a probe path users does not serve: an ordinary 404, traced
+        "/users/healthz",  # the instrumentation matches excluded URLs anywhere in the URL
+        "/users/987654321?next=/metrics",
+    ],
+)
+def test_errors_on_probe_like_paths_are_traced(users_client, spans, path):
+    response = users_client.get(path, headers=TOKEN)
+    assert response.status_code == 404
+    trace_id = response.get_json()["trace_id"]
+    assert len(trace_id) == 32
+    assert response.headers["traceresponse"].split("-")[1] == trace_id
+    assert {format_trace_id(s.context.trace_id) for s in spans.get_finished_spans()} == {trace_id}
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/metrics"])
+def test_probes_and_scrapes_are_not_traced(users_client, spans, path):
+    response = users_client.get(path)
+    assert response.status_code == 200
+    assert "traceresponse" not in response.headers
+    assert spans.get_finished_spans() == ()
 
 
 def test_metrics_endpoint_groups_by_url_rule(users_client):

@@ -81,7 +81,21 @@ class ComponentStatus:
 
     @property
     def ready(self) -> bool:
-        return self.problem is None
+        """It answers its readiness probe AND supervisord counts it as started (up for `startsecs`):
+        one meaning for `up`, `status` and the exit code, so a table never says ready and STARTING."""
+        return self.problem is None and self.state == "RUNNING"
+
+    @property
+    def summary(self) -> str:
+        """The one state a person reads: ready, starting, not ready (why), or supervisord's word for a
+        program that is not running (backoff, fatal, exited, stopped)."""
+        if self.ready:
+            return "ready"
+        if self.state == "STARTING":
+            return "starting" if self.problem is None else f"starting ({self.problem})"
+        if self.state == "RUNNING":
+            return f"not ready ({self.problem})"
+        return self.state.lower() + (f" ({self.problem})" if self.problem else "")
 
 
 @dataclass
@@ -440,6 +454,10 @@ class LocalStack:
                         self.output_tail(name),
                     )
                 problem = probe.check()
+                if problem is None and info is not None and info.state != "RUNNING":
+                    # It answers, but supervisord has not counted it as started yet (startsecs): a crash
+                    # right after the first answer must still fail `up`, and `status` must agree with it.
+                    problem = f"{info.state}: up for less than supervisord's startsecs"
                 if problem is None:
                     del pending[name]
                     if on_ready is not None:

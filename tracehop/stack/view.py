@@ -16,8 +16,9 @@ from tracehop.stack.compose import PublishedPort
 from tracehop.stack.runner import ComponentStatus, ReadyCallback
 
 NEXT_STEPS = (
-    "Next: [bold]make traffic[/] sends a mix of requests, [bold]make trace[/] shows the latest one as a "
-    "waterfall, [bold]make logs ID=<trace id>[/] its log lines, [bold]make down[/] stops everything."
+    "Next: [bold]make traffic[/] sends a mix of requests, [bold]make trace[/] shows the latest "
+    "POST /api/users as a waterfall, [bold]make logs ID=<trace id>[/] its log lines, [bold]make down[/] "
+    "stops everything."
 )
 
 
@@ -48,19 +49,17 @@ def start_progress(console: Console, components: Sequence[str], timeout: float) 
 
 def components_table(statuses: Sequence[ComponentStatus], title: str = "tracehop local stack") -> Table:
     table = Table(title=title, title_justify="left")
-    table.add_column("component")
+    table.add_column("component", no_wrap=True)
     table.add_column("state")
-    table.add_column("pid", justify="right")
-    table.add_column("url")
-    table.add_column("ready")
+    table.add_column("pid", justify="right", no_wrap=True)
+    table.add_column("url", no_wrap=True)
     for status in statuses:
-        state_style = "green" if status.state == "RUNNING" else "red"
+        style = "green" if status.ready else "yellow" if status.state == "STARTING" else "red"
         table.add_row(
             status.component,
-            f"[{state_style}]{status.state}[/]",
+            f"[{style}]{escape(status.summary)}[/]",
             str(status.pid or ""),
             status.url,
-            "[green]yes[/]" if status.ready else f"[red]no[/] ({status.problem})",
         )
     return table
 

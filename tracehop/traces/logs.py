@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -67,21 +68,32 @@ def read_trace_logs(log_dir: Path, trace_id: str) -> list[LogLine]:
 
 
 def logs_table(lines: Sequence[LogLine], trace_id: str) -> Table:
-    table = Table(title=f"logs of trace {trace_id}", title_justify="left")
+    # Short fixed columns first; the message, with the line's own fields under it, takes the rest of the
+    # width and wraps there (between fields, not inside every column) on a narrow terminal.
+    table = Table(
+        title=f"logs of trace {trace_id}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        collapse_padding=True,
+        pad_edge=False,
+    )
     table.add_column("ts (UTC)", no_wrap=True)
-    table.add_column("service")
-    table.add_column("level")
-    table.add_column("message", overflow="fold")
-    table.add_column("fields", overflow="fold")
+    table.add_column("service", no_wrap=True)
+    table.add_column("level", no_wrap=True)
+    table.add_column("message and fields", overflow="fold")
     for line in lines:
         level = str(line.fields.get("level", ""))
         style = LEVEL_STYLES.get(level.upper(), "")
+        text = escape(str(line.fields.get("message", "")))
+        fields = " ".join(f"{key}={_compact(value)}" for key, value in line.extra_fields.items())
+        if fields:
+            text += f"\n[dim]{escape(fields)}[/]"
         table.add_row(
             _time_of_day(line),
             escape(str(line.fields.get("service", line.source.stem))),
             f"[{style}]{escape(level)}[/]" if style else escape(level),
-            escape(str(line.fields.get("message", ""))),
-            escape(" ".join(f"{key}={_compact(value)}" for key, value in line.extra_fields.items())),
+            text,
         )
     return table
 

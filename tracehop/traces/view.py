@@ -1,9 +1,10 @@
-"""`make trace [ID=...]`: fetch one trace from the query API, wait for its late spans, draw the waterfall."""
+"""`make trace [ID=...]`: find one trace in the query API, wait for its late spans, draw the waterfall."""
 
 from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime, timedelta
 
 import requests
 from rich.console import Console
@@ -11,6 +12,20 @@ from rich.console import Console
 from tracehop.traces.query import Span, TraceQuery
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
+# W3C Trace Context: `version-trace_id-parent_id-flags`, the form of both `traceparent` and `traceresponse`.
+# Version 00 has exactly these four fields; a later version may append more, so only 00 is held to four.
+TRACE_CONTEXT = re.compile(
+    r"(?P<version>[0-9a-f]{2})-(?P<trace_id>[0-9a-f]{32})-(?P<parent_id>[0-9a-f]{16})-(?P<flags>[0-9a-f]{2})"
+    r"(?P<rest>-.*)?"
+)
+# What people paste: the header line as `curl -i` prints it, or just its value, maybe quoted.
+HEADER_NAME = re.compile(r"^(?:traceparent|traceresponse)\s*:\s*", re.IGNORECASE)
+
+# `make trace` without an id: the latest request that creates a user, as the trace store has it.
+DEFAULT_SERVICE = "gateway"
+DEFAULT_OPERATION = "POST /api/users"
+DEFAULT_LOOKBACK = timedelta(days=7)
+DEFAULT_CANDIDATES = 20
 
 # Spans keep arriving for a moment after a request (batch processors flush every 500 ms locally, the
 # worker finishes its job later): show the trace once its span count has not changed for this long.
@@ -23,11 +38,73 @@ class TraceViewError(RuntimeError):
 
 
 def normalize_trace_id(raw: str) -> str:
-    """A trace id as the query API wants it: 32 lowercase hex digits."""
-    trace_id = raw.strip().lower()
-    if not TRACE_ID.fullmatch(trace_id):
-        raise TraceViewError(f"{raw!r} is not a trace id (32 hex digits, as `make traffic` prints)")
+    """A trace id as the query API wants it (32 lowercase hex digits), from the forms people have it in.
+
+    Accepted: the 32 hex digits (`make traffic`, a JSON error's `trace_id`, a log line), or a whole
+    `traceparent` / `traceresponse` value `00-<trace id>-<span id>-<flags>`, with or without its header
+    name (`traceresponse: 00-…` as `curl -i` shows it), in any case, quoted or not.
+    """
+    text = _unquote(HEADER_NAME.sub("", _unquote(raw))).lower()
+    if TRACE_ID.fullmatch(text):
+        return _valid(text, raw)
+    match = TRACE_CONTEXT.fullmatch(text)
+    if match is None:
+        raise TraceViewError(
+            f"{raw!r} is not a trace id: give its 32 hex digits (as `make traffic` prints them) or a whole "
+            "traceparent/traceresponse value, 00-<trace id>-<span id>-<flags>"
+        )
+    if match["version"] == "ff" or (match["version"] == "00" and match["rest"]):
+        raise TraceViewError(f"{raw!r} is not a valid traceparent/traceresponse value (W3C Trace Context)")
+    return _valid(match["trace_id"], raw)
+
+
+def _unquote(text: str) -> str:
+    return text.strip().strip("'\"`").strip()
+
+
+def _valid(trace_id: str, raw: str) -> str:
+    if trace_id == "0" * 32:
+        raise TraceViewError(f"{raw!r}: an all-zero trace id is invalid (W3C Trace Context)")
     return trace_id
+
+
+def latest_trace_id(query: TraceQuery, now: datetime | None = None) -> str:
+    """The trace of the latest `POST /api/users` the trace store holds, whoever sent it (make traffic,
+    curl, a browser) and however it ended."""
+    now = now or datetime.now(UTC)
+    try:
+        # Backends list the most recent traces first, but not all promise it: take a few, pick the latest.
+        traces = query.search(
+            DEFAULT_SERVICE,
+            now - DEFAULT_LOOKBACK,
+            now + timedelta(minutes=1),  # a little clock skew between the services and this machine
+            limit=DEFAULT_CANDIDATES,
+            operation=DEFAULT_OPERATION,
+        )
+    except requests.ConnectionError:
+        raise _not_answering(query) from None
+    started = {
+        trace_id: max(span.start_ns for span in creates)
+        for trace_id, spans in traces.items()
+        if (creates := [span for span in spans if _is_default_root(span)])
+    }
+    if not started:
+        raise TraceViewError(
+            f"no trace id given, and no {DEFAULT_OPERATION} in the last {DEFAULT_LOOKBACK.days} days in the "
+            f"trace store at {query.base_url}: send one (make traffic, or curl), or pass an id: "
+            "make trace ID=<trace id>"
+        )
+    return max(started, key=started.__getitem__)
+
+
+def _is_default_root(span: Span) -> bool:
+    return span.service == DEFAULT_SERVICE and span.name == DEFAULT_OPERATION and span.kind == "SERVER"
+
+
+def _not_answering(query: TraceQuery) -> TraceViewError:
+    return TraceViewError(
+        f"the trace query API does not answer at {query.base_url}: is the stack running? (make up)"
+    )
 
 
 def fetch_settled_trace(
@@ -37,9 +114,7 @@ def fetch_settled_trace(
     try:
         query.get_trace(trace_id)
     except requests.ConnectionError:
-        raise TraceViewError(
-            f"the trace query API does not answer at {query.base_url}: is the stack running? (make up)"
-        ) from None
+        raise _not_answering(query) from None
 
     last_count = -1
     changed_at = time.monotonic()

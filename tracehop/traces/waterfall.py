@@ -29,12 +29,19 @@ SERVICE_COLOURS = (
 SEPARATOR = "  │ "
 DURATION_WIDTH = 11  # "12345.67 ms"
 MIN_BAR_WIDTH = 10
-MAX_NOTES_WIDTH = 40
+PIPE_BAR_WIDTH = 40  # not a terminal: no width to fill, a fixed axis
+HEADER_GAP = "  ·  "
 BAR = "█"
 
 
 def render_waterfall(spans: Sequence[Span], console: Console) -> None:
-    """Print a header with the trace id, then one line per span: text form, duration and time bar."""
+    """Print a header with the trace id, then one line per span: text form, duration and time bar.
+
+    On a terminal every line fits its width: the bar takes what the text form and duration leave, and an
+    error or orphan note that would not fit after it is listed in full under the waterfall instead (the
+    span's line keeps its ✗), so no message is cut and the span lines stay pasteable text form. Anywhere
+    else (a pipe, a file) each span is one whole line, its note included.
+    """
     if not spans:
         console.print("[yellow]no spans[/]")
         return
@@ -43,16 +50,47 @@ def render_waterfall(spans: Sequence[Span], console: Console) -> None:
     colours = service_colours(line.node.span.service for line in lines)
     trace_start = min(span.start_ns for span in spans)
     trace_end = max(max(span.end_ns, span.start_ns) for span in spans)
-    console.print(_header(spans, trace_start, trace_end), no_wrap=True, crop=True)
+    terminal = console.is_terminal
+    for header_line in _header_lines(spans, trace_start, trace_end, console.width if terminal else None):
+        # On a terminal a part wider than the screen (a long list of services) wraps rather than being cut.
+        console.print(header_line, no_wrap=not terminal, crop=False)
     text_width = max(len(line.text) for line in lines)
     notes = [_notes(line.node) for line in lines]
-    # Leave room for the error notes so the bar does not push them off screen (long ones are cropped).
-    notes_width = min(MAX_NOTES_WIDTH, max(len(note) for note in notes))
-    fixed_width = text_width + len(SEPARATOR) + DURATION_WIDTH + 1 + notes_width
-    axis = _Axis(trace_start, trace_end, max(MIN_BAR_WIDTH, console.width - fixed_width))
+    notes_width = max(note.cell_len for note in notes)
+    mark_width = len(f" {ERROR_MARK}") if any(notes) else 0
+    duration_width = DURATION_WIDTH
+    room = console.width - (text_width + len(SEPARATOR) + duration_width + 1)
+    if terminal and room - mark_width < MIN_BAR_WIDTH:
+        # A deep tree on a narrow terminal: the durations give up their padding before the bar shrinks.
+        duration_width = max(len(_ms(span.duration_ns)) for span in spans)
+        room = console.width - (text_width + len(SEPARATOR) + duration_width + 1)
+    notes_inline = not terminal or room - notes_width >= 2 * MIN_BAR_WIDTH
+    if not terminal:
+        bar_width = PIPE_BAR_WIDTH
+    elif notes_inline:
+        bar_width = room - notes_width
+    else:
+        # Whatever is left, however little: a bar cut off at the screen's edge would misplace the span.
+        bar_width = max(1, room - mark_width)
+    axis = _Axis(trace_start, trace_end, bar_width)
+    listed: list[tuple[TreeLine, Text]] = []
     for line, note in zip(lines, notes, strict=True):
-        text = _span_line(line, text_width, axis, colours)
-        console.print(text.append_text(note), no_wrap=True, crop=True, overflow="crop")
+        text = _span_line(line, text_width, duration_width, axis, colours)
+        if notes_inline:
+            text.append_text(note)
+        elif note:
+            text.append_text(_error_mark(line.node))
+            listed.append((line, note))
+        console.print(text, no_wrap=True, crop=terminal, overflow="crop" if terminal else "ignore")
+    if listed:
+        console.print()
+        for line, note in listed:
+            span = line.node.span
+            console.print(Text.assemble(f"{span.service} {span.kind} {span.name}:", note))
+
+
+def _error_mark(node: Node) -> Text:
+    return Text(f" {ERROR_MARK}", style="bold red") if node.span.is_error else Text()
 
 
 def service_colours(services: Iterable[str]) -> dict[str, str]:
@@ -63,17 +101,24 @@ def service_colours(services: Iterable[str]) -> dict[str, str]:
     return colours
 
 
-def _header(spans: Sequence[Span], start_ns: int, end_ns: int) -> Text:
-    services = sorted({span.service for span in spans})
+def _header_lines(spans: Sequence[Span], start_ns: int, end_ns: int, width: int | None) -> list[Text]:
+    """`trace <id>  ·  11 spans  ·  17.18 ms  ·  services`: one line, or as many as `width` needs."""
     errors = sum(span.is_error for span in spans)
-    header = Text.assemble(
-        ("trace ", "bold"),
-        (spans[0].trace_id, "bold"),
-        f"  ·  {len(spans)} spans  ·  {_ms(end_ns - start_ns)}  ·  {', '.join(services)}",
-    )
+    parts = [
+        Text.assemble(("trace ", "bold"), (spans[0].trace_id, "bold")),
+        Text(f"{len(spans)} spans"),
+        Text(_ms(end_ns - start_ns)),
+        Text(", ".join(sorted({span.service for span in spans}))),
+    ]
     if errors:
-        header.append(f"  ·  {errors} error{'s' if errors > 1 else ''}", style="bold red")
-    return header
+        parts.append(Text(f"{errors} error{'s' if errors > 1 else ''}", style="bold red"))
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if width is not None and lines[-1].cell_len + len(HEADER_GAP) + part.cell_len > width:
+            lines.append(part)
+        else:
+            lines[-1] = Text.assemble(lines[-1], HEADER_GAP, part)
+    return lines
 
 
 class _Axis:
@@ -92,7 +137,9 @@ class _Axis:
         return offset, max(1, min(length, self.width - offset))
 
 
-def _span_line(line: TreeLine, text_width: int, axis: _Axis, colours: Mapping[str, str]) -> Text:
+def _span_line(
+    line: TreeLine, text_width: int, duration_width: int, axis: _Axis, colours: Mapping[str, str]
+) -> Text:
     """Text-form columns, separator, duration and the bar (notes are appended by the caller)."""
     span = line.node.span
     colour = colours[span.service]
@@ -100,7 +147,7 @@ def _span_line(line: TreeLine, text_width: int, axis: _Axis, colours: Mapping[st
     # Colour the service column like its bar; the characters stay the text form.
     text.stylize(colour, len(line.prefix), len(line.prefix) + len(span.service))
     text.append(SEPARATOR, style="dim")
-    text.append(f"{_ms(span.duration_ns):>{DURATION_WIDTH}} ")
+    text.append(f"{_ms(span.duration_ns):>{duration_width}} ")
     offset, length = axis.bar(span)
     text.append(" " * offset)
     text.append(BAR * length, style="red" if span.is_error else colour)
