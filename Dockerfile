@@ -1,5 +1,5 @@
 # One image for the three Python services; docker-compose.yml runs it with a different command each:
-#   gateway  gunicorn -c services/web/gunicorn_conf.py -b 0.0.0.0:8080 --env OTEL_SERVICE_NAME=gateway 'services.gateway:create_app()'
+#   gateway  gunicorn -c services/web/gunicorn_public_conf.py -b 0.0.0.0:8080 --env OTEL_SERVICE_NAME=gateway 'services.gateway:create_app()'
 #   users    gunicorn -c services/web/gunicorn_conf.py -b 0.0.0.0:8081 --env OTEL_SERVICE_NAME=users 'services.users:create_app()'
 #   worker   celery -A services.worker.celery_app worker --loglevel INFO
 # (the commands of the embedded local stack, listening on all interfaces of the container).
@@ -43,5 +43,5 @@ COPY services ./services
 RUN mkdir -p /app/logs && chown tracehop:tracehop /app/logs
 USER tracehop
 EXPOSE 8080 8081 9101
-CMD ["gunicorn", "-c", "services/web/gunicorn_conf.py", "-b", "0.0.0.0:8080", \
+CMD ["gunicorn", "-c", "services/web/gunicorn_public_conf.py", "-b", "0.0.0.0:8080", \
      "--env", "OTEL_SERVICE_NAME=gateway", "services.gateway:create_app()"]

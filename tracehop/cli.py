@@ -41,6 +41,7 @@ from tracehop.stack.view import (
 )
 from tracehop.traces.logs import logs_table, read_trace_logs
 from tracehop.traces.query import TraceQuery
+from tracehop.traces.store.retention import RetentionError
 from tracehop.traces.view import WAIT_SECONDS, TraceViewError, latest_trace_id, normalize_trace_id, show_trace
 from tracehop.traffic import (
     DEFAULT_COUNT,
@@ -69,6 +70,7 @@ EXPECTED_ERRORS = (
     PrometheusConfigError,
     TrafficError,
     TraceViewError,
+    RetentionError,
     requests.RequestException,
 )
 
@@ -230,11 +232,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_trace_store(args: argparse.Namespace) -> int:
     from tracehop.traces.store import server as trace_store
+    from tracehop.traces.store.retention import retention_from_env
 
     db_path = Path(args.db) if args.db else var_dir_from_env() / "traces.sqlite3"
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(args.log_dir).absolute() if args.log_dir else log_dir_from_env()
+    retention = retention_from_env()
     with contextlib.suppress(KeyboardInterrupt):
-        trace_store.run(args.otlp_port, args.query_port, db_path, host=args.host)
+        trace_store.run(
+            args.otlp_port,
+            args.query_port,
+            db_path,
+            host=args.host,
+            log_dir=log_dir,
+            prometheus_url=args.prometheus_url,
+            retention=retention,
+        )
     return EXIT_OK
 
 
@@ -317,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--query-port", type=_port_argument, default=None, help="query API port")
     store.add_argument("--db", help="SQLite file (default: $TRACEHOP_VAR_DIR/traces.sqlite3)")
     store.add_argument("--host", default="127.0.0.1", help="address to bind")
+    store.add_argument(
+        "--log-dir",
+        help="the services' <service>.log files the viewer shows (default: $TRACEHOP_LOG_DIR or logs)",
+    )
+    store.add_argument("--prometheus-url", help="the local Prometheus the viewer links to (default: none)")
     store.set_defaults(handler=cmd_trace_store)
     return parser
 

@@ -11,11 +11,15 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from services.web import settings
 
 SERVICE_TOKEN_HEADER = "X-Service-Token"
+# Reaching users is loopback or one network hop: a second is plenty. TRACEHOP_USERS_TIMEOUT is the wait
+# for its answer.
+CONNECT_TIMEOUT_S = 1.0
 
 
 class UsersUnavailable(Exception):
@@ -30,6 +34,26 @@ class UsersRejected(Exception):
         self.status, self.error, self.message = status, error, message
 
 
+class RetryStaleConnectionOnce(Retry):
+    """urllib3's Retry, except that a timeout is never retried.
+
+    The one retry exists for a pooled keep-alive connection that the server closed just as it was reused
+    (a reset, or "remote end closed connection"). Retrying a timeout instead would double the time a
+    caller waits on a users service that accepts connections and never answers:
+    TRACEHOP_USERS_TIMEOUT is meant as the bound of a call, not of each of its attempts.
+    """
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # noqa: ANN001, ANN201 - urllib3's signature
+        # Each raised the way urllib3 itself does when it may not retry, so requests turns it into its
+        # own ReadTimeout / ConnectTimeout. A refused connection is no timeout, although urllib3 derives
+        # NewConnectionError from ConnectTimeoutError: it is retried as before.
+        if isinstance(error, ReadTimeoutError):
+            raise error.with_traceback(_stacktrace)
+        if isinstance(error, ConnectTimeoutError) and not isinstance(error, NewConnectionError):
+            raise MaxRetryError(_pool, url, error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
 class UsersClient:
     def __init__(
         self,
@@ -40,7 +64,7 @@ class UsersClient:
     ) -> None:
         self.base_url = (base_url or settings.users_url()).rstrip("/")
         self.timeout = (
-            1.0,
+            CONNECT_TIMEOUT_S,
             timeout_s if timeout_s is not None else settings.env_float("TRACEHOP_USERS_TIMEOUT", 3.0),
         )
         self.session = requests.Session()
@@ -48,8 +72,11 @@ class UsersClient:
         self.session.trust_env = False
         self.session.headers[SERVICE_TOKEN_HEADER] = token if token is not None else settings.service_token()
         # A pooled keep-alive connection may be closed by the server just as it is reused; retrying an
-        # idempotent GET once hides that race. POST is never retried (it could create the user twice).
-        retry = Retry(total=1, connect=1, read=1, status=0, allowed_methods={"GET"}, backoff_factor=0)
+        # idempotent GET once hides that race. POST is never retried (it could create the user twice),
+        # and a timeout never is (RetryStaleConnectionOnce).
+        retry = RetryStaleConnectionOnce(
+            total=1, connect=1, read=1, status=0, allowed_methods={"GET"}, backoff_factor=0
+        )
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)

@@ -263,6 +263,25 @@ DOCUMENT: dict[str, Any] = {
             }
         },
         **WORKFLOW_PATHS,
+        "/": {
+            "get": {
+                "operationId": "index",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["service", "routes", "openapi"],
+                            "properties": {
+                                "service": {"const": "gateway"},
+                                "routes": {"type": "array", "items": {"type": "string"}},
+                                "openapi": {"const": "/openapi.json"},
+                            },
+                        },
+                        "what this service answers: its routes and where their description is",
+                    )
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "operationId": "openapi",
@@ -312,3 +331,12 @@ DOCUMENT: dict[str, Any] = {
 @blueprint.get("/openapi.json")
 def openapi_document() -> Response:
     return jsonify(DOCUMENT)
+
+
+@blueprint.get("/")
+def index() -> Response:
+    """A person who opens the gateway's address sees what it answers, not a 404."""
+    routes = [
+        f"{method.upper()} {path}" for path, operations in DOCUMENT["paths"].items() for method in operations
+    ]
+    return jsonify(service="gateway", routes=routes, openapi="/openapi.json")

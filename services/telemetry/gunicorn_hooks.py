@@ -5,8 +5,13 @@
     def post_fork(server, worker): gunicorn_hooks.post_fork(server, worker)
     def worker_exit(server, worker): gunicorn_hooks.worker_exit(server, worker)
 
-Tracing is set up in each worker AFTER the fork (post_fork): a BatchSpanProcessor's thread and
-connection do not survive a fork. worker_exit flushes the spans still queued.
+Tracing is set up in each worker AFTER the fork (post_fork): `--env OTEL_SERVICE_NAME=…` is applied only
+after gunicorn has loaded its config, and a provider set up in the master would be every worker's, for
+good (see services/telemetry/setup.py). worker_exit flushes the spans still queued.
+
+With gevent workers, call post_fork from gunicorn's `post_worker_init` hook instead: gevent patches
+threads and sockets only after the fork, and the span processor's thread and its exporter's connection
+must be created after that (services/web/gunicorn_public_conf.py does so for the gateway).
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """OpenTelemetry tracing setup, the same for gateway, users and worker.
 
 Call `setup_tracing()` once per process AFTER the process has forked (gunicorn `post_fork`, Celery
-`worker_process_init`): a BatchSpanProcessor owns a background thread and an HTTP connection, neither of
-which survives a fork. Call `shutdown_tracing()` on the way out (gunicorn `worker_exit`, Celery
-`worker_process_shutdown`) so the spans still queued are exported, within a bounded time.
+`worker_process_init`): the global provider can be set only once, so one set up in a parent is what every
+child keeps, with the parent's resource (under compose, gunicorn's master does not even know the service
+name yet: `--env` is applied after the config loads). The SDK re-creates its batch thread in a child, so
+that mistake still exports spans, under the wrong name: tests/integration/test_compose_start.py guards it.
+Call `shutdown_tracing()` on the way out (gunicorn `worker_exit`, Celery `worker_process_shutdown`) so the
+spans still queued are exported, within a bounded time.
 
 Everything is configured by the standard `OTEL_*` environment variables (endpoint, sampler, propagators,
 batch processor sizes, `OTEL_SDK_DISABLED`); this module only supplies defaults that suit a demo which
@@ -50,12 +53,18 @@ def service_version() -> str:
 
 
 def build_resource(service_name: str) -> Resource:
-    """Our defaults for service.name/version and deployment.environment, overridable by
-    OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (the SDK would let our values win otherwise)."""
+    """Our defaults for service.name/version, deployment.environment and process.pid, overridable by
+    OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (the SDK would let our values win otherwise).
+
+    process.pid says which process set up tracing: built after the fork, as it must be, that is the
+    gunicorn worker or Celery pool child whose spans these are (the master's pid would betray a setup
+    before the fork). Only the pid: the SDK's ProcessResourceDetector would add the command line too.
+    """
     defaults = {
         "service.name": service_name,
         "service.version": service_version(),
         "deployment.environment": settings.deployment_environment(),
+        "process.pid": os.getpid(),
     }
     from_environment = OTELResourceDetector().detect().attributes
     resource = Resource.create({**defaults, **from_environment})

@@ -1,4 +1,4 @@
-"""users' HTTP API: POST /users, GET /users/<id>, GET /healthz."""
+"""users' HTTP API: POST /users, GET /users/<id>, GET /healthz, GET / (what it answers)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,19 @@ def get_user(user_id: int) -> Response:
 @blueprint.get("/healthz")
 def healthz() -> Response:
     return Response('{"status":"ok"}', mimetype="application/json")
+
+
+@blueprint.get("/")
+def index() -> Response:
+    """A person who opens this internal service's address sees what it answers, not a 404."""
+    routes = sorted(
+        f"{method} {rule.rule}"
+        for rule in current_app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
+    )
+    body = {"service": "users", "internal": "called by the gateway and the worker", "routes": routes}
+    return Response(json.dumps(body, separators=(",", ":")), mimetype="application/json")
 
 
 def _serialize(user: User, status: int) -> Response:

@@ -4,7 +4,8 @@
         'services.gateway:create_app()'
 
 Telemetry is set up in each worker AFTER the fork (post_fork) and flushed when the worker exits
-(worker_exit); the Prometheus multiprocess files of a dead worker are marked dead (child_exit).
+(worker_exit); the Prometheus multiprocess files of a dead worker are marked dead (child_exit). Loading
+this file must set up no tracing (tests/integration/test_compose_start.py checks it).
 """
 
 import os

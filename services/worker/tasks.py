@@ -5,7 +5,6 @@ Each job is idempotent, declares its retry policy on the decorator, and never hi
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -93,9 +92,8 @@ def long_job(self, steps: int, step_ms: int) -> dict[str, Any]:  # noqa: ANN001
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     trace.get_current_span().set_attribute("job.redelivered", redelivered)
     for step in range(min(steps, 100)):
-        # process.pid: which process ran this attempt (the reliability tests kill exactly that one).
-        with tracer.start_as_current_span(
-            "long_job.step", attributes={"job.step": step, "process.pid": os.getpid()}
-        ):
+        # Which process ran this attempt (the reliability tests kill exactly that one) is the resource's
+        # process.pid: tracing is set up in each pool child.
+        with tracer.start_as_current_span("long_job.step", attributes={"job.step": step}):
             time.sleep(min(step_ms, 10_000) / 1000)
     return {"steps": steps, "redelivered": redelivered}

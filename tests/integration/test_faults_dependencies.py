@@ -1,4 +1,4 @@
-"""Faults of the stack's dependencies, on a private stack: the trace backend, users, Redis.
+"""Faults of the stack's dependencies, on a private stack: the trace backend, users (down or hung), Redis.
 
 Each test breaks one program of its own stack (never the session stack the other tests share), watches
 what callers get while it is broken, then brings it back and watches the system recover without a
@@ -18,8 +18,15 @@ import requests
 
 from tests.integration.conftest import RunningStack, private_stack
 from tests.integration.fault_tools import BlackHole, metric_value, publish_job, timed
+from tracehop.traces.query import Span
+from tracehop.traces.tree import build_tree
 
 EXPORT_TIMEOUT_S = 1.0
+# Short, so that waiting on a hung users service costs the test seconds; long enough that a loaded
+# machine never times out a users service that answers.
+USERS_TIMEOUT_S = 1.5
+# What a caller may wait beyond the users timeout: the gateway's own work, on two busy cores.
+USERS_TIMEOUT_MARGIN_S = 1.0
 ENV = {
     "OTEL_BSP_SCHEDULE_DELAY": "200",
     # Short, so that a hung backend fails many exports (and would log many lines) within the test.
@@ -27,6 +34,7 @@ ENV = {
     "TRACEHOP_MAIL_LATENCY_MS": "1",
     "TRACEHOP_WORKER_CONCURRENCY": "1",
     "TRACEHOP_VISIBILITY_TIMEOUT_S": "5",
+    "TRACEHOP_USERS_TIMEOUT": str(USERS_TIMEOUT_S),
 }
 SERVICES = ("gateway", "users", "worker")
 # "Within a couple of seconds": a refused connection plus the short publish and result-backend retry policies.
@@ -143,6 +151,90 @@ def test_users_down_is_a_503_with_its_trace_and_readyz_names_it(stack, programs)
     assert server.is_error  # a 5xx answer marks the SERVER span as an error
     assert not any(s.kind == "PRODUCER" for s in spans)  # nothing was queued for a user never created
     wait_until(lambda: post_user(stack).status_code == 201, 30, "users answers again")
+
+
+def answered_within(call, seconds: float, what: str) -> tuple[requests.Response, float]:  # noqa: ANN001
+    """`call` (given the deadline as its timeout) and how long it took; a clear failure past the
+    deadline instead of a hang, should the users call have lost its own timeout."""
+    started = time.perf_counter()
+    try:
+        response = call(seconds)
+    except requests.Timeout:
+        raise AssertionError(f"{what}: no answer within {seconds:.1f}s") from None
+    return response, time.perf_counter() - started
+
+
+def assert_waited_for_the_users_timeout(span: Span) -> None:
+    """The span ran into the users timeout: it waited that long (a refusal would be immediate), and
+    not much longer (a retried timeout would be twice as long)."""
+    took = span.duration_ns / 1e9
+    assert USERS_TIMEOUT_S <= took < USERS_TIMEOUT_S + USERS_TIMEOUT_MARGIN_S, (span.name, took)
+    assert span.is_error
+    assert any(name == "exception" for name, _, _ in span.events), span.events
+
+
+def hung_report_attempts(spans: list[Span]) -> list[tuple[Span, Span]]:
+    """(CONSUMER, CLIENT) of each report attempt that called users and was retried."""
+    consumers = [
+        node
+        for root in build_tree(spans)
+        for _, node in root.walk()
+        if node.span.kind == "CONSUMER" and node.span.attributes.get("celery.state") == "RETRY"
+    ]
+    return [
+        (consumer.span, node.span)
+        for consumer in consumers
+        for _, node in consumer.walk()
+        if node.span.kind == "CLIENT"
+    ]
+
+
+def test_users_hung_is_a_503_within_its_timeout_and_the_report_job_retries(stack, programs):
+    """A users service that accepts connections and never answers: the case the users timeout is for."""
+    user_id = post_user(stack).json()["user"]["id"]
+    deadline = USERS_TIMEOUT_S + USERS_TIMEOUT_MARGIN_S
+    gateway = stack.gateway
+    with programs.stopped("users"), BlackHole(stack.stack.ports.users) as hole:
+        calls = {
+            "create a user": lambda t: stack.http.post(
+                f"{gateway}/api/users", json={"name": "H", "email": "hung@example.org"}, timeout=t
+            ),
+            "read a user": lambda t: stack.http.get(f"{gateway}/api/users/{user_id}", timeout=t),
+        }
+        trace_ids = []
+        for what, call in calls.items():
+            response, took = answered_within(call, deadline, what)
+            assert response.status_code == 503, (what, response.text)
+            assert took >= USERS_TIMEOUT_S, (what, took)  # it waited: users was hung, not refusing
+            body = response.json()
+            assert body["error"] == "users_unavailable" and "ReadTimeout" in body["message"], body
+            trace_ids.append(body["trace_id"])
+        ready, _ = answered_within(
+            lambda t: stack.http.get(f"{gateway}/readyz", timeout=t), deadline, "readyz"
+        )
+        assert ready.status_code == 503 and ready.json()["checks"] == {"users": False, "redis": True}
+
+        # The report job: queued fine (Redis is up), then its call to users times out and it is retried.
+        queued = stack.http.post(f"{gateway}/api/users/{user_id}/report", timeout=10)
+        assert queued.status_code == 202
+        report = queued.json()
+        spans = stack.traces.wait_for_trace(report["trace_id"], until=hung_report_attempts, timeout=30)
+        for consumer, client in hung_report_attempts(spans):
+            assert consumer.name == "run/generate_report"
+            assert client.service == "worker"
+            assert_waited_for_the_users_timeout(client)
+        assert hole.connections >= 3  # the create, the read and the job all reached the hung users
+
+    for trace_id in trace_ids:
+        spans = stack.traces.wait_for_trace(
+            trace_id, until=has_spans(("gateway", "SERVER"), ("gateway", "CLIENT")), timeout=30
+        )
+        (client,) = [s for s in spans if s.kind == "CLIENT"]
+        assert_waited_for_the_users_timeout(client)
+        (server,) = [s for s in spans if s.kind == "SERVER"]
+        assert server.is_error
+    # users is back: a later retry of the same job succeeds.
+    assert stack.wait_for_job(report["job_id"], timeout=60)["state"] == "SUCCESS"
 
 
 def test_redis_down_answers_503_fast_and_no_accepted_job_is_lost(stack, programs):

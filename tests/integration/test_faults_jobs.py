@@ -54,18 +54,18 @@ def first_attempt_pid(stack: RunningStack, trace_id: str) -> int:
     spans = stack.traces.wait_for_trace(
         trace_id, until=lambda spans: any(s.name == "long_job.step" for s in spans), timeout=20
     )
-    return next(s.attributes["process.pid"] for s in spans if s.name == "long_job.step")
+    return next(s.resource["process.pid"] for s in spans if s.name == "long_job.step")
 
 
 def assert_both_attempts(stack: RunningStack, trace_id: str, killed_pid: int) -> None:
     """The killed attempt's finished steps, and the whole second attempt, in one trace."""
 
     def complete(spans: list[Span]) -> bool:
-        second = sum(s.name == "long_job.step" and s.attributes["process.pid"] != killed_pid for s in spans)
+        second = sum(s.name == "long_job.step" and s.resource["process.pid"] != killed_pid for s in spans)
         return second == STEPS and any(s.kind == "CONSUMER" for s in spans)
 
     spans = stack.traces.wait_for_trace(trace_id, until=complete, timeout=30)
-    first = [s for s in spans if s.name == "long_job.step" and s.attributes["process.pid"] == killed_pid]
+    first = [s for s in spans if s.name == "long_job.step" and s.resource["process.pid"] == killed_pid]
     assert 1 <= len(first) < STEPS
     # The killed attempt's steps have a parent that never arrived (its CONSUMER span died unfinished);
     # the second attempt is complete and knows it was a redelivery.

@@ -18,6 +18,7 @@ import pytest
 from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE
 from tests.stack.conftest import ComposeStack, poll
 from tests.static import stack_files
+from tracehop.slow_clients import slow_client_phase
 from tracehop.traces.query import TraceQuery
 from tracehop.traces.tree import assert_trace_tree
 
@@ -170,3 +171,10 @@ def _from_env_local(key: str) -> str | None:
     if not path.exists():
         return None
     return stack_files.read_dotenv(path).get(key) or None
+
+
+def test_the_public_port_holds_against_slow_clients(compose_stack: ComposeStack):
+    # The same phase as tests/integration/test_slow_clients.py, against the compose gateway's public port.
+    phase = slow_client_phase(compose_stack.gateway, duration_s=6.0, probe_timeout_s=5.0)
+    assert phase.opened == 512
+    assert phase.holds(limit_s=1.0), phase

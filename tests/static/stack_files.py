@@ -68,7 +68,7 @@ CONTRACT_METRICS = {
 
 # How each service is started (contract, "How each process is started"), with `{port}` for the bind port.
 CONTRACT_COMMANDS = {
-    "gateway": "gunicorn -c services/web/gunicorn_conf.py -b {bind} --env OTEL_SERVICE_NAME=gateway "
+    "gateway": "gunicorn -c services/web/gunicorn_public_conf.py -b {bind} --env OTEL_SERVICE_NAME=gateway "
     "services.gateway:create_app()",
     "users": "gunicorn -c services/web/gunicorn_conf.py -b {bind} --env OTEL_SERVICE_NAME=users "
     "services.users:create_app()",

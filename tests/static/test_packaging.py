@@ -130,6 +130,11 @@ def test_building_the_project_emits_no_warning(label: str, requirements: list[st
     assert metadata["License-Expression"] == PYPROJECT["project"]["license"] == "Apache-2.0"
     assert metadata.get_all("License-File") == ["LICENSE"]
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    # The trace viewer's templates and static files travel with its code.
+    viewer = REPO_ROOT / "tracehop" / "traces" / "viewer"
+    for folder in ("templates", "static"):
+        for path in (viewer / folder).iterdir():
+            assert path.relative_to(REPO_ROOT).as_posix() in names, f"{path.name} is missing from the wheel"
 
 
 # --------------------------------------------------------------------------------- the install itself

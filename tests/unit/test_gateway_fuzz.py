@@ -30,6 +30,7 @@ OPERATIONS = [
     ("GET", "/healthz", False),
     ("GET", "/readyz", False),
     ("GET", "/openapi.json", False),
+    ("GET", "/", False),
 ]
 RUNS = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")

@@ -315,7 +315,9 @@ def test_the_cli_into_a_pipe_prints_whole_lines(
     assert trace[0].startswith(f"trace {failed_trace}  ·  2 spans") and trace[0].endswith(
         "gateway, worker  ·  1 error"
     )
-    assert trace[-1].endswith(f"✗ {LONG_MESSAGE}")
+    assert trace[-2].endswith(f"✗ {LONG_MESSAGE}")
+    # Under the waterfall: where the same trace is in the browser (the trace viewer).
+    assert trace[-1] == f"In a browser: {store.query_url}/trace/{failed_trace}"
     logs = run_cli(["logs", failed_trace], env, tty=False)
     assert logs[-1].endswith(f"reason={LONG_MESSAGE}") and LOG_FIELDS[2]["message"] in logs[-1]
     assert not BOX_CHARACTERS & set("".join(logs))

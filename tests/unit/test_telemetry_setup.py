@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from opentelemetry.sdk.resources import Resource
 
 from services.telemetry.setup import HashCachedResource, build_resource
@@ -13,6 +15,7 @@ def test_resource_defaults_and_environment_override(monkeypatch):
     resource = build_resource("gateway")
     assert resource.attributes["service.name"] == "gateway"
     assert resource.attributes["service.version"]
+    assert resource.attributes["process.pid"] == os.getpid()
     # OTEL_RESOURCE_ATTRIBUTES wins over our default, as OpenTelemetry's configuration rules say.
     assert resource.attributes["deployment.environment"] == "prod"
     assert resource.attributes["team"] == "obs"

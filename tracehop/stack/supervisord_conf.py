@@ -16,6 +16,8 @@ from tracehop.stack.config import StackLayout, StackPorts
 from tracehop.stack.prometheus_config import load_prometheus_config, retention_time
 
 GUNICORN_CONF = "services/web/gunicorn_conf.py"
+# The gateway is the public door: the same configuration with a worker that holds against slow clients.
+GUNICORN_CONF_BY_SERVICE = {"gateway": "services/web/gunicorn_public_conf.py", "users": GUNICORN_CONF}
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ def build_programs(
                 *("-m", "tracehop", "trace-store"),
                 *("--otlp-port", str(ports.otlp), "--query-port", str(ports.query)),
                 *("--db", str(layout.traces_db)),
+                *("--log-dir", str(layout.log_dir)),
+                *(("--prometheus-url", f"http://127.0.0.1:{ports.prometheus}") if prometheus_binary else ()),
             ],
             priority=20,
             stopwaitsecs=10,
@@ -81,7 +85,7 @@ def build_programs(
                 name=name,
                 command=[
                     python,
-                    *("-m", "gunicorn", "-c", GUNICORN_CONF, "-b", f"127.0.0.1:{port}"),
+                    *("-m", "gunicorn", "-c", GUNICORN_CONF_BY_SERVICE[name], "-b", f"127.0.0.1:{port}"),
                     *("--env", f"OTEL_SERVICE_NAME={name}", f"services.{name}:create_app()"),
                 ],
                 environment={**service_env, **_per_service_env(layout, name)},

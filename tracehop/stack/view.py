@@ -17,8 +17,8 @@ from tracehop.stack.runner import ComponentStatus, ReadyCallback
 
 NEXT_STEPS = (
     "Next: [bold]make traffic[/] sends a mix of requests, [bold]make trace[/] shows the latest "
-    "POST /api/users as a waterfall, [bold]make logs ID=<trace id>[/] its log lines, [bold]make down[/] "
-    "stops everything."
+    "POST /api/users as a waterfall, [bold]make logs ID=<trace id>[/] its log lines, the trace viewer (first "
+    "URL above) all of it in a browser; [bold]make down[/] stops everything."
 )
 
 
@@ -69,16 +69,17 @@ def urls_table(urls: dict[str, str], title: str = "URLs") -> Table:
     table.add_column("what")
     table.add_column("url")
     labels = {
+        "query": "trace viewer (open in a browser) and query API /api/v3",
         "gateway": "gateway (public API)",
         "users": "users (internal)",
         "worker_metrics": "worker metrics",
         "otlp": "OTLP/HTTP receiver",
-        "query": "trace query API (Jaeger v3)",
         "prometheus": "Prometheus",
         "redis": "Redis (users DB, Celery broker)",
     }
-    for key, url in urls.items():
-        table.add_row(labels.get(key, key), url)
+    # The viewer first: it is where a person looks at what the rest produces.
+    for key in sorted(urls, key=lambda key: key != "query"):
+        table.add_row(labels.get(key, key), urls[key] + ("/" if key == "query" else ""))
     return table
 
 

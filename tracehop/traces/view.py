@@ -143,4 +143,10 @@ def show_trace(trace_id: str, query_url: str, console: Console, timeout: float =
 
     spans = fetch_settled_trace(TraceQuery(query_url), trace_id, timeout=timeout)
     render_waterfall(spans, console)
+    console.print(f"In a browser: {trace_page_url(query_url, trace_id)}", no_wrap=True, crop=False)
     return spans
+
+
+def trace_page_url(query_url: str, trace_id: str) -> str:
+    """The trace viewer's page of a trace (the local trace store and Jaeger's UI both serve /trace/<id>)."""
+    return f"{query_url.rstrip('/')}/trace/{trace_id}"

@@ -8,8 +8,10 @@ that talks to a real Jaeger 2.x. So its answers follow Jaeger's: OTLP/JSON with 
 Spans are stored as their serialized protobuf plus a few indexed columns; the resource and the
 instrumentation scope are stored once each and referenced. A query rebuilds the exact OTLP it received.
 
-Modules: otlp.py decodes what services export, database.py stores it in SQLite, api.py parses
-query arguments and renders answers as OTLP/JSON, server.py serves both over HTTP and runs the process.
+Modules: otlp.py decodes what services export, database.py stores it in SQLite (indexing.py: the
+attribute index for search by tag; retention.py: pruning; service_map.py: who calls whom), api.py parses
+query arguments and renders answers as OTLP/JSON, query_app.py serves the query port (API and the trace
+viewer, tracehop/traces/viewer), server.py runs both HTTP servers and the process.
 
 Run: `python -m tracehop trace-store --otlp-port 4318 --query-port 16686 --db var/traces.sqlite3`.
 """

@@ -5,10 +5,13 @@ Jaeger's conventions: hex ids, integer enums and 64-bit integers as decimal stri
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 from google.protobuf import json_format
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
@@ -148,3 +151,58 @@ def normalise_trace_id(text: str) -> str:
     if not re.fullmatch(r"[0-9a-fA-F]{1,32}", text):
         raise BadRequest(f"malformed parameter trace_id: {text!r} is not a hex trace id of up to 32 digits")
     return text.lower().rjust(32, "0")
+
+
+# ------------------------------------------------------------------------------------------------ answers
+
+
+def answer_query(database: SpanDatabase, path: str, query_string: str) -> tuple[int, dict[str, Any]]:
+    """The Jaeger query API v3 subset (traces by id, search, services, operations): (status, JSON body)."""
+    stripped = path.rstrip("/")
+    query = parse_qs(query_string, keep_blank_values=True)
+    try:
+        if stripped.startswith("/api/v3/traces/"):
+            return _get_trace(database, unquote(stripped.removeprefix("/api/v3/traces/")))
+        if stripped == "/api/v3/traces":
+            return _find_traces(database, query)
+        if stripped == "/api/v3/services":
+            return 200, {"services": database.services()}
+        if stripped == "/api/v3/operations":
+            operations = database.operations(
+                query_param(query, "service"), query_param(query, "span_kind", "spanKind")
+            )
+            return 200, {"operations": [{"name": name, "spanKind": kind} for name, kind in operations]}
+        return _error(HTTPStatus.NOT_FOUND, f"unknown path {path!r}")
+    except BadRequest as error:
+        return _error(error.status, str(error))
+
+
+def encode_json(document: Any) -> bytes:
+    """The query API's JSON encoding (compact, as the answers have always been)."""
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _get_trace(database: SpanDatabase, trace_id_text: str) -> tuple[int, dict[str, Any]]:
+    trace_id = normalise_trace_id(trace_id_text)
+    spans = database.trace(trace_id)
+    if not spans:
+        return _error(HTTPStatus.NOT_FOUND, f"trace not found: {trace_id}")
+    return _resource_spans(database, [spans])
+
+
+def _find_traces(database: SpanDatabase, query: Mapping[str, list[str]]) -> tuple[int, dict[str, Any]]:
+    search = parse_trace_search(query)
+    traces = database.traces(database.find_trace_ids(search))
+    if not traces:
+        return _error(HTTPStatus.NOT_FOUND, "No traces found")
+    return _resource_spans(database, list(traces.values()))
+
+
+def _resource_spans(database: SpanDatabase, traces: list[list[StoredSpan]]) -> tuple[int, dict[str, Any]]:
+    # Several traces come back as one flat list, each trace's resources in turn, as Jaeger does.
+    resource_spans = [item for spans in traces for item in resource_spans_json(database, spans)]
+    return 200, {"result": {"resourceSpans": resource_spans}}
+
+
+def _error(status: int, message: str) -> tuple[int, dict[str, Any]]:
+    return int(status), {"error": {"httpCode": int(status), "message": message}}

@@ -21,6 +21,10 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
+from tracehop.traces.store import indexing
+from tracehop.traces.store.retention import Retention, prune
+from tracehop.traces.store.service_map import ServiceMap, build_service_map
+
 DEFAULT_NUM_TRACES = 20
 UNKNOWN_SERVICE = "unknown_service"
 INT64_MAX = 2**63 - 1  # SQLite integers are signed 64-bit; OTLP timestamps are fixed64
@@ -47,7 +51,10 @@ CREATE TABLE IF NOT EXISTS spans (
     UNIQUE (trace_id, span_id)
 );
 CREATE INDEX IF NOT EXISTS spans_by_service_start ON spans (service, start_ns);
+CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_ns);
 """
+# Databases written before the attribute index (user_version 0) get it built once when opened.
+_SCHEMA_VERSION = 1
 
 _INSERT_SPAN = """
 INSERT OR REPLACE INTO spans (trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns,
@@ -58,7 +65,14 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 @dataclass(frozen=True)
 class TraceSearch:
-    """Parameters of `GET /api/v3/traces`, times and durations in nanoseconds."""
+    """Parameters of `GET /api/v3/traces`, times and durations in nanoseconds.
+
+    One span of the trace must meet the span conditions together (service, operation, durations,
+    attributes), as in Jaeger. `service` "" means any service (the viewer; the API requires one).
+    `attributes`: (key, value) pairs the span must carry (its own, its resource's or an event's).
+    `errors_only`: some span of the trace has status ERROR. `parent_service`: the span's parent is a span
+    of that service (a service-map edge parent -> `service`).
+    """
 
     service: str
     start_min_ns: int
@@ -67,6 +81,9 @@ class TraceSearch:
     num_traces: int = DEFAULT_NUM_TRACES
     duration_min_ns: int | None = None
     duration_max_ns: int | None = None
+    attributes: tuple[tuple[str, str], ...] = ()
+    errors_only: bool = False
+    parent_service: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +110,8 @@ class SpanDatabase:
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")  # durable enough for a local dev store
         self._connection.execute("PRAGMA busy_timeout=5000")
-        self._connection.executescript(_SCHEMA)
+        self._connection.executescript(_SCHEMA + indexing.SCHEMA)
+        self._index_old_spans()
 
     def close(self) -> None:
         with self._lock:
@@ -105,21 +123,55 @@ class SpanDatabase:
         INSERT OR REPLACE on (trace_id, span_id): an exporter retrying a batch it thinks failed must not
         duplicate spans.
         """
+        count = 0
         with self._lock, self._connection:
-            rows = []
+            cursor = self._connection.cursor()
+            terms: list[tuple[str, str, int]] = []
             for resource_spans in request.resource_spans:
-                resource_id = self._intern("resources", _resource_key(resource_spans))
+                resource_id = self._intern_resource(resource_spans)
                 service = service_name(resource_spans)
                 for scope_spans in resource_spans.scope_spans:
                     scope_id = self._intern("scopes", _scope_key(scope_spans))
-                    rows.extend(_span_row(span, service, resource_id, scope_id) for span in scope_spans.spans)
-            self._connection.executemany(_INSERT_SPAN, rows)
-        return len(rows)
+                    for span in scope_spans.spans:
+                        # One execute per span (not executemany): the attribute rows need its rowid.
+                        cursor.execute(_INSERT_SPAN, _span_row(span, service, resource_id, scope_id))
+                        rowid = cursor.lastrowid
+                        terms.extend((key, value, rowid) for key, value in indexing.span_search_terms(span))
+                        count += 1
+            cursor.executemany(indexing.INSERT_SPAN_ATTRIBUTE, terms)
+        return count
 
     def _intern(self, table: str, body: bytes) -> int:
         self._connection.execute(f"INSERT OR IGNORE INTO {table} (body) VALUES (?)", (body,))
         (row_id,) = self._connection.execute(f"SELECT id FROM {table} WHERE body = ?", (body,)).fetchone()
         return row_id
+
+    def _intern_resource(self, resource_spans: ResourceSpans) -> int:
+        resource_id = self._intern("resources", _resource_key(resource_spans))
+        terms = indexing.searchable(resource_spans.resource.attributes)
+        self._connection.executemany(
+            indexing.INSERT_RESOURCE_ATTRIBUTE, [(key, value, resource_id) for key, value in terms]
+        )
+        return resource_id
+
+    def _index_old_spans(self) -> None:
+        """Build the attribute index of spans stored by a version of the store that had none."""
+        with self._lock, self._connection:
+            (version,) = self._connection.execute("PRAGMA user_version").fetchone()
+            if version >= _SCHEMA_VERSION:
+                return
+            for (body,) in self._connection.execute("SELECT body FROM resources").fetchall():
+                self._intern_resource(ResourceSpans.FromString(body))
+            rows = self._connection.execute("SELECT rowid, body FROM spans").fetchall()
+            self._connection.executemany(
+                indexing.INSERT_SPAN_ATTRIBUTE,
+                [
+                    (key, value, rowid)
+                    for rowid, body in rows
+                    for key, value in indexing.span_search_terms(SpanProto.FromString(body))
+                ],
+            )
+            self._connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def trace(self, trace_id: str) -> list[StoredSpan]:
         return self.traces([trace_id]).get(trace_id, [])
@@ -141,25 +193,66 @@ class SpanDatabase:
         return {trace_id: spans for trace_id, spans in found.items() if spans}
 
     def find_trace_ids(self, search: TraceSearch) -> list[str]:
-        """Traces with at least one span meeting every condition, most recent first (as Jaeger does)."""
-        sql = (
-            "SELECT trace_id, MAX(start_ns) AS latest FROM spans"
-            " WHERE service = ? AND start_ns BETWEEN ? AND ?"
-        )
-        args: list[Any] = [search.service, search.start_min_ns, search.start_max_ns]
+        """Traces with at least one span meeting every span condition, most recent first (as Jaeger does).
+
+        The matching spans are read newest first and their trace ids collected until `num_traces` are
+        found: the same order as grouping by trace and sorting by its latest matching span, but it reads a
+        few hundred index entries instead of every span in the window. Each attribute drives an index
+        lookup (key, value) -> span rows, so a search by attribute reads the matching spans only.
+        """
+        sql = "SELECT s.trace_id FROM spans AS s WHERE s.start_ns BETWEEN ? AND ?"
+        args: list[Any] = [search.start_min_ns, search.start_max_ns]
+        if search.service:
+            sql += " AND s.service = ?"
+            args.append(search.service)
         if search.operation:
-            sql += " AND name = ?"
+            sql += " AND s.name = ?"
             args.append(search.operation)
         if search.duration_min_ns is not None:
-            sql += " AND end_ns - start_ns >= ?"
+            sql += " AND s.end_ns - s.start_ns >= ?"
             args.append(search.duration_min_ns)
         if search.duration_max_ns is not None:
-            sql += " AND end_ns - start_ns <= ?"
+            sql += " AND s.end_ns - s.start_ns <= ?"
             args.append(search.duration_max_ns)
-        sql += " GROUP BY trace_id ORDER BY latest DESC LIMIT ?"
-        args.append(search.num_traces)
+        for key, value in search.attributes:
+            sql += (
+                " AND (s.rowid IN (SELECT span_rowid FROM span_attributes WHERE key = ? AND value = ?)"
+                " OR s.resource_id IN"
+                " (SELECT resource_id FROM resource_attributes WHERE key = ? AND value = ?))"
+            )
+            args += [key, value, key, value]
+        if search.parent_service:
+            sql += (
+                " AND EXISTS (SELECT 1 FROM spans AS p WHERE p.trace_id = s.trace_id"
+                " AND p.span_id = s.parent_span_id AND p.service = ?)"
+            )
+            args.append(search.parent_service)
+        if search.errors_only:
+            sql += (
+                " AND EXISTS (SELECT 1 FROM spans AS e WHERE e.trace_id = s.trace_id AND e.status_code = 2)"
+            )
+        sql += " ORDER BY s.start_ns DESC"
+        found: dict[str, None] = {}
         with self._lock:
-            return [row[0] for row in self._connection.execute(sql, args)]
+            cursor = self._connection.execute(sql, args)
+            for (trace_id,) in cursor:
+                found[trace_id] = None
+                if len(found) >= search.num_traces:
+                    break
+            cursor.close()
+        return list(found)
+
+    def service_map(
+        self, start_min_ns: int, start_max_ns: int, trace_ids: Sequence[str] | None = None
+    ) -> ServiceMap:
+        """Services and cross-service calls of the spans starting in the window (see service_map.py)."""
+        with self._lock:
+            return build_service_map(self._connection, start_min_ns, start_max_ns, trace_ids)
+
+    def prune(self, retention: Retention, now_ns: int) -> int:
+        """Delete whole traces beyond `retention` (by age, then by span count); return how many spans."""
+        with self._lock, self._connection:
+            return prune(self._connection, retention, now_ns)
 
     def services(self) -> list[str]:
         with self._lock:

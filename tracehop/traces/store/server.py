@@ -1,4 +1,4 @@
-"""The trace store's two HTTP servers (OTLP receiver, query API) and the process that runs them.
+"""The trace store's two HTTP servers (OTLP receiver; query API and viewer) and the process that runs them.
 
 Run: `python -m tracehop trace-store --otlp-port 4318 --query-port 16686 --db var/traces.sqlite3`.
 """
@@ -9,13 +9,15 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 import threading
-from collections.abc import Mapping
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from google.protobuf import json_format
 from google.rpc import status_pb2  # OTLP/HTTP error bodies are google.rpc.Status
@@ -23,8 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tracehop.traces.store.api import normalise_trace_id, parse_trace_search, query_param, resource_spans_json
-from tracehop.traces.store.database import SpanDatabase, StoredSpan
+from tracehop.traces.store.database import SpanDatabase
 from tracehop.traces.store.otlp import (
     DROPPED_SIGNAL_PATHS,
     JSON,
@@ -35,6 +36,8 @@ from tracehop.traces.store.otlp import (
     decode_export_request,
     decompress,
 )
+from tracehop.traces.store.query_app import create_query_app, make_query_server
+from tracehop.traces.store.retention import PRUNE_INTERVAL_S, Retention
 
 SHUTDOWN_POLL_SECONDS = 0.05  # how quickly serve_forever notices a shutdown request
 
@@ -95,9 +98,14 @@ class OtlpHandler(_Handler):
             self._export(body, content_type)
 
     def do_GET(self) -> None:
-        status = (
-            HTTPStatus.METHOD_NOT_ALLOWED if urlsplit(self.path).path == TRACES_PATH else HTTPStatus.NOT_FOUND
-        )
+        path = urlsplit(self.path).path
+        if path == "/":
+            # A person who opens the receiver's address learns what it is for (and where traces are shown).
+            self.send_json(
+                200, {"receiver": "OTLP/HTTP", "traces": f"POST {TRACES_PATH}", "accepts": [PROTOBUF, JSON]}
+            )
+            return
+        status = HTTPStatus.METHOD_NOT_ALLOWED if path == TRACES_PATH else HTTPStatus.NOT_FOUND
         self._send_status(status, f"{self.command} {self.path}: the OTLP receiver only accepts POST", JSON)
 
     def _export(self, body: bytes, content_type: str) -> None:
@@ -161,62 +169,6 @@ class OtlpHandler(_Handler):
 _GRPC_CODES = {400: 3, 404: 5, 405: 12, 413: 3, 415: 3}
 
 
-class QueryHandler(_Handler):
-    """The Jaeger query API v3 subset: traces by id, search, services, operations."""
-
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        path = url.path.rstrip("/")
-        query = parse_qs(url.query, keep_blank_values=True)
-        try:
-            if path.startswith("/api/v3/traces/"):
-                self._get_trace(unquote(path.removeprefix("/api/v3/traces/")))
-            elif path == "/api/v3/traces":
-                self._find_traces(query)
-            elif path == "/api/v3/services":
-                self.send_json(200, {"services": self.server.database.services()})
-            elif path == "/api/v3/operations":
-                self._get_operations(query)
-            else:
-                self._send_error(HTTPStatus.NOT_FOUND, f"unknown path {url.path!r}")
-        except BadRequest as error:
-            self._send_error(error.status, str(error))
-
-    do_HEAD = do_GET
-
-    def _get_trace(self, trace_id_text: str) -> None:
-        trace_id = normalise_trace_id(trace_id_text)
-        spans = self.server.database.trace(trace_id)
-        if not spans:
-            self._send_error(HTTPStatus.NOT_FOUND, f"trace not found: {trace_id}")
-            return
-        self._send_resource_spans([spans])
-
-    def _find_traces(self, query: Mapping[str, list[str]]) -> None:
-        search = parse_trace_search(query)
-        database = self.server.database
-        traces = database.traces(database.find_trace_ids(search))
-        if not traces:
-            self._send_error(HTTPStatus.NOT_FOUND, "No traces found")
-            return
-        self._send_resource_spans(list(traces.values()))
-
-    def _get_operations(self, query: Mapping[str, list[str]]) -> None:
-        service = query_param(query, "service")
-        operations = self.server.database.operations(service, query_param(query, "span_kind", "spanKind"))
-        self.send_json(200, {"operations": [{"name": name, "spanKind": kind} for name, kind in operations]})
-
-    def _send_resource_spans(self, traces: list[list[StoredSpan]]) -> None:
-        # Several traces come back as one flat list, each trace's resources in turn, as Jaeger does.
-        resource_spans = [
-            item for spans in traces for item in resource_spans_json(self.server.database, spans)
-        ]
-        self.send_json(200, {"result": {"resourceSpans": resource_spans}})
-
-    def _send_error(self, status: int, message: str) -> None:
-        self.send_json(status, {"error": {"httpCode": int(status), "message": message}})
-
-
 class _StoreServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -229,19 +181,40 @@ class _StoreServer(ThreadingHTTPServer):
 
 
 class RunningTraceStore:
-    """Both servers serving from background threads; `stop()` (or leaving the `with`) shuts them down."""
+    """Both servers serving from background threads, and the pruner that applies the retention;
+    `stop()` (or leaving the `with`) shuts them down.
 
-    def __init__(self, otlp_port: int, query_port: int, db_path: str | os.PathLike[str], host: str) -> None:
+    The query port serves the query API and the trace viewer (which shows log lines from `log_dir` and
+    links to Prometheus at `prometheus_url` when given).
+    """
+
+    def __init__(
+        self,
+        otlp_port: int,
+        query_port: int,
+        db_path: str | os.PathLike[str],
+        host: str,
+        log_dir: Path | None = None,
+        prometheus_url: str | None = None,
+        retention: Retention | None = None,
+    ) -> None:
         self.db_path = db_path
         self.host = host
         self.database = SpanDatabase(db_path)
-        self._servers: list[_StoreServer] = []
+        self.retention = retention or Retention()
+        self._servers: list[Any] = []
         try:
-            for port, handler in ((otlp_port, OtlpHandler), (query_port, QueryHandler)):
-                self._servers.append(_StoreServer((host, port), handler, self.database))
+            self._servers.append(_StoreServer((host, otlp_port), OtlpHandler, self.database))
+            app = create_query_app(self.database, log_dir, prometheus_url)
+            self._servers.append(make_query_server(host, query_port, app))
         except OSError:
             self._close()
             raise
+        self._stop_pruning = threading.Event()
+        self._pruner = threading.Thread(
+            target=self._prune_periodically, name="trace-store-pruner", daemon=True
+        )
+        self._pruner.start()
         self._threads = [
             threading.Thread(
                 target=server.serve_forever,
@@ -283,6 +256,8 @@ class RunningTraceStore:
         if self._stopped:
             return
         self._stopped = True
+        self._stop_pruning.set()
+        self._pruner.join()
         # In parallel: each shutdown waits up to one poll interval for its serve_forever loop.
         stoppers = [threading.Thread(target=server.shutdown) for server in self._servers]
         for stopper in stoppers:
@@ -290,6 +265,18 @@ class RunningTraceStore:
         for thread in [*stoppers, *self._threads]:
             thread.join()
         self._close()
+
+    def _prune_periodically(self) -> None:
+        while True:
+            try:
+                deleted = self.database.prune(self.retention, time.time_ns())
+            except sqlite3.Error as error:  # a locked or closing database: try again next time
+                sys.stderr.write(f"trace store: pruning failed: {error}\n")
+                deleted = 0
+            if deleted:
+                sys.stderr.write(f"trace store: retention removed {deleted} spans\n")
+            if self._stop_pruning.wait(PRUNE_INTERVAL_S):
+                return
 
     def _close(self) -> None:
         for server in self._servers:
@@ -308,21 +295,32 @@ def serve_in_thread(
     query_port: int = 0,
     db_path: str | os.PathLike[str] = ":memory:",
     host: str = "127.0.0.1",
+    log_dir: Path | None = None,
+    prometheus_url: str | None = None,
+    retention: Retention | None = None,
 ) -> RunningTraceStore:
     """Start the store in background threads (port 0 picks a free port); for tests and embedding."""
-    return RunningTraceStore(otlp_port, query_port, db_path, host)
+    return RunningTraceStore(otlp_port, query_port, db_path, host, log_dir, prometheus_url, retention)
 
 
-def run(otlp_port: int, query_port: int, db_path: str | os.PathLike[str], host: str = "127.0.0.1") -> None:
+def run(
+    otlp_port: int,
+    query_port: int,
+    db_path: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    log_dir: Path | None = None,
+    prometheus_url: str | None = None,
+    retention: Retention | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down cleanly (blocking)."""
     stop_requested = threading.Event()
-    store = serve_in_thread(otlp_port, query_port, db_path, host)
+    store = serve_in_thread(otlp_port, query_port, db_path, host, log_dir, prometheus_url, retention)
     previous = {
         sig: signal.signal(sig, lambda *_: stop_requested.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
     sys.stderr.write(
-        f"trace store: OTLP/HTTP on {store.traces_url}, query API v3 on {store.query_url}/api/v3, "
-        f"database {db_path}\n"
+        f"trace store: OTLP/HTTP on {store.traces_url}, trace viewer on {store.query_url}/ and query API v3"
+        f" on {store.query_url}/api/v3, database {db_path}\n"
     )
     sys.stderr.flush()
     try:
