@@ -409,14 +409,30 @@ def rows(t0: int) -> list[Row]:
             "/api/v3/traces/{A}?startTime=yesterday",
             Answer(400, TEXT, error(400, "malformed parameter startTime: ")),
             "apiv3/http_gateway.go getTrace",
-            both_spellings=True,
+        ),
+        Row(
+            "malformed start_time on a trace: the error names the spelling sent",
+            "/api/v3/traces/{A}?start_time=yesterday",
+            Answer(400, TEXT, error(400, "malformed parameter start_time: ")),
+            "apiv3/http_gateway.go getTrace (getQueryParam returns the name it read)",
+        ),
+        Row(
+            "malformed endTime on a trace",
+            "/api/v3/traces/{A}?endTime=tomorrow",
+            Answer(400, TEXT, error(400, "malformed parameter endTime: ")),
+            "apiv3/http_gateway.go getTrace",
         ),
         Row(
             "malformed rawTraces on a trace",
             "/api/v3/traces/{A}?rawTraces=perhaps",
             Answer(400, TEXT, error(400, "malformed parameter rawTraces: ")),
             "apiv3/http_gateway.go getTrace",
-            both_spellings=True,
+        ),
+        Row(
+            "malformed raw_traces on a trace",
+            "/api/v3/traces/{A}?raw_traces=perhaps",
+            Answer(400, TEXT, error(400, "malformed parameter raw_traces: ")),
+            "apiv3/http_gateway.go getTrace",
         ),
         Row(
             "a time window on a trace is parsed, and the memory store ignores it",
@@ -571,6 +587,17 @@ def rows(t0: int) -> list[Row]:
                 400, TEXT, error(400, "malformed parameter query.searchDepth: must be greater than 0")
             ),
             why="bad input gets a 4xx that names the parameter, never a 500",
+        ),
+        Row(
+            "search: depth above the memory store's max_traces (100000 in the all-in-one image)",
+            "/api/v3/traces?query.searchDepth=100001&" + WINDOW,
+            Answer(
+                500, TEXT, error(500, "search depth must be greater than 0 and less than max traces", True)
+            ),
+            "memory/tenant.go findTraceAndIds; cmd/jaeger/internal/all-in-one.yaml (max_traces: 100000)",
+            store="many",
+            ours=Answer(200, JSON, trace_count(MANY_TRACES)),
+            why="the store keeps no trace count limit of its own (retention prunes by age and span count)",
         ),
         Row(
             "search: malformed depth",

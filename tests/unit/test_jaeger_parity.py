@@ -144,17 +144,15 @@ def send(
     store: RunningTraceStore, method: str, template: str, spell: bool = False
 ) -> tuple[requests.Response, str]:
     """Send one row's request; the URL is built from the template, its query values percent-encoded."""
-    filled = template
+    path, _, query = template.partition("?")
     for name, value in substitutions().items():
-        filled = filled.replace("{" + name + "}", value)
-    path, _, query = filled.partition("?")
+        # In the path, a value travels percent-encoded: a base64 id's "/" and "+" must stay in their segment,
+        # as Jaeger's own test sends them (apiv3/http_gateway_test.go TestHTTPGatewayGetTraceBase64).
+        path = path.replace("{" + name + "}", requests.utils.quote(value, safe=""))
+        query = query.replace("{" + name + "}", value)
     params = [tuple(item.split("=", 1)) for item in query.split("&")] if query else []
     if spell:
         params = deprecated_spelling(params)
-    # Path characters of a base64 id ('+', '/') must travel percent-encoded, as Jaeger's test sends them.
-    head, _, last = path.rpartition("/")
-    if head == "/api/v3/traces":
-        path = f"{head}/{requests.utils.quote(last, safe='')}"
     response = requests.request(method, store.query_url + path, params=params, timeout=10)
     return response, response.request.url or ""
 

@@ -22,14 +22,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from tracehop.traces.store.query_params import SearchParams, parse_go_bool
+from tracehop.traces.store.query_params import parse_go_bool
 
 # memory/tenant.go spanStatusFromString / spanKindFromString, over the OTLP enum values.
 STATUS_CODES = {"OK": 1, "ERROR": 2}
 SPAN_KINDS = {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 SCOPE_KEYS = {"scope.name": "name", "scope.version": "version"}
+
+
+class SpanConditions(Protocol):
+    """What a search asks of one span (database.TraceSearch has these fields)."""
+
+    start_min_ns: int
+    start_max_ns: int
+    service: str
+    operation: str | None
+    duration_min_ns: int | None
+    duration_max_ns: int | None
+    attributes: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -40,10 +52,14 @@ class ScopeInfo:
 
 
 def span_conditions(
-    search: SearchParams, scopes: Mapping[int, ScopeInfo], alias: str = "s"
+    search: SpanConditions, scopes: Mapping[int, ScopeInfo], alias: str = "s", by_trace: bool = False
 ) -> tuple[str, list[Any]]:
-    """(" AND ..." over the spans table aliased `alias`, its arguments)."""
-    s = alias
+    """(" AND ..." over the spans table aliased `alias`, its arguments).
+
+    `by_trace`: the conditions test the spans of one trace (a correlated subquery on trace_id); the unary
+    `+` then keeps SQLite from driving the lookup by another index than the trace's.
+    """
+    s = f"+{alias}" if by_trace else alias
     sql = f" AND {s}.start_ns BETWEEN ? AND ?"
     args: list[Any] = [search.start_min_ns, search.start_max_ns]
     if search.service:

@@ -15,9 +15,10 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, render_te
 
 from tracehop.traces.logs import read_trace_logs
 from tracehop.traces.query import Span, spans_from_otlp_json
-from tracehop.traces.store.api import normalise_trace_id, resource_spans_json
+from tracehop.traces.store.api import resource_spans_json
 from tracehop.traces.store.database import SpanDatabase
 from tracehop.traces.store.otlp import BadRequest
+from tracehop.traces.store.query_params import parse_trace_id
 from tracehop.traces.store.service_map import ServiceMap
 from tracehop.traces.view import TraceViewError, normalize_trace_id
 from tracehop.traces.viewer import metrics_links, service_map_view
@@ -140,7 +141,7 @@ def find_trace() -> Any:
 def _load_trace_page(trace_id_text: str) -> TracePage | tuple[str, int]:
     """The trace's page model, or the error page to answer instead."""
     try:
-        trace_id = normalise_trace_id(trace_id_text)
+        trace_id = parse_trace_id(trace_id_text)
     except BadRequest as error:
         return render_template("not_found.html", title="Not a trace id", message=str(error), text=""), 400
     spans = _spans([trace_id]).get(trace_id)
