@@ -251,6 +251,34 @@ def test_search_returns_traces_by_id_most_recent_first(store: RunningTraceStore,
     assert query.operations("gateway") == [("GET /api/users/<id>", "server"), ("POST /api/users", "server")]
 
 
+def test_search_by_attributes_any_service_and_summaries(store: RunningTraceStore, tracer: Tracer) -> None:
+    now = time.time_ns()
+    with tracer.start_as_current_span("GET /a", kind=SpanKind.SERVER, start_time=now) as first:
+        first.set_attribute("http.route", "/a")
+        with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT) as child:
+            child.set_status(trace.Status(trace.StatusCode.ERROR))
+    with tracer.start_as_current_span("GET /b", kind=SpanKind.SERVER, start_time=now + 1_000_000) as second:
+        second.set_attribute("http.route", "/b")
+    first_id, second_id = (format(s.get_span_context().trace_id, "032x") for s in (first, second))
+    query = TraceQuery(store.query_url)
+    start = datetime.fromtimestamp(now / 1e9, UTC) - timedelta(seconds=1)
+    end = start + timedelta(seconds=5)
+
+    # The most recently received trace first; no service named: every service.
+    assert list(query.search(None, start, end)) == [second_id, first_id]
+    assert list(query.search(None, start, end, attributes={"http.route": "/a"})) == [first_id]
+    assert list(query.search("gateway", start, end, attributes={"error": "true"})) == [first_id]
+    assert query.search(None, start, end, attributes={"http.route": "/a", "span.kind": "client"}) == {}
+
+    summaries = query.trace_summaries(None, start, end)
+    assert [summary.trace_id for summary in summaries] == [second_id, first_id]
+    assert (summaries[1].span_count, summaries[1].error_span_count) == (2, 1)
+    assert (summaries[1].root_service, summaries[1].root_operation) == ("gateway", "GET /a")
+    assert summaries[1].services == {"gateway": (2, 1)}
+    assert query.trace_summaries("billing", start, end) == []
+    assert query.operations("gateway", span_kind="client") == [("SELECT", "client")]
+
+
 def test_wait_for_trace_polls_until_the_condition_holds(store: RunningTraceStore, tracer: Tracer) -> None:
     with tracer.start_as_current_span("POST /api/users", kind=SpanKind.SERVER) as root:
         pass
