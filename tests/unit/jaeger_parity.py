@@ -58,7 +58,7 @@ class SpanData:
     start_ms: int  # after t0
     end_ms: int
     parent: str = ""
-    status: int = 0  # 0 unset, 1 ok, 2 error
+    status: int | None = None  # 0 unset, 1 ok, 2 error; None: no status field sent at all
     attributes: Mapping[str, Any] = field(default_factory=dict)
     event_attributes: Mapping[str, Any] = field(default_factory=dict)
 

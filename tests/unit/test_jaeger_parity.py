@@ -55,8 +55,9 @@ def span_proto(span: table.SpanData) -> SpanProto:
         start_time_unix_nano=T0 + span.start_ms * table.MS,
         end_time_unix_nano=T0 + span.end_ms * table.MS,
         attributes=key_values(span.attributes),
-        status=Status(code=span.status),
     )
+    if span.status is not None:
+        proto.status.CopyFrom(Status(code=span.status))
     if span.event_attributes:
         proto.events.add(name="event", time_unix_nano=proto.start_time_unix_nano).attributes.extend(
             key_values(span.event_attributes)
