@@ -7,7 +7,8 @@ storage there is the in-memory store: the one the all-in-one image of our compos
 
 A row may carry `ours`: what the local store answers instead, ON PURPOSE, and `why`. Those rows are the
 store's known differences (its docstring and docs/full-stack.md list the same). test_jaeger_parity.py sends
-every row to a real store that received the `BATCHES` below over OTLP/HTTP and checks each answer.
+every row to a real store that received the batches of jaeger_parity_spans.py over OTLP/HTTP and checks
+each answer.
 
 Requests are templates: `{A}` is trace A's hex id, `{A64}` its base64, `{min}`/`{max}` a window around
 every span; `{t0}` the first span's start; `{now}` the time of the run.
@@ -15,9 +16,21 @@ every span; `{t0}` the first span's start; `{now}` the time of the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from tests.unit.jaeger_parity_shapes import (
+    error,
+    exactly,
+    operations,
+    plain,
+    services,
+    summaries,
+    trace_count,
+    traces,
+)
+from tests.unit.jaeger_parity_spans import A_RESOURCES, MANY_TRACES, MS, TRACE_IDS, summary_a
 
 JSON = "application/json"
 # http.Error (net/http) sets this type, and X-Content-Type-Options: nosniff, on every error answer.
@@ -38,254 +51,6 @@ ALIASES = {
     "rawTraces": "raw_traces",
     "spanKind": "span_kind",
 }
-
-# ------------------------------------------------------------------------------------------ the spans sent
-
-TRACE_IDS = {
-    "A": "5b8efff798038103d269b633813fc60c",
-    "B": "0af7651916cd43dd8448eb211c80319c",
-    "C": "4bf92f3577b34da6a3ce929d0e0e4736",
-}
-MS = 1_000_000
-
-
-@dataclass(frozen=True)
-class SpanData:
-    trace: str  # a key of TRACE_IDS
-    span_id: str  # 16 hex
-    name: str
-    kind: int  # OTLP enum: 0 unspecified, 1 internal, 2 server, 3 client
-    start_ms: int  # after t0
-    end_ms: int
-    parent: str = ""
-    status: int | None = None  # 0 unset, 1 ok, 2 error; None: no status field sent at all
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-    event_attributes: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ResourceData:
-    attributes: Mapping[str, Any]
-    scopes: Sequence[tuple[str, Sequence[SpanData]]]  # (scope name, spans)
-
-
-GATEWAY = {"service.name": "gateway", "deployment.environment": "parity"}
-USERS = {"service.name": "users"}
-NO_SERVICE = {"host.name": "box"}  # a resource without service.name
-
-# One export request per entry, sent in this order. Trace A arrives in three batches (batch 4 carries its
-# latest-starting span, and a span of unspecified kind next to an INTERNAL one of the same name); B and C
-# arrive after A's first batch, each alone, so "most recently received first" is C, B, A while "latest span
-# start first" would be A, C, B.
-BATCHES: Sequence[Sequence[ResourceData]] = (
-    (
-        ResourceData(
-            GATEWAY,
-            [
-                (
-                    "flask",
-                    [
-                        SpanData("A", "a000000000000001", "POST /api/users", 2, 0, 50),
-                        SpanData(
-                            "A",
-                            "a000000000000002",
-                            "POST",
-                            3,
-                            5,
-                            40,
-                            "a000000000000001",
-                            attributes={"http.request.method": "POST"},
-                        ),
-                    ],
-                )
-            ],
-        ),
-    ),
-    (
-        ResourceData(
-            USERS,
-            [
-                (
-                    "flask",
-                    [
-                        SpanData(
-                            "A",
-                            "a000000000000003",
-                            "POST /api/users",
-                            2,
-                            10,
-                            35,
-                            "a000000000000002",
-                            status=2,
-                            attributes={"http.route": "/api/users", "http.response.status_code": 409},
-                            event_attributes={"user.email": "ada@example.com"},
-                        )
-                    ],
-                )
-            ],
-        ),
-    ),
-    (
-        ResourceData(
-            GATEWAY,
-            [
-                (
-                    "flask",
-                    [
-                        SpanData(
-                            "B",
-                            "b000000000000001",
-                            "GET /healthz",
-                            2,
-                            100,
-                            101,
-                            status=1,
-                            attributes={"http.route": "/healthz"},
-                        )
-                    ],
-                )
-            ],
-        ),
-    ),
-    (
-        ResourceData(
-            NO_SERVICE,
-            [("manual", [SpanData("C", "c000000000000001", "orphan", 1, 150, 160, "ffff000000000001")])],
-        ),
-    ),
-    (
-        ResourceData(
-            GATEWAY,
-            [
-                ("manual", [SpanData("A", "a000000000000004", "validate", 0, 200, 210, "a000000000000001")]),
-                ("flask", [SpanData("A", "a000000000000005", "validate", 1, 20, 25, "a000000000000001")]),
-            ],
-        ),
-    ),
-)
-
-# A second store gets 105 one-span traces of service "many" (one batch): the search depth rows count them.
-MANY_TRACES = 105
-
-
-# ------------------------------------------------------------------------------------------- body shapes
-# Each shape is a function (decoded body or text) -> None that raises AssertionError with the difference.
-
-
-def error(status: int, message: str, exact: bool = False) -> Callable[[str], None]:
-    """http.Error's body: the JSON of GRPCGatewayError (encoding/json, so a trailing newline) as text."""
-
-    def check(text: str) -> None:
-        import json
-
-        assert text.endswith("\n"), f"http.Error ends its body with a newline: {text!r}"
-        document = json.loads(text)
-        assert set(document) == {"error"} and set(document["error"]) == {"httpCode", "message"}, document
-        assert document["error"]["httpCode"] == status, document
-        got = document["error"]["message"]
-        assert (got == message) if exact else got.startswith(message), f"message {got!r}, want {message!r}"
-
-    return check
-
-
-def plain(expected: str) -> Callable[[str], None]:
-    def check(text: str) -> None:
-        assert text == expected, f"{text!r} != {expected!r}"
-
-    return check
-
-
-def exactly(expected: Any) -> Callable[[Any], None]:
-    def check(document: Any) -> None:
-        assert document == expected, f"{document!r} != {expected!r}"
-
-    return check
-
-
-def traces(
-    *labels: str, resources: Sequence[tuple[str, str, Sequence[str]]] | None = None
-) -> Callable[[Any], None]:
-    """`result.resourceSpans` holding the traces `labels` in this order (each trace's entries together).
-
-    `resources`: every resourceSpans entry in order, as (trace label, service.name or "", scope names).
-    Every span carries `status` (an empty one as `{}`), every entry `resource`, every scope `scope`.
-    """
-
-    def check(document: Any) -> None:
-        assert set(document) == {"result"} and set(document["result"]) == {"resourceSpans"}, document
-        entries = document["result"]["resourceSpans"]
-        order: list[str] = []
-        seen = []
-        for entry in entries:
-            assert "resource" in entry and entry["scopeSpans"], entry
-            service = next(
-                (
-                    a["value"]["stringValue"]
-                    for a in entry["resource"].get("attributes", [])
-                    if a["key"] == "service.name"
-                ),
-                "",
-            )
-            ids = {span["traceId"] for scope in entry["scopeSpans"] for span in scope["spans"]}
-            assert len(ids) == 1, f"one resourceSpans entry holds one trace, got {ids}"
-            label = (
-                next(k for k, v in TRACE_IDS.items() if v in ids) if ids <= set(TRACE_IDS.values()) else "?"
-            )
-            if not order or order[-1] != label:
-                assert label not in order, f"trace {label}'s entries are not together: {order} + {label}"
-                order.append(label)
-            for scope in entry["scopeSpans"]:
-                assert "scope" in scope, scope
-                for span in scope["spans"]:
-                    assert "status" in span, f"span {span['name']} has no status: Jaeger writes {{}}"
-            seen.append((label, service, [scope["scope"].get("name", "") for scope in entry["scopeSpans"]]))
-        assert order == list(labels), f"traces {order}, want {list(labels)}"
-        if resources is not None:
-            want = [(label, service, list(scopes)) for label, service, scopes in resources]
-            assert seen == want, f"resourceSpans {seen}, want {want}"
-
-    return check
-
-
-def trace_count(count: int) -> Callable[[Any], None]:
-    def check(document: Any) -> None:
-        ids = {
-            span["traceId"]
-            for entry in document["result"]["resourceSpans"]
-            for scope in entry["scopeSpans"]
-            for span in scope["spans"]
-        }
-        assert len(ids) == count, f"{len(ids)} traces, want {count}"
-
-    return check
-
-
-def services(*names: str) -> Callable[[Any], None]:
-    def check(document: Any) -> None:
-        # Jaeger's order is a Go map's (memory/memory.go GetServices): compare as sets.
-        assert set(document) == {"services"} and sorted(document["services"]) == sorted(names), document
-
-    return check
-
-
-def operations(*pairs: tuple[str, str]) -> Callable[[Any], None]:
-    def check(document: Any) -> None:
-        assert set(document) == {"operations"}, document
-        got = sorted((op["name"], op["spanKind"]) for op in document["operations"])
-        assert got == sorted(pairs), f"{got} != {sorted(pairs)}"
-
-    return check
-
-
-def summaries(*expected: Mapping[str, Any]) -> Callable[[Any], None]:
-    """`{"summaries": [...]}`, proto3 JSON: zero fields omitted, the fixed64 times as decimal strings."""
-
-    def check(document: Any) -> None:
-        assert set(document) == {"summaries"}, document
-        assert document["summaries"] == list(expected), f"{document['summaries']} != {list(expected)}"
-
-    return check
-
 
 # ------------------------------------------------------------------------------------------------ the rows
 
@@ -315,28 +80,6 @@ class Row:
 
 
 WINDOW = "query.startTimeMin={min}&query.startTimeMax={max}"
-
-A_RESOURCES = [
-    ("A", "gateway", ["flask"]),  # batch 1
-    ("A", "users", ["flask"]),  # batch 2
-    ("A", "gateway", ["manual", "flask"]),  # batch 5: one entry, its two scopes in arrival order
-]
-
-
-def summary_a(t0: int) -> dict[str, Any]:
-    return {
-        "traceId": TRACE_IDS["A"],
-        "rootServiceName": "gateway",
-        "rootOperationName": "POST /api/users",
-        "minStartTimeUnixNano": str(t0),
-        "maxEndTimeUnixNano": str(t0 + 210 * MS),
-        "spanCount": 5,
-        "errorSpanCount": 1,
-        "services": [
-            {"name": "gateway", "spanCount": 4},
-            {"name": "users", "spanCount": 1, "errorSpanCount": 1},
-        ],
-    }
 
 
 def rows(t0: int) -> list[Row]:

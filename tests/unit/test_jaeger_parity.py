@@ -22,10 +22,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, St
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
 from tests.unit import jaeger_parity as table
+from tests.unit import jaeger_parity_spans as sent
 from tracehop.traces.store.server import RunningTraceStore, serve_in_thread
 
 # Whole milliseconds, a minute ago: every span lies well inside [MIN, MAX].
-T0 = (time.time_ns() - 60 * 10**9) // table.MS * table.MS
+T0 = (time.time_ns() - 60 * 10**9) // sent.MS * sent.MS
 MIN, MAX = T0 - 3600 * 10**9, T0 + 3600 * 10**9
 
 
@@ -45,15 +46,15 @@ def key_values(attributes: Mapping[str, Any]) -> list[KeyValue]:
     return [KeyValue(key=key, value=any_value(value)) for key, value in attributes.items()]
 
 
-def span_proto(span: table.SpanData) -> SpanProto:
+def span_proto(span: sent.SpanData) -> SpanProto:
     proto = SpanProto(
-        trace_id=bytes.fromhex(table.TRACE_IDS[span.trace]),
+        trace_id=bytes.fromhex(sent.TRACE_IDS[span.trace]),
         span_id=bytes.fromhex(span.span_id),
         parent_span_id=bytes.fromhex(span.parent),
         name=span.name,
         kind=span.kind,
-        start_time_unix_nano=T0 + span.start_ms * table.MS,
-        end_time_unix_nano=T0 + span.end_ms * table.MS,
+        start_time_unix_nano=T0 + span.start_ms * sent.MS,
+        end_time_unix_nano=T0 + span.end_ms * sent.MS,
         attributes=key_values(span.attributes),
     )
     if span.status is not None:
@@ -75,7 +76,7 @@ def export(store: RunningTraceStore, request: ExportTraceServiceRequest) -> None
     assert response.status_code == 200, response.text
 
 
-def batch_request(batch: list[table.ResourceData]) -> ExportTraceServiceRequest:
+def batch_request(batch: list[sent.ResourceData]) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     for resource in batch:
         entry = ResourceSpans()
@@ -92,15 +93,15 @@ def many_request() -> ExportTraceServiceRequest:
     entry = ResourceSpans()
     entry.resource.attributes.extend(key_values({"service.name": "many"}))
     scope = ScopeSpans(scope=InstrumentationScope(name="many"))
-    for index in range(table.MANY_TRACES):
+    for index in range(sent.MANY_TRACES):
         scope.spans.append(
             SpanProto(
                 trace_id=(index + 1).to_bytes(16, "big"),
                 span_id=(index + 1).to_bytes(8, "big"),
                 name="GET /",
                 kind=2,
-                start_time_unix_nano=T0 + index * table.MS,
-                end_time_unix_nano=T0 + index * table.MS + 1000,
+                start_time_unix_nano=T0 + index * sent.MS,
+                end_time_unix_nano=T0 + index * sent.MS + 1000,
             )
         )
     entry.scope_spans.append(scope)
@@ -115,19 +116,19 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Runni
         serve_in_thread(db_path=root / "many.sqlite3") as many,
         serve_in_thread(db_path=Path(root / "empty.sqlite3")) as empty,
     ):
-        for batch in table.BATCHES:
+        for batch in sent.BATCHES:
             export(batches, batch_request(list(batch)))
         export(many, many_request())
         yield {"batches": batches, "many": many, "empty": empty}
 
 
 def substitutions() -> dict[str, str]:
-    a = bytes.fromhex(table.TRACE_IDS["A"])
-    a3_start = T0 + 10 * table.MS
+    a = bytes.fromhex(sent.TRACE_IDS["A"])
+    a3_start = T0 + 10 * sent.MS
     return {
-        **table.TRACE_IDS,
-        "A_UPPER": table.TRACE_IDS["A"].upper(),
-        "B_SHORT": table.TRACE_IDS["B"].lstrip("0"),
+        **sent.TRACE_IDS,
+        "A_UPPER": sent.TRACE_IDS["A"].upper(),
+        "B_SHORT": sent.TRACE_IDS["B"].lstrip("0"),
         "A64": base64.b64encode(a).decode(),
         "A64URL": base64.urlsafe_b64encode(a).decode().rstrip("="),
         "min": rfc3339(MIN),
