@@ -69,6 +69,10 @@ logs: runtime ## every log line of one trace from all services, in time order: I
 
 # --- measuring -----------------------------------------------------------------------------------------
 
+.PHONY: chaos
+chaos: install ## faults under load on a private stack, then every job accounted for: bench/chaos.json (SHORT=1, BROKER=amqp)
+	@$(PY) -m tracehop.bench.chaos $(if $(SHORT),--short) $(if $(BROKER),--broker $(BROKER))
+
 .PHONY: bench
 bench: install ## measure the cost of tracing, traced vs untraced (BENCH_ROUNDS=3 BENCH_DURATION=15; PROFILE=1: py-spy)
 	@$(PY) -m tracehop.bench $(if $(PROFILE),--profile bench/profiles)

@@ -211,7 +211,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     query_url = (args.query_url or query_url_from_env()).rstrip("/")
     # No id: the latest POST /api/users in the trace store, so it works after a curl as after make traffic.
     trace_id = normalize_trace_id(args.trace_id) if args.trace_id else latest_trace_id(TraceQuery(query_url))
-    show_trace(trace_id, query_url, out, timeout=args.wait)
+    show_trace(trace_id, query_url, out, timeout=args.wait, follow_links=not args.no_links)
     return EXIT_OK
 
 
@@ -315,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("trace_id", nargs="?", metavar="TRACE_ID", help=TRACE_ID_HELP)
     trace.add_argument("--query-url", help="query API (default: $TRACEHOP_QUERY_URL or 127.0.0.1:$PORT)")
     trace.add_argument("--wait", type=float, default=WAIT_SECONDS, help="seconds to wait for late spans")
+    trace.add_argument(
+        "--no-links", action="store_true", help="do not follow span links into the traces they connect"
+    )
     trace.set_defaults(handler=cmd_trace)
 
     logs = commands.add_parser("logs", help="every log line of one trace, all services, in time order")

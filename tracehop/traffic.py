@@ -119,7 +119,15 @@ class TrafficRun:
         name = self.rng.choice(FIRST_NAMES)
         domain = GREYLISTED_DOMAIN if self._creates == 1 else "example.com"
         email = f"{name.lower()}.{self.run_token}.{self._creates}@{domain}"
-        response = self._request("POST", "/api/users", json={"name": name, "email": email})
+        # An Idempotency-Key per user: the request can be sent again safely (one retry below).
+        key = f"traffic-{self.run_token}-{self._creates}"
+        response = self._request(
+            "POST",
+            "/api/users",
+            json={"name": name, "email": email},
+            headers={"Idempotency-Key": key},
+            retry=True,
+        )
         body = _json(response)
         user = body.get("user") or {}
         if response.status_code == 201 and user.get("id") is not None:
@@ -154,9 +162,15 @@ class TrafficRun:
             response, "job", f"state {body.get('state', '?')}" if response.ok else _error_note(body)
         )
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, path: str, retry: bool = False, **kwargs: Any) -> requests.Response:
+        """`retry`: send once more after a dropped connection (only for requests safe to repeat)."""
         try:
-            return self.session.request(method, self.base_url + path, timeout=REQUEST_TIMEOUT, **kwargs)
+            try:
+                return self.session.request(method, self.base_url + path, timeout=REQUEST_TIMEOUT, **kwargs)
+            except requests.ConnectionError:
+                if not retry:
+                    raise
+                return self.session.request(method, self.base_url + path, timeout=REQUEST_TIMEOUT, **kwargs)
         except requests.ConnectionError:
             raise TrafficError(
                 f"the gateway does not answer at {self.base_url}: is the stack running? (make up)"

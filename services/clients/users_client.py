@@ -81,8 +81,10 @@ class UsersClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
-    def create_user(self, name: str, email: str) -> dict[str, Any]:
-        return self._call("POST", "/users", json={"name": name, "email": email})
+    def create_user(self, name: str, email: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """The new user; with a key, the user this key created before (users remembers it a day)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
+        return self._call("POST", "/users", json={"name": name, "email": email}, headers=headers)
 
     def get_user(self, user_id: int) -> dict[str, Any]:
         return self._call("GET", f"/users/{user_id}")

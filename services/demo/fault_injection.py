@@ -11,6 +11,9 @@ Grammar of the `tracehop.fault` value: one or more `service:action[=value]`, sep
     service  gateway | users | worker
     action   delay=<n>ms | delay=<n>s | delay=<n> (milliseconds), at most MAX_DELAY_S
              error | error=<5xx status> (HTTP services answer that status, default 500; a job fails)
+             kill=<point> the process SIGKILLs itself at a named point of its code (KILL_POINTS): a
+             crash at an exact moment, for the reliability tests (e.g. gateway:kill=user_created, after
+             users created the user and before the welcome job is queued)
 On the wire a raw `;` starts a W3C baggage *property*, so write it percent-encoded (`%3B`), or use `+`
 (baggage values are decoded like form data, so `+` becomes a space, which also separates faults).
 
@@ -23,7 +26,9 @@ Where a fault is applied, the current span gets an event `fault injected` and th
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -46,7 +51,9 @@ EVENT_NAME = "fault injected"
 ATTRIBUTE = "tracehop.fault.injected"
 
 _SEPARATORS = re.compile(r"[;\s]+")
-_SPEC = re.compile(r"(?P<service>[a-z]+):(?P<action>delay|error)(?:=(?P<value>[0-9a-z.]+))?")
+_SPEC = re.compile(r"(?P<service>[a-z]+):(?P<action>delay|error|kill)(?:=(?P<value>[0-9a-z._]+))?")
+# Where a service calls kill_point(); a name not listed here is an invalid flag.
+KILL_POINTS = {"gateway": ("user_created",)}
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s)?")
 
 
@@ -73,13 +80,16 @@ class InjectedFault(Exception):
 @dataclass(frozen=True)
 class Fault:
     service: str
-    action: str  # "delay" or "error"
+    action: str  # "delay", "error" or "kill"
     delay_s: float = 0.0
     status: int = 500
+    point: str = ""
 
     def __str__(self) -> str:
         if self.action == "delay":
             return f"{self.service}:delay={self.delay_s * 1000:g}ms"
+        if self.action == "kill":
+            return f"{self.service}:kill={self.point}"
         return f"{self.service}:error" + (f"={self.status}" if self.status != 500 else "")
 
 
@@ -95,6 +105,13 @@ def parse_faults(text: str) -> list[Fault]:
             raise FaultSpecError(f"{spec!r}: unknown service {service!r} (one of {', '.join(SERVICES)})")
         if action == "delay":
             faults.append(Fault(service, "delay", delay_s=_parse_delay(spec, value)))
+        elif action == "kill":
+            if value not in KILL_POINTS.get(service, ()):
+                points = ", ".join(KILL_POINTS.get(service, ())) or "none"
+                raise FaultSpecError(
+                    f"{spec!r}: {service} has no kill point {value!r} (its points: {points})"
+                )
+            faults.append(Fault(service, "kill", point=value))
         else:
             faults.append(Fault(service, "error", status=_parse_status(spec, value)))
     if not faults:
@@ -144,11 +161,25 @@ def inject_faults(service: str) -> None:
     delay lands inside that span and the event marks it.
     """
     for fault in faults_for(service):
+        if fault.action == "kill":
+            continue  # applies at its kill point only
         _record(fault)
         if fault.action == "delay":
             time.sleep(fault.delay_s)
         else:
             raise InjectedFault(fault)
+
+
+def kill_point(service: str, point: str) -> None:
+    """SIGKILL this process here when TRACEHOP_FAULT_INJECTION allows it and the request's baggage asks
+    for `<service>:kill=<point>`: no cleanup, no response, no span flush — what an OOM kill or a power cut
+    does at exactly this line. Costs one baggage lookup when fault injection is on, nothing when off."""
+    if not enabled():
+        return
+    for fault in faults_for(service):
+        if fault.action == "kill" and fault.point == point:
+            _record(fault)
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _record(fault: Fault) -> None:

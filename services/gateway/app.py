@@ -11,6 +11,7 @@ from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from services.clients.users_client import UsersClient
 from services.demo import broken_on_purpose
 from services.gateway.conformance import register_conformance_endpoint
+from services.gateway.idempotency import IdempotencyStore
 from services.gateway.job_queue import JobQueue
 from services.gateway.openapi import blueprint as openapi_blueprint
 from services.gateway.routes import blueprint
@@ -20,6 +21,8 @@ from services.telemetry.celery import instrument_celery_producer
 from services.telemetry.logs import configure_logging
 from services.telemetry.setup import instrument
 from services.web.observe import observe_flask_app
+from services.worker.celery_app import app as celery_app
+from services.worker.job_ledger import start_reconciler
 
 SERVICE = "gateway"
 
@@ -39,6 +42,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         instrument_celery_producer()
     app.extensions["users_client"] = app.config.get("USERS_CLIENT") or UsersClient()
     app.extensions["job_queue"] = app.config.get("JOB_QUEUE") or JobQueue()
+    app.extensions["idempotency"] = app.config.get("IDEMPOTENCY_STORE") or IdempotencyStore()
     app.register_blueprint(blueprint)
     app.register_blueprint(openapi_blueprint)
     app.register_blueprint(workflow_blueprint)  # chain, chord, countdown, job queueing a job
@@ -46,4 +50,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     observe_flask_app(app, SERVICE)
     # After the instrumentation: the boundary's hook links the span the instrumentation has just started.
     install_trust_boundary(app, app.config.get("TRUST_BOUNDARY"))
+    if not app.testing:
+        # In each gunicorn worker process (the app is created after the fork): publishes again a job
+        # that was accepted but never started (services/worker/job_ledger.py).
+        start_reconciler(celery_app)
     return app

@@ -19,16 +19,17 @@ class QueueUnavailable(Exception):
 
 
 class JobQueue:
-    def queue_welcome_email(self, user_id: int, email: str) -> str:
+    def queue_welcome_email(self, user_id: int, email: str, job_id: str | None = None) -> str:
+        """Queue the welcome e-mail; with `job_id`, under that id (a retry of the same request)."""
         domain = email.rpartition("@")[2]
-        return self._queue(send_welcome_email, user_id, domain)
+        return self._queue(send_welcome_email, user_id, domain, job_id=job_id)
 
     def queue_report(self, user_id: int) -> str:
         return self._queue(generate_report, user_id)
 
-    def _queue(self, task: Any, *args: Any) -> str:
+    def _queue(self, task: Any, *args: Any, job_id: str | None = None) -> str:
         try:
-            return task.apply_async(args=args).id
+            return task.apply_async(args=args, task_id=job_id).id
         except (OperationalError, OSError, redis.RedisError) as exc:
             raise QueueUnavailable(f"job queue unavailable: {type(exc).__name__}") from exc
 

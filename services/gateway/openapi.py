@@ -99,6 +99,12 @@ WORKFLOW_PATHS: dict[str, Any] = {
     "/api/workflows/followup": _workflow(
         "queueFollowup", "A job that queues another job", {"note": NOTE}, {}
     ),
+    "/api/workflows/by-name": _workflow(
+        "queueByName",
+        "A job sent by name (send_task) that queues one through a second Celery app",
+        {"note": NOTE},
+        {},
+    ),
 }
 
 DOCUMENT: dict[str, Any] = {
@@ -116,6 +122,19 @@ DOCUMENT: dict[str, Any] = {
             "post": {
                 "operationId": "createUser",
                 "summary": "Create a user (through the users service) and queue its welcome e-mail",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": (
+                            "A unique key (a UUID) per user to create. Sent again with the same body, the "
+                            "request answers the same user and job id (header `Idempotent-Replayed: true`) "
+                            "and queues the job if the first attempt died before; remembered 24 h."
+                        ),
+                        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                    }
+                ],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewUser"}}},
@@ -133,9 +152,13 @@ DOCUMENT: dict[str, Any] = {
                         },
                         "created; the welcome e-mail job is queued",
                     ),
-                    "400": _error("the body is not JSON, not an object, or a field is missing or invalid"),
+                    "400": _error(
+                        "the body is not JSON, not an object, or a field is missing or invalid; "
+                        "or the Idempotency-Key is malformed"
+                    ),
                     "413": _error("the body is larger than 16 KiB"),
                     "415": _error("the body is not sent as application/json"),
+                    "422": _error("the Idempotency-Key was used before with another body"),
                     "503": _error("the users service or the job queue cannot be reached"),
                 },
             }

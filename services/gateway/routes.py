@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from opentelemetry import trace
 
 from services.clients.user_validation import parse_new_user
 from services.clients.users_client import UsersClient, UsersRejected, UsersUnavailable
+from services.demo import fault_injection
+from services.gateway.idempotency import (
+    IdempotencyKeyMismatch,
+    IdempotencyStore,
+    IdempotencyUnavailable,
+    fingerprint,
+)
 from services.gateway.job_queue import JobQueue, QueueUnavailable, is_valid_job_id
 from services.telemetry.setup import current_trace_id
 from services.web.http_errors import ApiError
+from services.web.idempotency_key import IDEMPOTENCY_HEADER, parse_idempotency_key
 from services.web.json_body import read_json_body
 
 blueprint = Blueprint("gateway", __name__)
@@ -24,14 +33,41 @@ def _jobs() -> JobQueue:
     return current_app.extensions["job_queue"]
 
 
+def _idempotency() -> IdempotencyStore:
+    return current_app.extensions["idempotency"]
+
+
 @blueprint.post("/api/users")
 def create_user() -> tuple[Response, int]:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     name, email = parse_new_user(read_json_body())
-    user = _call_users(lambda: _users().create_user(name, email))
-    job_id = _queue(lambda: _jobs().queue_welcome_email(user["id"], email))
-    return jsonify(user=user, job_id=job_id, trace_id=current_trace_id()), 201
+    key = parse_idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
+    if key is None:
+        user = _call_users(lambda: _users().create_user(name, email))
+        fault_injection.kill_point("gateway", "user_created")
+        job_id = _queue(lambda: _jobs().queue_welcome_email(user["id"], email))
+        return jsonify(user=user, job_id=job_id, trace_id=current_trace_id()), 201
+    # Idempotent creation (services/gateway/idempotency.py): a retry returns the same user and job id,
+    # and queues the job if the first attempt died before doing so.
+    try:
+        reservation = _idempotency().reserve(key, fingerprint(name, email))
+    except IdempotencyKeyMismatch as exc:
+        raise ApiError(422, "idempotency_key_reused", str(exc)) from None
+    except IdempotencyUnavailable as exc:
+        raise ApiError(503, "queue_unavailable", str(exc)) from exc
+    span = trace.get_current_span()
+    span.set_attribute("idempotency.replay", reservation.replay)
+    user = _call_users(lambda: _users().create_user(name, email, idempotency_key=key))
+    fault_injection.kill_point("gateway", "user_created")
+    if not reservation.queued:
+        _queue(lambda: _jobs().queue_welcome_email(user["id"], email, job_id=reservation.job_id))
+        _idempotency().mark_queued(key)
+    span.set_attribute("idempotency.job_queued_now", not reservation.queued)
+    response = jsonify(user=user, job_id=reservation.job_id, trace_id=current_trace_id())
+    if reservation.replay:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response, 201
 
 
 @blueprint.get("/api/users/<user_id>")

@@ -4,6 +4,8 @@
     POST /api/workflows/wordcount  {"text": "...", "parts": 3}     chord: count_words x parts -> sum_counts
     POST /api/workflows/reminder   {"note": "...", "delay_s": 1}   one job with a countdown (an ETA)
     POST /api/workflows/followup   {"note": "..."}                 a job that queues another job
+    POST /api/workflows/by-name    {"note": "..."}                 a job sent by name (send_task), which
+                                                                   queues one through a second Celery app
 
 Every field is optional. Each answers 202 {"job_id", "trace_id", ...}; `job_id` is the job whose result
 ends the workflow (the chain's last step, the chord's callback), so GET /api/jobs/<job_id> tells when
@@ -27,6 +29,10 @@ from services.telemetry.setup import current_trace_id
 from services.web.http_errors import ApiError
 from services.web.json_body import read_json_body
 from services.worker import workflow_tasks
+from services.worker.celery_app import app as celery_app
+
+# The name of a job in services/worker/named_tasks.py, which the gateway must not import (see by_name).
+ARCHIVE_TASK = "archive_note"
 
 blueprint = Blueprint("workflows", __name__, url_prefix="/api/workflows")
 
@@ -51,6 +57,11 @@ class WorkflowQueue:
 
     def followup(self, note: str) -> AsyncResult:
         return workflow_tasks.plan_followup.apply_async(args=[note])
+
+    def by_name(self, note: str) -> AsyncResult:
+        # A job the gateway has no code for (services/worker/named_tasks.py, imported by the worker only):
+        # sent by its name, as from a service that does not share the worker's code.
+        return celery_app.send_task(ARCHIVE_TASK, args=[note])
 
 
 @blueprint.record_once
@@ -107,6 +118,12 @@ def reminder() -> tuple[Response, int]:
 def followup() -> tuple[Response, int]:
     note = _note(_body())
     return _accepted(lambda: _queue().followup(note))
+
+
+@blueprint.post("/by-name")
+def by_name() -> tuple[Response, int]:
+    note = _note(_body())
+    return _accepted(lambda: _queue().by_name(note))
 
 
 def _body() -> dict[str, Any]:

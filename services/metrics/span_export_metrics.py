@@ -9,8 +9,8 @@ those spans are gone: nothing else would tell. `CountingSpanExporter` wraps the 
 Under gunicorn and in Celery's prefork children the counters live in PROMETHEUS_MULTIPROC_DIR like every
 other metric, so each service's /metrics sums them over its processes.
 
-Not counted here: spans dropped because the processor's queue was full (OTEL_BSP_MAX_QUEUE_SIZE, 2048 by
-default), which takes a long outage at a high request rate; the SDK logs "Queue full, dropping span".
+    tracehop_spans_dropped_total{reason="queue_full"}      spans the batch processor dropped because its
+                                                           queue was full (a long outage: export_retry.py)
 """
 
 from __future__ import annotations
@@ -55,3 +55,7 @@ class CountingSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self.inner.force_flush(timeout_millis)
+
+    def on_dropped(self, count: int) -> None:
+        """Called by the batch processor for spans it dropped from a full queue (export_retry.py)."""
+        SPANS_DROPPED.labels("queue_full").inc(count)

@@ -2,7 +2,8 @@
 
 Which files give which result (each lists what it needs from the others):
 
-- One trace across Flask services: setup.py (tracer provider, exporter, `instrument()`), flask.py
+- One trace across Flask services: setup.py (tracer provider, exporter, `instrument()`) + export_retry.py
+  (a batch retried through a backend outage, a queue sized for one), flask.py
   (SERVER spans, `traceresponse`, access log), propagation.py + tracestate.py (W3C `tracestate` kept
   whole). Call `setup_tracing()` after the fork: gunicorn_hooks.py has the `post_fork`/`worker_exit` pair.
 - ... continued through Celery jobs: celery.py (`instrument_celery()` in the worker's Celery module,

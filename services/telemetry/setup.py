@@ -26,8 +26,9 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.processor.baggage import BaggageSpanProcessor
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 
+from services.telemetry.export_retry import DropReportingBatchSpanProcessor, RetryingSpanExporter, queue_size
 from services.telemetry.propagation import use_w3c_tracestate
 from services.web import settings
 
@@ -43,6 +44,7 @@ BAGGAGE_ATTRIBUTE_PREFIX = "tracehop."
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
 _provider_pid: int | None = None
+_retrying: RetryingSpanExporter | None = None
 
 
 def service_version() -> str:
@@ -110,7 +112,7 @@ def setup_tracing(
     `wrap_exporter` wraps whichever exporter is used: tracehop passes the Prometheus counter of exported
     and failed spans (services/metrics/span_export_metrics.py); this module knows nothing of metrics.
     """
-    global _provider, _provider_pid
+    global _provider, _provider_pid, _retrying
     if settings.tracing_disabled():
         return None
     with _lock:
@@ -118,10 +120,13 @@ def setup_tracing(
             return _provider
         provider = TracerProvider(resource=build_resource(service_name))
         provider.add_span_processor(BaggageSpanProcessor(_is_own_baggage_key))
-        exported_to = exporter or OTLPSpanExporter(timeout=_export_timeout_s())
+        # A batch is retried through a backend outage while new spans wait in a queue sized for one
+        # (export_retry.py); `wrap_exporter` sees each batch's final outcome.
+        _retrying = RetryingSpanExporter(exporter or OTLPSpanExporter(timeout=_export_timeout_s()))
+        exported_to: SpanExporter = _retrying
         if wrap_exporter is not None:
             exported_to = wrap_exporter(exported_to)
-        provider.add_span_processor(BatchSpanProcessor(exported_to))
+        provider.add_span_processor(DropReportingBatchSpanProcessor(exported_to, max_queue_size=queue_size()))
         trace.set_tracer_provider(provider)
         use_w3c_tracestate()
         _provider, _provider_pid = provider, os.getpid()
@@ -142,6 +147,8 @@ def shutdown_tracing() -> None:
     with _lock:
         provider, _provider = _provider, None
     if provider is not None and _provider_pid == os.getpid():
+        if _retrying is not None:
+            _retrying.stop_retrying()
         provider.shutdown()
 
 

@@ -9,11 +9,14 @@ between a tenant and a system id of at most 14 characters). The W3C Trace Contex
     value    = 0*255( chr ) nblk-chr      ; chr = %x20 / nblk-chr
     nblk-chr = %x21-2B / %x2D-3C / %x3E-7E
 
-and lets a vendor delete individual members, so one vendor's bad entry should not cost every other vendor
-its entry. `parse_tracestate` keeps the valid members in order, drops the invalid ones and every repeat of
-a key (the leftmost entry is the most recent position, so it wins), and applies the specification's
-truncation rule. `W3CTraceState` carries the result through the SDK (OpenTelemetry's own `TraceState`
-would re-validate it with the old grammar), and `W3CTraceContextPropagator` uses both.
+and says a vendor MAY discard the entire header when it cannot be parsed. The official W3C test harness
+(github.com/w3c/trace-context, `test/`, strict level 2) requires exactly that: one invalid member (a key of
+257 characters, a key starting with `@`, a value holding `=`, ...) or more than 32 members and the WHOLE
+`tracestate` is discarded. A duplicate key is the one case the harness lets a vendor repair: we keep the
+leftmost entry (the most recent position) and drop its repeats, where the library drops everything.
+`parse_tracestate` implements that and the specification's truncation rule for long headers;
+`W3CTraceState` carries the result through the SDK (OpenTelemetry's own `TraceState` would re-validate it
+with the old grammar), and `W3CTraceContextPropagator` uses both.
 """
 
 from __future__ import annotations
@@ -45,16 +48,22 @@ def is_valid_member(key: str, value: str) -> bool:
 
 
 def parse_tracestate(headers: Iterable[str]) -> list[tuple[str, str]]:
-    """The valid members of one or more `tracestate` header values, in order, cut to the limits."""
+    """The members of one or more `tracestate` header values, in order, cut to the length limit; no members
+    at all when any member is invalid or there are more than MAX_MEMBERS of them (the header is discarded
+    whole, as the W3C harness requires). Repeats of a key are dropped; the leftmost entry wins."""
     members: list[tuple[str, str]] = []
     seen: set[str] = set()
+    count = 0
     for header in headers:
         for raw in header.split(","):
             member = raw.strip(_OWS)
             if not member:  # empty members are allowed (e.g. from joining headers) and mean nothing
                 continue
             key, equals, value = member.partition("=")
-            if not equals or not is_valid_member(key, value) or key in seen:
+            count += 1
+            if not equals or not is_valid_member(key, value) or count > MAX_MEMBERS:
+                return []
+            if key in seen:
                 continue
             seen.add(key)
             members.append((key, value))

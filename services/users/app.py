@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import redis
 from flask import Flask
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 
 from services.telemetry.logs import configure_logging
 from services.telemetry.setup import instrument
+from services.users.database import redis_client, register_database_errors
 from services.users.routes import blueprint
 from services.users.store import UserStore
 from services.web import settings
@@ -32,10 +32,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Redis is this service's database, so its commands are spans (the design's `db_query` step).
     # Only here: in the gateway and worker Redis is Celery's broker, whose polling would bury the trace.
     instrument([RedisInstrumentor()])
-    client = app.config.get("REDIS_CLIENT") or redis.Redis.from_url(
-        app.config["REDIS_URL"], socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
-    )
+    client = app.config.get("REDIS_CLIENT") or redis_client(app.config["REDIS_URL"])
     app.extensions["user_store"] = UserStore(client)
     app.register_blueprint(blueprint)
     observe_flask_app(app, SERVICE)
+    register_database_errors(app)  # a Redis restart: 503 with the trace id, never the generic 500
     return app

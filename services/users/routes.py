@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 from opentelemetry import trace
 
 from services.clients.user_validation import parse_new_user
 from services.users.auth import require_service_token
-from services.users.store import User, UserStore
+from services.users.store import IdempotencyKeyReused, User, UserStore
 from services.web.http_errors import ApiError
+from services.web.idempotency_key import IDEMPOTENCY_HEADER, parse_idempotency_key
 from services.web.json_body import read_json_body
 
 blueprint = Blueprint("users", __name__)
@@ -25,8 +26,17 @@ def _store() -> UserStore:
 def create_user() -> Response:
     require_service_token()
     name, email = parse_new_user(read_json_body())
-    user = _store().create(name, email)
-    return _serialize(user, status=201)
+    key = parse_idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
+    if key is None:
+        return _serialize(_store().create(name, email), status=201)
+    try:
+        user, created = _store().create_once(name, email, key)
+    except IdempotencyKeyReused as exc:
+        raise ApiError(422, "idempotency_key_reused", str(exc)) from None
+    response = _serialize(user, status=201 if created else 200)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @blueprint.get("/users/<int:user_id>")

@@ -24,7 +24,7 @@ from services.web import settings  # noqa: E402
 
 # gthread: a few threads per process serve I/O-bound requests (the gateway waits on users and Redis)
 # without the memory of more processes. Both are tunable without editing this file.
-worker_class = "gthread"
+worker_class = "services.web.gunicorn_worker.OrphanTolerantThreadWorker"  # gthread, see that module
 workers = settings.env_int("GUNICORN_WORKERS", 2)
 threads = settings.env_int("GUNICORN_THREADS", 4)
 # Longer than any client's idle pool timeout, so a pooled connection is not closed just as it is reused
@@ -35,6 +35,11 @@ timeout = 30
 accesslog = None  # the app writes one JSON access line per request itself, inside the request's span
 # gunicorn's control socket defaults to one path per user: two services on one host would fight over it.
 control_socket_disable = True
+# A master killed outright (SIGKILL, OOM) leaves its workers running, holding the port: without SO_REUSEPORT
+# the master supervisord starts next fails with "Connection in use" (two failed restarts, 11 s of 503 in the
+# report of issue 14). With it the new master binds at once, while the orphans serve on until it is up
+# (gunicorn_worker.py).
+reuse_port = True
 
 
 # gunicorn's own messages (boot, worker exits, errors) as JSON lines in the service's log.

@@ -2,12 +2,15 @@
 
     celery -A services.worker.celery_app worker --loglevel INFO
 
-Tasks live in `services.worker.tasks`. The gateway imports this same app to queue them: the task objects
-must be registered in the producer too, or the Celery instrumentation cannot close its PRODUCER span.
+Tasks live in `services.worker.tasks` and `services.worker.workflow_tasks`; the gateway imports this same
+app and those modules to queue them, so the Celery instrumentation finds each task object and its
+PRODUCER span covers the publish. (`services.worker.named_tasks` is the exception on purpose: the gateway
+sends its job by name; docs/context-propagation.md says what that changes.)
 
-Process lifecycle (prefork pool): services/telemetry/celery.py wires logs and tracing to Celery's signals
-(`instrument_celery` below); this module adds, through its hooks, the /metrics server (main process,
-`worker_init`), counted span export, chord links, and marking a dead child's Prometheus files dead.
+Process lifecycle, for every pool (TRACEHOP_WORKER_POOL): services/telemetry/celery.py wires logs and
+tracing to Celery's signals (`instrument_celery` below); this module adds, through its hooks, the /metrics
+server (main process, `worker_init`), counted span export, chord links, and marking a dead child's
+Prometheus files dead.
 celery beat (`celery -A services.worker.celery_app beat`) gets its own tracer provider (service `beat`), so
 each scheduled job's trace starts with beat's PRODUCER span.
 
@@ -18,27 +21,27 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery, Task
+from celery import Celery
 
 from services.demo import broken_on_purpose, fault_injection
 from services.metrics.span_export_metrics import CountingSpanExporter
 from services.telemetry.celery import CeleryHooks, instrument_celery
 from services.web import settings
-from services.worker import chord_links, job_metrics
+from services.worker import chord_links, job_ledger, job_metrics
+from services.worker.job_claims import IdempotentTask
 from services.worker.log_privacy import hide_job_results
 
 SERVICE = "worker"
 BEAT_SERVICE = "beat"
 
 
-class FaultInjectingTask(Task):
+class FaultInjectingTask(IdempotentTask):
     """Runs the faults a request's baggage asks of the worker (`tracehop.fault=worker:...`) inside the
     job's span, before the job. A Task class and not a task_prerun receiver: Celery logs and swallows
     exceptions raised by signal receivers, so an `error` fault could not fail the job from there."""
 
-    def __call__(self, *args: object, **kwargs: object) -> object:
+    def before_job(self) -> None:
         fault_injection.inject_faults(SERVICE)
-        return super().__call__(*args, **kwargs)
 
 
 def _redelivery_options(visibility_timeout_s: int) -> dict[str, int]:
@@ -54,9 +57,11 @@ def _redelivery_options(visibility_timeout_s: int) -> dict[str, int]:
 
 app = Celery(
     "tracehop",
-    include=["services.worker.tasks", "services.worker.workflow_tasks"],
+    # Loaded by the worker only: the gateway imports tasks and workflow_tasks itself, never named_tasks
+    # (it sends those jobs by name).
+    include=["services.worker.tasks", "services.worker.workflow_tasks", "services.worker.named_tasks"],
     # Only when allowed: otherwise every job runs through Celery's plain (faster) call path.
-    task_cls=FaultInjectingTask if fault_injection.enabled() else Task,
+    task_cls=FaultInjectingTask if fault_injection.enabled() else IdempotentTask,
 )
 app.conf.update(
     broker_url=settings.broker_url(),
@@ -81,7 +86,9 @@ app.conf.update(
         "interval_step": 0.2,
         "interval_max": 0.5,
     },
-    task_track_started=True,
+    # STARTED is written by IdempotentTask once a job has claimed its id (job_claims.py): Celery's own
+    # would be written by a duplicate copy too, over the finished job's state.
+    task_track_started=False,
     worker_concurrency=settings.env_int("TRACEHOP_WORKER_CONCURRENCY", 2),
     # Our logs go through loguru as JSON: Celery must neither redirect stdout nor take the root logger.
     worker_redirect_stdouts=False,
@@ -96,6 +103,10 @@ app.conf.update(
         "heartbeat": {"task": "heartbeat", "schedule": settings.env_float("TRACEHOP_BEAT_INTERVAL_S", 60.0)},
     },
 )
+
+# Every publish of one of our jobs is recorded until the job starts (job_ledger.py): the gateway's
+# reconciler publishes a job again if its message was lost between the broker and a dying worker.
+job_ledger.connect_recording(app)
 
 
 def _after_logging_setup() -> None:

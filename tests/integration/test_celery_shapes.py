@@ -10,6 +10,8 @@ The last tests (Redis only) check what travels in a Celery message and the per-r
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -161,6 +163,88 @@ def test_job_calling_users_reaches_users_in_the_same_trace(broker_stack: Running
 
     # The exact tree, not `…`: a wildcard would match before the users spans have arrived.
     broker_stack.assert_tree(body["trace_id"], REPORT_TREE)
+
+
+# ------------------------------------------------------------- publishing by name, and from a second app
+
+BY_NAME_TREE = """
+    gateway  SERVER    POST /api/workflows/by-name
+    └─ gateway  PRODUCER  apply_async/archive_note
+       └─ worker  CONSUMER  run/archive_note
+          └─ worker  PRODUCER  apply_async/send_reminder
+             └─ worker  CONSUMER  run/send_reminder
+"""
+
+
+def test_the_gateway_has_no_task_object_for_the_job_it_sends_by_name():
+    # What makes the next test a test of send_task by name: the gateway's process never registers the
+    # task (only the worker loads services/worker/named_tasks.py), so the instrumentation finds no task.
+    script = (
+        "from services.gateway.app import create_app; import services.gateway.workflow_routes as routes; "
+        "create_app(); from services.worker.celery_app import app; print(routes.ARCHIVE_TASK in app.tasks)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_send_task_by_name_and_a_second_app_stay_in_the_trace(broker_stack: RunningStack):
+    body = post(broker_stack, "/api/workflows/by-name", {"note": "quarterly numbers"})
+    reminder_id = finished_job(broker_stack, body["job_id"])["result"]["followup_job_id"]
+    finished_job(broker_stack, reminder_id)
+
+    (root,) = broker_stack.assert_tree(body["trace_id"], BY_NAME_TREE)
+    gateway_producer = root.children[0].span
+    second_app_producer = root.children[0].children[0].children[0].span
+    # Published without a task object: the instrumentation names the span after the message's task name.
+    assert gateway_producer.attributes["celery.task_name"] == "archive_note"
+    assert gateway_producer.attributes["messaging.message.id"] == body["job_id"]
+    assert second_app_producer.attributes["messaging.message.id"] == reminder_id
+
+
+# ------------------------------------------------------------------------------------ a retried job
+
+# The simulated mail server greylists this domain: the first delivery is deferred ("451 ... try again
+# later"), Celery's autoretry publishes the same job again from inside the failed attempt's `run` span,
+# and the second attempt succeeds. One trace, the retry a staircase like a chain.
+RETRY_TREE = """
+    gateway  SERVER    POST /api/users
+    ├─ gateway  CLIENT    POST
+    │  └─ users  SERVER    POST /users
+    │     ├─ users  INTERNAL  auth_check
+    │     ├─ users  INTERNAL  UserStore.create
+    │     │  ├─ users  CLIENT    INCRBY
+    │     │  └─ users  CLIENT    HSET
+    │     └─ users  INTERNAL  serialize
+    └─ gateway  PRODUCER  apply_async/send_welcome_email
+       └─ worker  CONSUMER  run/send_welcome_email
+          ├─ worker  INTERNAL  deliver_welcome_email
+          └─ worker  PRODUCER  apply_async/send_welcome_email
+             └─ worker  CONSUMER  run/send_welcome_email
+                └─ worker  INTERNAL  deliver_welcome_email
+"""
+
+
+def test_greylisted_retry_is_retry_then_publish_then_success(broker_stack: RunningStack):
+    body = post(
+        broker_stack, "/api/users", {"name": "Ada", "email": f"ada-{uuid.uuid4().hex[:6]}@greylisted.example"}
+    )
+    assert finished_job(broker_stack, body["job_id"])["result"]["attempts"] == 2
+
+    (root,) = broker_stack.assert_tree(body["trace_id"], RETRY_TREE)
+    (first,) = [
+        node
+        for node in nodes_named([root], "run/send_welcome_email")
+        if node.span.attributes.get("celery.state") == "RETRY"
+    ]
+    (republish,) = [node for node in first.children if node.span.kind == "PRODUCER"]
+    (second,) = republish.children
+    assert second.span.attributes["celery.state"] == "SUCCESS"
+    # The same job (one message id), published twice: the retry is the job, not a new one.
+    assert republish.span.attributes["messaging.message.id"] == body["job_id"]
+    assert second.span.attributes["messaging.message.id"] == body["job_id"]
+    # Why it was retried, on the attempt that failed (the instrumentation's task_retry receiver).
+    assert "451 4.7.1 greylisted by greylisted.example" in first.span.attributes["celery.retry.reason"]
+    assert "celery.retry.reason" not in second.span.attributes
 
 
 # ------------------------------------------------------------------------------------------------- beat

@@ -35,6 +35,9 @@ ENV = {
     "TRACEHOP_WORKER_CONCURRENCY": "1",
     "TRACEHOP_VISIBILITY_TIMEOUT_S": "5",
     "TRACEHOP_USERS_TIMEOUT": str(USERS_TIMEOUT_S),
+    # No retries of a failed span batch (60 s by default, export_retry.py): this test watches batches
+    # fail and be counted while the backend is away; riding out an outage is `make chaos`'s to measure.
+    "TRACEHOP_EXPORT_RETRY_S": "0",
 }
 SERVICES = ("gateway", "users", "worker")
 # "Within a couple of seconds": a refused connection plus the short publish and result-backend retry policies.

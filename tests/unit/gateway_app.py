@@ -10,6 +10,7 @@ from flask import Flask
 
 from services.clients.users_client import UsersClient
 from services.gateway import create_app
+from services.gateway.idempotency import IdempotencyStore
 from services.gateway.job_queue import JobQueue
 from services.worker.celery_app import app as celery_app
 
@@ -29,6 +30,7 @@ def gateway_app(users_url: str, **config: Any) -> Flask:
             "TESTING": True,
             "USERS_CLIENT": UsersClient(users_url, token="test-token"),
             "JOB_QUEUE": JobQueue(),
+            "IDEMPOTENCY_STORE": IdempotencyStore(redis.Redis.from_url(celery_app.conf.result_backend)),
             **config,
         }
     )

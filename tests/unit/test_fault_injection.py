@@ -185,3 +185,30 @@ def test_a_failed_job_reads_back_from_the_result_backend_unchanged(flag, broker,
     }
     rebuilt = service_app.AsyncResult(job_id).result
     assert type(rebuilt) is InjectedFault and rebuilt.fault == parse_faults(flag)[0]
+
+
+def test_a_kill_point_is_named_and_checked() -> None:
+    assert parse_faults("gateway:kill=user_created") == [Fault("gateway", "kill", point="user_created")]
+    assert str(parse_faults("gateway:kill=user_created")[0]) == "gateway:kill=user_created"
+    with pytest.raises(FaultSpecError, match="no kill point 'nowhere'"):
+        parse_faults("gateway:kill=nowhere")
+    with pytest.raises(FaultSpecError, match="users has no kill point"):
+        parse_faults("users:kill=user_created")
+
+
+def test_a_kill_point_applies_only_where_it_is_called(monkeypatch) -> None:
+    from opentelemetry import baggage, context
+
+    from services.demo import fault_injection
+
+    killed: list[int] = []
+    monkeypatch.setenv("TRACEHOP_FAULT_INJECTION", "1")
+    monkeypatch.setattr(fault_injection.os, "kill", lambda pid, sig: killed.append(sig))
+    token = context.attach(baggage.set_baggage("tracehop.fault", "gateway:kill=user_created"))
+    try:
+        fault_injection.inject_faults("gateway")  # not a kill point: nothing happens
+        assert killed == []
+        fault_injection.kill_point("gateway", "user_created")
+        assert killed == [fault_injection.signal.SIGKILL]
+    finally:
+        context.detach(token)

@@ -27,6 +27,7 @@ OPERATIONS = [
     ("POST", "/api/workflows/wordcount", True),
     ("POST", "/api/workflows/reminder", True),
     ("POST", "/api/workflows/followup", True),
+    ("POST", "/api/workflows/by-name", True),
     ("GET", "/healthz", False),
     ("GET", "/readyz", False),
     ("GET", "/openapi.json", False),

@@ -52,6 +52,7 @@ def test_create_user_span_tree_crosses_http(gateway, spans):
     # One process here, so one service column; the integration tests assert the real services. The LPUSH
     # is the broker write, visible only because users' Redis instrumentation patches redis-py for the whole
     # process: the reason the real gateway and worker never instrument Redis (it would trace every poll).
+    # SET ZADD is the job ledger's record of the accepted job (services/worker/job_ledger.py).
     assert_trace_tree(
         as_query_spans(spans.get_finished_spans(), "test"),
         """
@@ -64,7 +65,8 @@ def test_create_user_span_tree_crosses_http(gateway, spans):
         │     │  └─ test  CLIENT    HSET
         │     └─ test  INTERNAL  serialize
         └─ test  PRODUCER  apply_async/send_welcome_email
-           └─ test  CLIENT    LPUSH
+           ├─ test  CLIENT    LPUSH
+           └─ test  CLIENT    SET ZADD
         """,
     )
 

@@ -27,7 +27,7 @@ from tracehop.stack.prometheus_config import (
     scrape_ports,
     write_local_prometheus_config,
 )
-from tracehop.stack.runner import LocalStack
+from tracehop.stack.runner import LocalStack, StackError
 from tracehop.stack.supervisord_conf import Program, render_supervisord_conf
 
 PORTS = {
@@ -226,6 +226,28 @@ def test_beat_keeps_its_schedule_under_var_and_traces_as_its_own_service(
     assert f"--schedule {tmp_path / 'var' / 'celerybeat-schedule'}" in beat.command
     assert beat.environment["OTEL_SERVICE_NAME"] == "beat"
     assert beat.environment["REDIS_URL"] == programs["worker"].environment["REDIS_URL"]
+
+
+@pytest.mark.parametrize(
+    ("environment", "pool"),
+    [
+        ({}, "prefork"),
+        ({"TRACEHOP_WORKER_POOL": "gevent"}, "gevent"),
+        ({"TRACEHOP_WORKER_POOL": "threads"}, "threads"),
+    ],
+)
+def test_the_worker_pool_goes_on_the_command_line(
+    tmp_path: Path, prometheus_on_path: Path, environment: dict[str, str], pool: str
+) -> None:
+    # On the command line, where Celery looks for gevent before it imports anything (monkey-patching).
+    programs = parse_with_supervisord(make_stack(tmp_path, inherited_env=environment).write_config())
+    assert programs["worker"].command.endswith(f"worker --loglevel INFO --pool {pool}")
+
+
+def test_an_unknown_worker_pool_is_a_clear_error(tmp_path: Path, prometheus_on_path: Path) -> None:
+    stack = make_stack(tmp_path, inherited_env={}, env_overrides={"TRACEHOP_WORKER_POOL": "eventlets"})
+    with pytest.raises(StackError, match="TRACEHOP_WORKER_POOL='eventlets': choose one of prefork, threads"):
+        stack.write_config()
 
 
 def test_beat_can_be_left_out(tmp_path: Path, prometheus_on_path: Path) -> None:

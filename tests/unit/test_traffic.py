@@ -37,6 +37,8 @@ class FakeGateway(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self.sent: list[tuple[str, str, Any]] = []
+        self.keys: list[str | None] = []
+        self.drop_next_create = False
         self.users: set[str] = set()
         self.ids = itertools.count(1)
 
@@ -46,6 +48,10 @@ class FakeGateway(requests.Session):
         trace_id = f"{next(self.ids):032x}"
         parts = path.strip("/").split("/")
         if method == "POST" and path == "/api/users":
+            self.keys.append((kwargs.get("headers") or {}).get("Idempotency-Key"))
+            if self.drop_next_create:
+                self.drop_next_create = False
+                raise requests.ConnectionError("connection dropped")
             user_id = str(len(self.users) + 1)
             self.users.add(user_id)
             body = {"user": {"id": user_id}, "job_id": f"job-{user_id}", "trace_id": trace_id}
@@ -87,6 +93,17 @@ def test_a_run_against_the_gateway_gets_a_trace_id_for_every_request() -> None:
     assert not any(email.endswith("@greylisted.example") for email in emails[1:])
     polled = [path for method, path, _ in gateway.sent if path.startswith("/api/jobs/")]
     assert polled[0] == "/api/jobs/job-1"
+
+
+def test_every_create_sends_its_own_idempotency_key_and_a_dropped_one_is_retried_with_it() -> None:
+    gateway = FakeGateway()
+    run = TrafficRun("http://127.0.0.1:8080", session=gateway, seed=1)
+    run.send("create")
+    gateway.drop_next_create = True
+    record = run.send("create")
+    assert record.status == 201
+    first, dropped, retried = gateway.keys
+    assert first and dropped and first != dropped and retried == dropped
 
 
 def test_trace_id_from_the_body_or_else_the_traceresponse_header() -> None:

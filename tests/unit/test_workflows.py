@@ -11,6 +11,7 @@ import json
 
 import pytest
 import redis
+from celery import signals
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.b3 import B3SingleFormat
 
@@ -88,6 +89,7 @@ def test_every_field_has_a_default(gateway, broker):
         ("/reminder", {"delay_s": "1"}, "invalid_delay"),
         ("/followup", {"note": ""}, "invalid_note"),
         ("/followup", [1, 2], "invalid_body"),
+        ("/by-name", {"note": ""}, "invalid_note"),
     ],
 )
 def test_bad_input_is_a_400_and_publishes_nothing(gateway, broker, path, body, error):
@@ -95,6 +97,46 @@ def test_bad_input_is_a_400_and_publishes_nothing(gateway, broker, path, body, e
     assert response.status_code == 400
     assert response.get_json()["error"] == error
     assert queued(broker) == []
+
+
+def test_by_name_sends_a_job_the_gateway_has_no_task_object_for(gateway, broker):
+    response = gateway.post("/api/workflows/by-name", json={"note": "q3"})
+    assert response.status_code == 202
+    ((headers, (args, _, _)),) = queued(broker)
+    assert (headers["task"], args, headers["id"]) == ("archive_note", ["q3"], response.get_json()["job_id"])
+
+
+@pytest.mark.parametrize(
+    ("path", "task", "current_while_publishing"),
+    [
+        # A task object in the gateway: the PRODUCER span is current until after_task_publish ends it.
+        ("/api/workflows/followup", "plan_followup", "apply_async/plan_followup"),
+        # By name, no task object: the instrumentation keeps no handle on the span it started, so it ends
+        # (and its context is detached) within before_task_publish, before the message is sent.
+        ("/api/workflows/by-name", "archive_note", "POST /api/workflows/by-name"),
+    ],
+)
+def test_what_publishing_by_name_changes_for_the_producer_span(
+    gateway, broker, spans, path, task, current_while_publishing
+):
+    seen: list[str] = []
+
+    def record(**_: object) -> None:  # connected after the instrumentation's receiver: runs after it
+        seen.append(trace.get_current_span().name)
+
+    signals.before_task_publish.connect(record, weak=False)
+    try:
+        response = gateway.post(path, json={"note": "q3"})
+    finally:
+        signals.before_task_publish.disconnect(record)
+    assert response.status_code == 202
+    assert seen == [current_while_publishing]
+    # Either way the span is in the trace, under the request's span, and the message names it.
+    (producer,) = [span for span in spans.get_finished_spans() if span.name == f"apply_async/{task}"]
+    (server,) = [span for span in spans.get_finished_spans() if span.kind is trace.SpanKind.SERVER]
+    assert producer.parent.span_id == server.context.span_id
+    ((headers, _),) = queued(broker)
+    assert headers["traceparent"].split("-")[2] == trace.format_span_id(producer.context.span_id)
 
 
 def test_a_broker_down_is_a_503():

@@ -41,7 +41,7 @@ from tracehop.stack.processes import group_members, kill_group, process_command_
 from tracehop.stack.prometheus_config import write_local_prometheus_config
 from tracehop.stack.readiness import ReadinessProbe
 from tracehop.stack.supervisor_client import ProcessInfo, SupervisorClient, SupervisorUnavailable
-from tracehop.stack.supervisord_conf import build_programs, render_supervisord_conf
+from tracehop.stack.supervisord_conf import build_programs, render_supervisord_conf, worker_pool
 
 # Components in the order they come up: each one's dependencies are before it.
 COMPONENT_ORDER = ("redis", "trace-store", "users", "worker", "beat", "gateway", "prometheus")
@@ -50,6 +50,10 @@ COMPONENT_ORDER = ("redis", "trace-store", "users", "worker", "beat", "gateway",
 GAVE_UP_STATES = ("FATAL",)
 
 OUTPUT_TAIL_LINES = 40
+
+
+# The state `status` shows for a process supervisord calls RUNNING whose readiness probe fails.
+NOT_SERVING = "NOT SERVING"
 
 
 class StackError(RuntimeError):
@@ -319,13 +323,19 @@ class LocalStack:
         for name in [*self.components, *sorted(set(processes) - set(self.components))]:
             info = processes.get(name)
             probe = probes.get(name)
+            problem = probe.check() if probe else None
+            state = info.state if info else "ABSENT"
+            # supervisord says RUNNING once a process has lived `startsecs`, serving or not (a gunicorn
+            # master whose port is still taken, a worker still connecting): only the probe can tell.
+            if state == "RUNNING" and problem is not None:
+                state = NOT_SERVING
             statuses.append(
                 ComponentStatus(
                     component=name,
-                    state=info.state if info else "ABSENT",
+                    state=state,
                     pid=info.pid if info else 0,
                     url=self.component_url(name) if name in COMPONENT_ORDER else "",
-                    problem=probe.check() if probe else None,
+                    problem=problem,
                 )
             )
         return statuses
@@ -347,6 +357,10 @@ class LocalStack:
             write_local_prometheus_config(
                 layout.prometheus_config, self.ports, scrape_interval=self._scrape_interval
             )
+        try:
+            pool = worker_pool({**self._inherited_env, **self.env})
+        except ValueError as error:
+            raise StackError(str(error)) from None
         programs = build_programs(
             layout,
             self.ports,
@@ -354,6 +368,7 @@ class LocalStack:
             redis_binary=_valkey_binary() if self.embeds_redis else None,
             prometheus_binary=self.prometheus_binary,
             beat=self.runs_beat,
+            worker_pool=pool,
         )
         layout.supervisord_conf.write_text(render_supervisord_conf(programs, layout), encoding="utf-8")
         return layout.supervisord_conf

@@ -19,6 +19,19 @@ GUNICORN_CONF = "services/web/gunicorn_conf.py"
 # The gateway is the public door: the same configuration with a worker that holds against slow clients.
 GUNICORN_CONF_BY_SERVICE = {"gateway": "services/web/gunicorn_public_conf.py", "users": GUNICORN_CONF}
 
+# The worker's execution pool (`celery worker --pool`); services/telemetry/celery.py says what each one
+# changes for tracing. eventlet is not offered: deprecated upstream, and not among our dependencies.
+WORKER_POOL_VARIABLE = "TRACEHOP_WORKER_POOL"
+WORKER_POOLS = ("prefork", "threads", "solo", "gevent")
+
+
+def worker_pool(environ: Mapping[str, str]) -> str:
+    """TRACEHOP_WORKER_POOL, checked: a typo must not start a stack whose worker never comes up."""
+    pool = environ.get(WORKER_POOL_VARIABLE, "").strip() or "prefork"
+    if pool not in WORKER_POOLS:
+        raise ValueError(f"{WORKER_POOL_VARIABLE}={pool!r}: choose one of {', '.join(WORKER_POOLS)}")
+    return pool
+
 
 @dataclass(frozen=True)
 class Program:
@@ -41,6 +54,7 @@ def build_programs(
     prometheus_binary: str | None,
     python: str = sys.executable,
     beat: bool = True,
+    worker_pool: str = "prefork",
 ) -> list[Program]:
     """The stack's programs. No redis without `redis_binary` (REDIS_URL given), no prometheus without
     `prometheus_binary` (none on PATH), no celery beat with `beat=False`."""
@@ -102,8 +116,10 @@ def build_programs(
                 "-A",
                 "services.worker.celery_app",
                 "worker",
-                "--loglevel",
-                "INFO",
+                *("--loglevel", "INFO"),
+                # On the command line, not in the configuration: Celery monkey-patches for gevent only
+                # when `--pool gevent` is in argv, before it imports anything else.
+                *("--pool", worker_pool),
             ],
             environment={**service_env, **_per_service_env(layout, "worker")},
             priority=40,

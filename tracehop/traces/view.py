@@ -138,12 +138,36 @@ def fetch_settled_trace(
         ) from None
 
 
-def show_trace(trace_id: str, query_url: str, console: Console, timeout: float = WAIT_SECONDS) -> list[Span]:
+def show_trace(
+    trace_id: str, query_url: str, console: Console, timeout: float = WAIT_SECONDS, follow_links: bool = True
+) -> list[Span]:
+    """The trace's waterfall; then, with `follow_links`, the waterfall of every trace linked to it (a job
+    in Celery's link mode starts a trace of its own, linked to the request's PRODUCER span), and of the
+    traces linked to those, up to `MAX_FOLLOWED`. Returns the spans of the first trace."""
+    from tracehop.traces.links import MAX_FOLLOWED, describe, linked_trace_ids
     from tracehop.traces.waterfall import render_waterfall
 
-    spans = fetch_settled_trace(TraceQuery(query_url), trace_id, timeout=timeout)
+    query = TraceQuery(query_url)
+    spans = fetch_settled_trace(query, trace_id, timeout=timeout)
     render_waterfall(spans, console)
     console.print(f"In a browser: {trace_page_url(query_url, trace_id)}", no_wrap=True, crop=False)
+    if not follow_links:
+        return spans
+    shown = {trace_id: spans}
+    pending = [spans]
+    while pending and len(shown) <= MAX_FOLLOWED:
+        current = pending.pop(0)
+        for other_id, link in linked_trace_ids(query, current):
+            if other_id in shown or len(shown) > MAX_FOLLOWED:
+                continue
+            other = query.get_trace(other_id) or []
+            known = {span.span_id: span for trace in (*shown.values(), other) for span in trace}
+            console.print()
+            console.print(f"[bold]linked:[/] {describe(link, known)}", soft_wrap=True)
+            render_waterfall(other, console)
+            console.print(f"In a browser: {trace_page_url(query_url, other_id)}", no_wrap=True, crop=False)
+            shown[other_id] = other
+            pending.append(other)
     return spans
 
 

@@ -1,0 +1,452 @@
+"""`make chaos`: a private stack under a steady load while a script of faults hits it, then full accounting.
+
+    python -m tracehop.bench.chaos                      # the full run: 40 req/s, every fault, ~4 minutes
+    python -m tracehop.bench.chaos --short              # a few faults in under a minute (inside `make test`)
+    python -m tracehop.bench.chaos --broker amqp        # RabbitMQ as the broker (TRACEHOP_AMQP_URL)
+
+What it does, as an outside tester would:
+1. starts a stack of its own (free ports, a temporary directory; never the one `make up` runs);
+2. sends `POST /api/users` at a fixed rate, each with an Idempotency-Key, retrying a dropped connection,
+   a timeout or a 503 with the same key for up to RETRY_FOR_S, as a careful client does;
+3. meanwhile runs the faults one after another — each component SIGKILLed (supervisord restarts it),
+   Redis killed and restarted from its append-only file, the trace backend paused (SIGSTOP) — and
+   measures for each how long its service took to answer again;
+4. then accounts for everything: responses by status, jobs accepted vs finished (every job that is not
+   SUCCESS or FAILURE is listed with its trace id), traces complete or not per fault window.
+
+It writes the result as JSON (bench/chaos.json by default), prints a table, and exits 1 when a job was
+lost, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+from rich.console import Console
+from rich.table import Table
+
+from tracehop.stack.config import free_port
+from tracehop.stack.runner import LocalStack
+from tracehop.stack.supervisor_client import SupervisorClient
+
+RETRY_FOR_S = 20.0
+REQUEST_TIMEOUT_S = 5.0
+JOBS_DEADLINE_S = 120.0
+RECOVERY_LIMIT_S = 60.0
+# The spans a complete `POST /api/users` trace has in each service (OTLP span kinds: 2 server, 5 consumer).
+COMPLETE_TRACE = {
+    ("gateway", "POST /api/users", 2),
+    ("users", "POST /users", 2),
+    ("worker", "run/send_welcome_email", 5),
+}
+STACK_ENV = {
+    "GUNICORN_WORKERS": "2",
+    "OTEL_BSP_SCHEDULE_DELAY": "500",
+    "TRACEHOP_MAIL_LATENCY_MS": "1",
+    "TRACEHOP_VISIBILITY_TIMEOUT_S": "30",
+    "TRACEHOP_JOB_START_DEADLINE_S": "10",
+    "TRACEHOP_RECONCILE_INTERVAL_S": "2",
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    program: str
+    action: str  # "kill" (SIGKILL the program's main process) or "pause" (SIGSTOP for pause_s)
+    pause_s: float = 0.0
+
+
+FULL_FAULTS = [
+    Fault("gateway master SIGKILLed", "gateway", "kill"),
+    Fault("users master SIGKILLed", "users", "kill"),
+    Fault("worker main process SIGKILLed", "worker", "kill"),
+    Fault("Redis SIGKILLed (restarts from its AOF)", "redis", "kill"),
+    Fault("trace store SIGKILLed", "trace-store", "kill"),
+    Fault("beat SIGKILLed", "beat", "kill"),
+    Fault("trace store paused 30 s", "trace-store", "pause", 30.0),
+]
+SHORT_FAULTS = [
+    Fault("worker main process SIGKILLed", "worker", "kill"),
+    Fault("users master SIGKILLed", "users", "kill"),
+    Fault("Redis SIGKILLed (restarts from its AOF)", "redis", "kill"),
+]
+
+
+@dataclass
+class Request:
+    index: int
+    started: float
+    status: int | str = ""
+    attempts: int = 0
+    statuses: list[str] = field(default_factory=list)
+    job_id: str = ""
+    trace_id: str = ""
+    window: str = "baseline"
+    # The 201 was a replay (`Idempotent-Replayed`): an earlier attempt whose answer was lost did the work,
+    # so the job ran in THAT attempt's trace, not in this one's.
+    replayed: bool = False
+
+
+@dataclass
+class FaultResult:
+    name: str
+    at_s: float
+    recovery_s: float | None = None
+    unavailable_s: float = 0.0
+    requests: int = 0
+    traces_complete: int = 0
+    traces_incomplete: int = 0
+    replays: int = 0  # 201s that replayed an earlier attempt (not counted as complete or incomplete)
+    incomplete_examples: list[str] = field(default_factory=list)  # a few trace ids, to look at
+
+
+class Chaos:
+    def __init__(self, stack: LocalStack, rate: float, console: Console) -> None:
+        self.stack = stack
+        self.rate = rate
+        self.console = console
+        self.requests: list[Request] = []
+        self.window = "baseline"
+        self.run_id = os.urandom(4).hex()
+        self.http = requests.Session()
+        self.http.trust_env = False
+        self.supervisor = SupervisorClient(stack.layout.supervisor_socket, timeout=30)
+        self._lock = threading.Lock()
+
+    # -- the load ----------------------------------------------------------------------------------------
+
+    def load(self, stop: threading.Event, started: float) -> None:
+        with ThreadPoolExecutor(max_workers=64) as pool:
+            index = 0
+            while not stop.is_set():
+                due = started + index / self.rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                request = Request(index, time.monotonic() - started, window=self.window)
+                with self._lock:
+                    self.requests.append(request)
+                pool.submit(self._create, request)
+                index += 1
+
+    def _create(self, request: Request) -> None:
+        key = f"chaos-{self.run_id}-{request.index}"
+        body = {"name": "Chaos", "email": f"chaos.{self.run_id}.{request.index}@example.org"}
+        deadline = time.monotonic() + RETRY_FOR_S
+        while True:
+            request.attempts += 1
+            try:
+                response = self.http.post(
+                    self.stack.urls["gateway"] + "/api/users",
+                    json=body,
+                    headers={"Idempotency-Key": key},
+                    timeout=REQUEST_TIMEOUT_S,
+                )
+                outcome: int | str = response.status_code
+            except requests.ConnectionError:
+                outcome, response = "connection error", None
+            except requests.Timeout:
+                outcome, response = "timeout", None
+            request.statuses.append(str(outcome))
+            if response is not None and response.status_code == 201:
+                payload = response.json()
+                request.status, request.job_id, request.trace_id = 201, payload["job_id"], payload["trace_id"]
+                request.replayed = response.headers.get("Idempotent-Replayed") == "true"
+                return
+            if response is not None and response.status_code not in (502, 503, 504):
+                request.status = response.status_code
+                return
+            if time.monotonic() > deadline:
+                request.status = outcome
+                return
+            time.sleep(0.25)
+
+    # -- the faults --------------------------------------------------------------------------------------
+
+    def pid(self, program: str) -> int:
+        for info in self.supervisor.processes():
+            if info.name == program:
+                return info.pid if info.state == "RUNNING" else 0
+        return 0
+
+    def inject(self, fault: Fault, started: float) -> FaultResult:
+        result = FaultResult(fault.name, round(time.monotonic() - started, 1))
+        self.window = fault.name
+        pid = self.pid(fault.program)
+        probe = next(p for p in self.stack.probes() if p.component == fault.program)
+        t0 = time.monotonic()
+        if fault.action == "kill":
+            os.kill(pid, signal.SIGKILL)
+            result.recovery_s, result.unavailable_s = self._wait_recovered(
+                probe.check, fault.program, pid, t0
+            )
+        else:
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(fault.pause_s)
+            os.kill(pid, signal.SIGCONT)
+            recovered, unavailable = self._wait_recovered(probe.check, fault.program, 0, time.monotonic())
+            result.recovery_s, result.unavailable_s = recovered, unavailable + fault.pause_s
+        return result
+
+    def _wait_recovered(
+        self, check: Callable[[], str | None], program: str, old_pid: int, t0: float
+    ) -> tuple[float | None, float]:
+        """Seconds until the probe passes again in a process other than `old_pid`, and how long it failed."""
+        unavailable = 0.0
+        last = t0
+        while time.monotonic() - t0 < RECOVERY_LIMIT_S:
+            ok = check() is None
+            now = time.monotonic()
+            if not ok:
+                unavailable += now - last
+            last = now
+            new_pid = self.pid(program)
+            if ok and (old_pid == 0 or (new_pid and new_pid != old_pid)):
+                return round(now - t0, 2), round(unavailable, 2)
+            time.sleep(0.05)
+        return None, round(unavailable, 2)
+
+    # -- the accounting ----------------------------------------------------------------------------------
+
+    def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        client = redis.Redis.from_url(self.stack.redis_url, decode_responses=True)
+        states: dict[str, str] = {}
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            for job_id, raw in zip(chunk, client.mget([f"celery-task-meta-{j}" for j in chunk]), strict=True):
+                states[job_id] = json.loads(raw)["status"] if raw else "PENDING"
+        return states
+
+    def wait_for_jobs(self, job_ids: list[str]) -> dict[str, str]:
+        deadline = time.monotonic() + JOBS_DEADLINE_S
+        while True:
+            states = self.job_states(job_ids)
+            if all(s in ("SUCCESS", "FAILURE") for s in states.values()) or time.monotonic() > deadline:
+                return states
+            time.sleep(1)
+
+    def complete_traces(self, trace_ids: list[str]) -> set[str]:
+        time.sleep(3)  # the last batches of spans
+        database = sqlite3.connect(f"file:{self.stack.layout.traces_db}?mode=ro", uri=True)
+        found: dict[str, set[tuple[str, str, int]]] = {}
+        try:
+            for start in range(0, len(trace_ids), 500):
+                chunk = trace_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = database.execute(
+                    f"SELECT trace_id, service, name, kind FROM spans WHERE trace_id IN ({marks})", chunk
+                )
+                for trace_id, service, name, kind in rows:
+                    found.setdefault(trace_id, set()).add((service, name, kind))
+        finally:
+            database.close()
+        return {trace_id for trace_id, spans in found.items() if spans >= COMPLETE_TRACE}
+
+
+def run_chaos(
+    root: Path, faults: list[Fault], rate: float, gap_s: float, env: dict[str, str], console: Console
+) -> dict[str, Any]:
+    ports = {name: free_port() for name in ("gateway", "users", "worker_metrics", "otlp", "query", "redis")}
+    stack = LocalStack(root / "var", root / "logs", ports, {**STACK_ENV, **env}, prometheus=False, beat=True)
+    console.print(f"starting a private stack in {root} …")
+    stack.start(timeout=120)
+    try:
+        chaos = Chaos(stack, rate, console)
+        stop = threading.Event()
+        started = time.monotonic()
+        loader = threading.Thread(target=chaos.load, args=(stop, started), daemon=True)
+        loader.start()
+        results = []
+        time.sleep(gap_s)
+        for fault in faults:
+            console.print(f"[{time.monotonic() - started:6.1f} s] {fault.name}")
+            results.append(chaos.inject(fault, started))
+            time.sleep(gap_s)
+        stop.set()
+        loader.join()
+        duration = time.monotonic() - started
+        console.print("load stopped; waiting for the last responses and every job …")
+        deadline = time.monotonic() + RETRY_FOR_S + REQUEST_TIMEOUT_S + 5
+        while any(r.status == "" for r in chaos.requests) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return account(chaos, results, faults, rate, duration, env)
+    finally:
+        stack.stop()
+
+
+def account(
+    chaos: Chaos,
+    results: list[FaultResult],
+    faults: list[Fault],
+    rate: float,
+    duration: float,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    requests_ = chaos.requests
+    accepted = [r for r in requests_ if r.status == 201]
+    states = chaos.wait_for_jobs([r.job_id for r in accepted])
+    complete = chaos.complete_traces([r.trace_id for r in accepted])
+    by_window = {result.name: result for result in results}
+    for request in accepted:
+        result = by_window.get(request.window)
+        if result is not None:
+            result.requests += 1
+            if request.replayed:
+                result.replays += 1
+            elif request.trace_id in complete:
+                result.traces_complete += 1
+            else:
+                result.traces_incomplete += 1
+                if len(result.incomplete_examples) < 5:
+                    result.incomplete_examples.append(request.trace_id)
+    lost = [
+        {"job_id": r.job_id, "trace_id": r.trace_id, "state": states.get(r.job_id, "PENDING")}
+        for r in accepted
+        if states.get(r.job_id) not in ("SUCCESS", "FAILURE")
+    ]
+    baseline = [r for r in accepted if r.window == "baseline"]
+    replays = [r for r in accepted if r.replayed]
+    return {
+        "config": {
+            "rate_per_s": rate,
+            "duration_s": round(duration, 1),
+            "faults": [asdict(f) for f in faults],
+            "broker": "amqp" if env.get("CELERY_BROKER_URL", "").startswith("amqp") else "redis",
+            "stack_env": {**STACK_ENV, **{k: v for k, v in env.items() if "URL" not in k}},
+        },
+        "requests": len(requests_),
+        "responses_by_status": dict(Counter(str(r.status) for r in requests_)),
+        "attempts_by_outcome": dict(Counter(s for r in requests_ for s in r.statuses)),
+        # Where the failed attempts happened: which fault cost callers retries.
+        "failed_attempts_by_window": {
+            window: dict(
+                Counter(s for r in requests_ if r.window == window for s in r.statuses if s != "201")
+            )
+            for window in ["baseline", *(f.name for f in faults)]
+        },
+        "unanswered": [r.index for r in requests_ if r.status != 201],
+        "jobs": {
+            "accepted": len(accepted),
+            "success": sum(1 for s in states.values() if s == "SUCCESS"),
+            "failure": sum(1 for s in states.values() if s == "FAILURE"),
+            "lost": lost,
+        },
+        "traces": {
+            "baseline_complete": sum(1 for r in baseline if r.trace_id in complete),
+            "baseline_incomplete": sum(1 for r in baseline if not r.replayed and r.trace_id not in complete),
+            "complete": len(complete),
+            "incomplete": sum(1 for r in accepted if not r.replayed and r.trace_id not in complete),
+            "replays": len(replays),
+        },
+        "faults": [asdict(result) for result in results],
+    }
+
+
+def report_table(report: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"chaos: {report['requests']} requests at {report['config']['rate_per_s']:g}/s, "
+        f"broker {report['config']['broker']}",
+        title_justify="left",
+    )
+    for column in (
+        "fault",
+        "at s",
+        "recovered in s",
+        "unavailable s",
+        "requests",
+        "traces complete",
+        "incomplete",
+        "replays",
+    ):
+        table.add_column(column, justify="left" if column == "fault" else "right")
+    traces = report["traces"]
+    table.add_row(
+        "(baseline)",
+        "",
+        "",
+        "",
+        str(traces["baseline_complete"] + traces["baseline_incomplete"]),
+        str(traces["baseline_complete"]),
+        str(traces["baseline_incomplete"]),
+        "",
+    )
+    for fault in report["faults"]:
+        recovered = "never" if fault["recovery_s"] is None else f"{fault['recovery_s']:.2f}"
+        table.add_row(
+            fault["name"],
+            f"{fault['at_s']:.0f}",
+            recovered,
+            f"{fault['unavailable_s']:.2f}",
+            str(fault["requests"]),
+            str(fault["traces_complete"]),
+            str(fault["traces_incomplete"]),
+            str(fault["replays"]),
+        )
+    return table
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    jobs = report["jobs"]
+    lines = [
+        f"responses: {report['responses_by_status']}  (attempts: {report['attempts_by_outcome']})",
+        f"jobs: {jobs['accepted']} accepted, {jobs['success']} SUCCESS, {jobs['failure']} FAILURE, "
+        f"{len(jobs['lost'])} lost",
+    ]
+    lines += [f"  LOST job {j['job_id']} ({j['state']}), trace {j['trace_id']}" for j in jobs["lost"]]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tracehop.bench.chaos", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--short", action="store_true", help="three faults at 10 req/s, under a minute")
+    parser.add_argument("--rate", type=float, help="requests per second (default 40, 10 with --short)")
+    parser.add_argument("--gap", type=float, help="seconds between faults (default 25, 6 with --short)")
+    parser.add_argument("--broker", choices=("redis", "amqp"), default="redis")
+    parser.add_argument("--out", type=Path, default=Path("bench/chaos.json"))
+    args = parser.parse_args(argv)
+    console = Console()
+    env: dict[str, str] = {}
+    if args.broker == "amqp":
+        env["CELERY_BROKER_URL"] = os.environ.get("TRACEHOP_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+        env["TRACEHOP_CELERY_QUEUE"] = f"tracehop-chaos-{os.urandom(4).hex()}"
+    faults = SHORT_FAULTS if args.short else FULL_FAULTS
+    rate = args.rate or (10.0 if args.short else 40.0)
+    gap = args.gap or (6.0 if args.short else 25.0)
+    directory = Path(tempfile.mkdtemp(prefix="tracehop-chaos-"))
+    report = run_chaos(directory, faults, rate, gap, env, console)
+    if report["jobs"]["lost"]:
+        # The stack's logs and data (the worker's log, Redis's append-only file) say where a job went.
+        console.print(f"kept {directory} (logs/, var/) to look into the lost jobs")
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(report_table(report))
+    for line in summary_lines(report):
+        console.print(line)
+    console.print(f"written to {args.out}")
+    return 1 if report["jobs"]["lost"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
