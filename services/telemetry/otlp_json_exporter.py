@@ -116,13 +116,13 @@ def encode_attributes(attributes: Mapping[str, Any] | None) -> list[dict[str, An
     items = getattr(attributes, "_dict", attributes).items()
     try:
         return [{"key": key, "value": encode_value(value)} for key, value in items]
-    except Exception:  # noqa: BLE001 - rare: redo one by one so only the bad attribute is lost
+    except Exception:  # rare: redo one by one so only the bad attribute is lost
         pass
     encoded = []
     for key, value in items:
         try:
             encoded.append({"key": key, "value": encode_value(value)})
-        except Exception as error:  # noqa: BLE001 - one bad attribute must not lose the batch
+        except Exception as error:  # one bad attribute must not lose the batch
             _logger.exception("Failed to encode key %s: %s", key, error)
     return encoded
 
@@ -282,7 +282,7 @@ class OTLPJsonSpanExporter(OTLPSpanExporter):
         with self._metrics.export_operation(len(spans)) as result:
             try:
                 body = encode_spans_json(spans)
-            except Exception as error:  # noqa: BLE001 - the SDK also turns any encoding error into FAILURE
+            except Exception as error:  # the SDK also turns any encoding error into FAILURE
                 _logger.error("Failed to encode span batch: %s", error)
                 result.error = error
                 return SpanExportResult.FAILURE

@@ -31,7 +31,7 @@ class Receiver(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: Receiver
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
         status = self.server.answers.pop(0) if self.server.answers else 200

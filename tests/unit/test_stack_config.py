@@ -25,6 +25,7 @@ from tracehop.stack.prometheus_config import (
     PrometheusConfigError,
     derive_prometheus_config,
     load_prometheus_config,
+    retention_time,
     scrape_ports,
     write_local_prometheus_config,
 )
@@ -151,6 +152,13 @@ def test_the_repository_configuration_maps_onto_the_local_stack(tmp_path: Path) 
     )
 
 
+def test_retention_is_read_from_the_shared_configuration() -> None:
+    assert retention_time({"storage": {"tsdb": {"retention": {"time": "30d"}}}}) == "30d"
+    assert retention_time(load_prometheus_config(SOURCE_CONFIG)) == "15d"
+    with pytest.raises(PrometheusConfigError, match="no storage.tsdb.retention.time"):
+        retention_time(SHARED)
+
+
 def test_promtool_accepts_the_derived_configuration(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -208,6 +216,8 @@ def test_every_program_is_configured(tmp_path: Path, prometheus_on_path: Path) -
     assert "-m celery -A services.worker.celery_app worker" in programs["worker"].command
     assert programs["prometheus"].command.startswith(str(prometheus_on_path))
     assert "--web.listen-address=127.0.0.1:19090" in programs["prometheus"].command
+    # The retention of the shared prometheus.yml, as the flag Debian's Prometheus 2.42 reads.
+    assert "--storage.tsdb.retention.time=15d" in programs["prometheus"].command
 
 
 def test_beat_keeps_its_schedule_under_var_and_traces_as_its_own_service(

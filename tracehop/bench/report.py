@@ -424,7 +424,7 @@ def results_table(document: Mapping[str, Any]) -> Table:
     for mode in traced_modes:
         table.add_column(f"{mode}/untraced", justify="right")
 
-    def add(label: str, get, digits: int = 1, show=None, ratios: bool = True) -> None:  # noqa: ANN001
+    def add(label: str, get, digits: int = 1, show=None, ratios: bool = True) -> None:
         values = {mode: get(document[mode]) for mode in modes}
         shown = [(show or (lambda m, v: _num(v, digits)))(mode, values[mode]) for mode in modes]
         quotients = [

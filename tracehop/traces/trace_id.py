@@ -1,7 +1,9 @@
 """Trace ids as people and clients have them, made into the one form tracehop stores and asks for.
 
-One rule for every reader: the trace store's query API (`/api/v3/traces/<id>`) and `tracehop trace` /
-`tracehop logs` (so `make trace ID=…` takes whatever the store would take, and the other way round).
+One rule for everything a person types or pastes: `tracehop trace` / `tracehop logs` (`make trace ID=…`)
+and the trace viewer's paste box and `/trace/<id>` page. The store's query API (`/api/v3/traces/<id>`) is a
+wire protocol and follows Jaeger's own rule instead (hex of up to 32 digits, or base64:
+`tracehop.traces.store.query_params.parse_trace_id`), so a tool written for Jaeger gets Jaeger's answers.
 """
 
 from __future__ import annotations
