@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.integration.context_capture import decoded_body, pushed_messages, wait_for
-from tests.integration.expected_trees import REPORT_TREE
+from tests.integration.expected_trees import REPORT_TREE, RETRY_TREE
 from tests.integration.stack import WHOLE_TRACE, RunningStack, has_spans
 from tracehop.traces.query import Span
 from tracehop.traces.tree import Node, assert_trace_tree
@@ -199,23 +199,7 @@ def test_send_task_by_name_and_a_second_app_stay_in_the_trace(broker_stack: Runn
 
 # The simulated mail server greylists this domain: the first delivery is deferred ("451 ... try again
 # later"), Celery's autoretry publishes the same job again from inside the failed attempt's `run` span,
-# and the second attempt succeeds. One trace, the retry a staircase like a chain.
-RETRY_TREE = """
-    gateway  SERVER    POST /api/users
-    ├─ gateway  CLIENT    POST
-    │  └─ users  SERVER    POST /users
-    │     ├─ users  INTERNAL  auth_check
-    │     ├─ users  INTERNAL  UserStore.create
-    │     │  ├─ users  CLIENT    INCRBY
-    │     │  └─ users  CLIENT    HSET
-    │     └─ users  INTERNAL  serialize
-    └─ gateway  PRODUCER  apply_async/send_welcome_email
-       └─ worker  CONSUMER  run/send_welcome_email
-          ├─ worker  INTERNAL  deliver_welcome_email
-          └─ worker  PRODUCER  apply_async/send_welcome_email
-             └─ worker  CONSUMER  run/send_welcome_email
-                └─ worker  INTERNAL  deliver_welcome_email
-"""
+# and the second attempt succeeds. One trace, the retry a staircase like a chain (RETRY_TREE).
 
 
 def test_greylisted_retry_is_retry_then_publish_then_success(broker_stack: RunningStack):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 
 from services.web.settings import SERVICES
-from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE, REPORT_TREE
+from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE, REPORT_TREE, RETRY_TREE
 from tests.integration.stack import RunningStack
 from tracehop.traces.tree import Node
 
@@ -77,25 +77,7 @@ def test_retried_job_keeps_both_attempts_in_the_same_trace(running_stack: Runnin
     body = create_user(running_stack, domain="greylisted.example").json()
     assert running_stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"
 
-    roots = running_stack.assert_tree(
-        body["trace_id"],
-        """
-        gateway  SERVER    POST /api/users
-        ├─ gateway  CLIENT    POST
-        │  └─ users  SERVER    POST /users
-        │     ├─ users  INTERNAL  auth_check
-        │     ├─ users  INTERNAL  UserStore.create
-        │     │  ├─ users  CLIENT    INCRBY
-        │     │  └─ users  CLIENT    HSET
-        │     └─ users  INTERNAL  serialize
-        └─ gateway  PRODUCER  apply_async/send_welcome_email
-           └─ worker  CONSUMER  run/send_welcome_email
-              ├─ worker  INTERNAL  deliver_welcome_email
-              └─ worker  PRODUCER  apply_async/send_welcome_email
-                 └─ worker  CONSUMER  run/send_welcome_email
-                    └─ worker  INTERNAL  deliver_welcome_email
-        """,
-    )
+    roots = running_stack.assert_tree(body["trace_id"], RETRY_TREE)
     first_attempt, second_attempt = sorted(
         spans_named(roots, "run/send_welcome_email"), key=lambda n: n.span.start_ns
     )
