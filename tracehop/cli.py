@@ -47,6 +47,7 @@ from tracehop.traces.view import WAIT_SECONDS, TraceViewError, latest_trace_id, 
 from tracehop.traffic import (
     DEFAULT_COUNT,
     TrafficError,
+    latest_saved_create,
     run_fault_traffic,
     run_traffic,
     save_traffic,
@@ -211,8 +212,13 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
 def cmd_trace(args: argparse.Namespace) -> int:
     query_url = (args.query_url or query_url_from_env()).rstrip("/")
-    # No id: the latest POST /api/users in the trace store, so it works after a curl as after make traffic.
-    trace_id = normalise_trace_id(args.trace_id) if args.trace_id else latest_trace_id(TraceQuery(query_url))
+    # No id: the latest POST /api/users in the trace store, so it works after a curl as after make traffic
+    # (whose last create may not have reached the store yet: its saved run says which it was).
+    if args.trace_id:
+        trace_id = normalise_trace_id(args.trace_id)
+    else:
+        just_sent = latest_saved_create(var_dir_from_env() / "last_traffic.json")
+        trace_id = latest_trace_id(TraceQuery(query_url), just_sent=just_sent)
     show_trace(trace_id, query_url, out, timeout=args.wait, follow_links=not args.no_links)
     return EXIT_OK
 

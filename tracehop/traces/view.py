@@ -26,9 +26,16 @@ class TraceViewError(RuntimeError):
     """The trace cannot be shown; the message tells the user what to do."""
 
 
-def latest_trace_id(query: TraceQuery, now: datetime | None = None) -> str:
+def latest_trace_id(
+    query: TraceQuery, now: datetime | None = None, just_sent: tuple[str, float] | None = None
+) -> str:
     """The trace of the latest `POST /api/users` the trace store holds, whoever sent it (make traffic,
-    curl, a browser) and however it ended."""
+    curl, a browser) and however it ended.
+
+    `just_sent` is (trace id, unix time) of a create this machine sent itself (`make traffic` saves its
+    run): right after it, its spans may still wait in the services' batch queues (up to the export delay)
+    and the store only knows older creates. It wins when it is newer than anything the store has.
+    """
     now = now or datetime.now(UTC)
     try:
         # Backends list the most recent traces first, but not all promise it: take a few, pick the latest.
@@ -46,6 +53,10 @@ def latest_trace_id(query: TraceQuery, now: datetime | None = None) -> str:
         for trace_id, spans in traces.items()
         if (creates := [span for span in spans if _is_default_root(span)])
     }
+    if just_sent is not None:
+        sent_id, sent_at = just_sent
+        if not started or sent_at * 1e9 > max(started.values()):
+            return sent_id
     if not started:
         raise TraceViewError(
             f"no trace id given, and no {DEFAULT_OPERATION} in the last {DEFAULT_LOOKBACK.days} days in the "
