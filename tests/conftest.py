@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,13 +10,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from tracehop.stack.config import free_port
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Fixture modules, one per thing they provide (pytest reads `pytest_plugins` only in the top conftest).
+pytest_plugins = ["tests.integration.stack_fixtures", "tests.integration.amqp_fixtures"]
 
 
 @pytest.fixture(scope="session")

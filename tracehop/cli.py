@@ -42,10 +42,12 @@ from tracehop.stack.view import (
 from tracehop.traces.logs import logs_table, read_trace_logs
 from tracehop.traces.query import TraceQuery
 from tracehop.traces.store.retention import RetentionError
-from tracehop.traces.view import WAIT_SECONDS, TraceViewError, latest_trace_id, normalize_trace_id, show_trace
+from tracehop.traces.trace_id import InvalidTraceId, normalise_trace_id
+from tracehop.traces.view import WAIT_SECONDS, TraceViewError, latest_trace_id, show_trace
 from tracehop.traffic import (
     DEFAULT_COUNT,
     TrafficError,
+    latest_saved_create,
     run_fault_traffic,
     run_traffic,
     save_traffic,
@@ -70,6 +72,7 @@ EXPECTED_ERRORS = (
     PrometheusConfigError,
     TrafficError,
     TraceViewError,
+    InvalidTraceId,
     RetentionError,
     requests.RequestException,
 )
@@ -209,14 +212,19 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
 def cmd_trace(args: argparse.Namespace) -> int:
     query_url = (args.query_url or query_url_from_env()).rstrip("/")
-    # No id: the latest POST /api/users in the trace store, so it works after a curl as after make traffic.
-    trace_id = normalize_trace_id(args.trace_id) if args.trace_id else latest_trace_id(TraceQuery(query_url))
+    # No id: the latest POST /api/users in the trace store, so it works after a curl as after make traffic
+    # (whose last create may not have reached the store yet: its saved run says which it was).
+    if args.trace_id:
+        trace_id = normalise_trace_id(args.trace_id)
+    else:
+        just_sent = latest_saved_create(var_dir_from_env() / "last_traffic.json")
+        trace_id = latest_trace_id(TraceQuery(query_url), just_sent=just_sent)
     show_trace(trace_id, query_url, out, timeout=args.wait, follow_links=not args.no_links)
     return EXIT_OK
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    trace_id = normalize_trace_id(args.trace_id)
+    trace_id = normalise_trace_id(args.trace_id)
     log_dir = Path(args.log_dir).absolute() if args.log_dir else log_dir_from_env()
     lines = read_trace_logs(log_dir, trace_id)
     if not lines:

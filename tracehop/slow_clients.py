@@ -116,7 +116,7 @@ class SlowClients:
                 next_send = time.monotonic() + self.interval_s
         selector.close()
 
-    def _send_more(self, sock, kind, line, selector, registered) -> None:  # noqa: ANN001
+    def _send_more(self, sock, kind, line, selector, registered) -> None:
         data = f"X-Slow-{line}: {line}\r\n".encode() if kind == "header" else b" "
         try:
             sock.send(data)
@@ -125,7 +125,7 @@ class SlowClients:
         except OSError:
             self._finish(sock, selector, registered)
 
-    def _finish(self, sock, selector, registered) -> None:  # noqa: ANN001
+    def _finish(self, sock, selector, registered) -> None:
         try:
             data = sock.recv(64)
         except (BlockingIOError, InterruptedError):

@@ -1,8 +1,9 @@
 """`make traffic`: a bounded, realistic mix of requests against the gateway, and the trace id of each.
 
 The gateway starts every trace (no traceparent is sent); the trace id comes back in the JSON body or the
-W3C `traceresponse` header. The run is saved to $TRACEHOP_VAR_DIR/last_traffic.json (`make trace` without an
-id finds the latest `POST /api/users` in the trace store itself).
+W3C `traceresponse` header. The run is saved to $TRACEHOP_VAR_DIR/last_traffic.json: `make trace` without an
+id shows the latest `POST /api/users` in the trace store, or this run's last one when the store does not have
+it yet (its spans wait up to the export delay in the services' batch queues).
 
 `--faults` sends instead a few requests that carry a fault flag in their baggage (`tracehop.fault`, see
 services/demo/fault_injection.py): a slow trace and error traces on demand. The services apply them
@@ -190,6 +191,24 @@ class TrafficRun:
         )
 
 
+def wait_for_job(
+    http: requests.Session, gateway: str, job_id: str, timeout_s: float = 30.0
+) -> dict[str, Any]:
+    """GET /api/jobs/<job_id> until the job has finished (SUCCESS or FAILURE): its last answer.
+
+    TimeoutError past the deadline, naming the state the job was left in.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = http.get(f"{gateway.rstrip('/')}/api/jobs/{job_id}", timeout=REQUEST_TIMEOUT).json()
+        if body.get("state") in ("SUCCESS", "FAILURE"):
+            return body
+        if time.monotonic() > deadline:
+            state = body.get("state")
+            raise TimeoutError(f"job {job_id} not finished within {timeout_s:g} s (state {state})")
+        time.sleep(0.1)
+
+
 def _json(response: requests.Response) -> dict[str, Any]:
     try:
         body = response.json()
@@ -297,6 +316,21 @@ def traffic_table(records: Sequence[TrafficRecord]) -> Table:
             request,
         )
     return table
+
+
+def latest_saved_create(path: Path) -> tuple[str, float] | None:
+    """(trace id, time the run finished) of the last successful `POST /api/users` a saved run sent, or None
+    (no run saved, or an unreadable file: `make trace` then asks the trace store alone)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        creates = [
+            r["trace_id"]
+            for r in document["requests"]
+            if r["method"] == "POST" and r["path"] == "/api/users" and r["status"] == 201 and r["trace_id"]
+        ]
+        return (creates[-1], float(document["finished_at"])) if creates else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def save_traffic(path: Path, base_url: str, records: Sequence[TrafficRecord]) -> None:

@@ -43,7 +43,7 @@ class RetryStaleConnectionOnce(Retry):
     TRACEHOP_USERS_TIMEOUT is meant as the bound of a call, not of each of its attempts.
     """
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # noqa: ANN001, ANN201 - urllib3's signature
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         # Each raised the way urllib3 itself does when it may not retry, so requests turns it into its
         # own ReadTimeout / ConnectTimeout. A refused connection is no timeout, although urllib3 derives
         # NewConnectionError from ConnectTimeoutError: it is retried as before.
@@ -63,10 +63,7 @@ class UsersClient:
         pool_size: int = 16,
     ) -> None:
         self.base_url = (base_url or settings.users_url()).rstrip("/")
-        self.timeout = (
-            CONNECT_TIMEOUT_S,
-            timeout_s if timeout_s is not None else settings.env_float("TRACEHOP_USERS_TIMEOUT", 3.0),
-        )
+        self.timeout = (CONNECT_TIMEOUT_S, timeout_s if timeout_s is not None else settings.users_timeout_s())
         self.session = requests.Session()
         # No proxy or .netrc lookups in the environment on every call: users is an internal address.
         self.session.trust_env = False

@@ -40,13 +40,13 @@ from opentelemetry.context import Context
 
 from services.telemetry.logs import NO_SPAN_EVENT
 from services.web import settings
+from services.web.settings import SERVICES
 
 if TYPE_CHECKING:
     from flask import Flask
 
 ENABLE_VARIABLE = "TRACEHOP_FAULT_INJECTION"
 BAGGAGE_KEY = "tracehop.fault"
-SERVICES = ("gateway", "users", "worker")
 MAX_DELAY_S = 10.0
 EVENT_NAME = "fault injected"
 ATTRIBUTE = "tracehop.fault.injected"

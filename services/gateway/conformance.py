@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
-from services.web import settings
 from services.web.http_errors import ApiError
 from services.web.json_body import read_json_body
 
@@ -32,11 +31,8 @@ blueprint = Blueprint("tracecontext_conformance", __name__)
 
 
 def register_conformance_endpoint(app: Flask) -> None:
-    """Add the endpoint when TRACEHOP_TRACECONTEXT_TEST=1 (or config TRACECONTEXT_TEST is true)."""
-    enabled = app.config.get("TRACECONTEXT_TEST")
-    if enabled is None:
-        enabled = settings.env_bool("TRACEHOP_TRACECONTEXT_TEST", False)
-    if not enabled:
+    """Add the endpoint when config TRACECONTEXT_TEST is true (TRACEHOP_TRACECONTEXT_TEST=1)."""
+    if not app.config.get("TRACECONTEXT_TEST"):
         return
     session = requests.Session()
     session.trust_env = False  # no proxy from the environment: the calls must stay on this host

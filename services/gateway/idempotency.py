@@ -23,8 +23,6 @@ from dataclasses import dataclass
 
 import redis
 
-from services.web import settings
-
 RECORD_PREFIX = "tracehop:idempotency:create_user:"
 TTL_S = 24 * 3600
 
@@ -60,10 +58,8 @@ def fingerprint(name: str, email: str) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, client: redis.Redis | None = None) -> None:
-        self._redis = client or redis.Redis.from_url(
-            settings.redis_url(), socket_timeout=2, socket_connect_timeout=2
-        )
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
         self._reserve = self._redis.register_script(_RESERVE)
 
     def reserve(self, key: str, request_fingerprint: str) -> Reservation:

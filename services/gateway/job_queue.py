@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
-from services.web import settings
 from services.worker.celery_app import app as celery_app
 from services.worker.tasks import generate_report, send_welcome_email
 
@@ -18,7 +19,23 @@ class QueueUnavailable(Exception):
     """The broker (or the result backend) cannot be reached: nothing was queued."""
 
 
+# What publishing to, or reading from, an unreachable broker or result backend raises.
+_BROKER_ERRORS = (OperationalError, OSError, redis.RedisError)
+
+
+@contextmanager
+def broker_errors_as_unavailable(what: str = "job queue") -> Iterator[None]:
+    """Turn the broker's connection errors into QueueUnavailable (which the gateway answers with 503)."""
+    try:
+        yield
+    except _BROKER_ERRORS as exc:
+        raise QueueUnavailable(f"{what} unavailable: {type(exc).__name__}") from exc
+
+
 class JobQueue:
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+
     def queue_welcome_email(self, user_id: int, email: str, job_id: str | None = None) -> str:
         """Queue the welcome e-mail; with `job_id`, under that id (a retry of the same request)."""
         domain = email.rpartition("@")[2]
@@ -28,13 +45,11 @@ class JobQueue:
         return self._queue(generate_report, user_id)
 
     def _queue(self, task: Any, *args: Any, job_id: str | None = None) -> str:
-        try:
+        with broker_errors_as_unavailable():
             return task.apply_async(args=args, task_id=job_id).id
-        except (OperationalError, OSError, redis.RedisError) as exc:
-            raise QueueUnavailable(f"job queue unavailable: {type(exc).__name__}") from exc
 
     def job_status(self, job_id: str) -> dict[str, Any]:
-        try:
+        with broker_errors_as_unavailable("result backend"):
             result = AsyncResult(job_id, app=celery_app)
             state = result.state
             payload: Any = None
@@ -44,13 +59,11 @@ class JobQueue:
                 # The exception's type and message, never its traceback.
                 error = result.result
                 payload = {"error": type(error).__name__, "message": str(error)}
-        except (OperationalError, OSError, redis.RedisError) as exc:
-            raise QueueUnavailable(f"result backend unavailable: {type(exc).__name__}") from exc
         return {"job_id": job_id, "state": state, "result": payload}
 
     def is_healthy(self) -> bool:
         try:
-            client = redis.Redis.from_url(settings.redis_url(), socket_timeout=1, socket_connect_timeout=1)
+            client = redis.Redis.from_url(self.redis_url, socket_timeout=1, socket_connect_timeout=1)
             try:
                 return bool(client.ping())
             finally:

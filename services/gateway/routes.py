@@ -16,7 +16,7 @@ from services.gateway.idempotency import (
 )
 from services.gateway.job_queue import JobQueue, QueueUnavailable, is_valid_job_id
 from services.telemetry.setup import current_trace_id
-from services.web.http_errors import ApiError
+from services.web.http_errors import ApiError, error_response
 from services.web.idempotency_key import IDEMPOTENCY_HEADER, parse_idempotency_key
 from services.web.json_body import read_json_body
 
@@ -46,7 +46,7 @@ def create_user() -> tuple[Response, int]:
     if key is None:
         user = _call_users(lambda: _users().create_user(name, email))
         fault_injection.kill_point("gateway", "user_created")
-        job_id = _queue(lambda: _jobs().queue_welcome_email(user["id"], email))
+        job_id = _jobs().queue_welcome_email(user["id"], email)
         return jsonify(user=user, job_id=job_id, trace_id=current_trace_id()), 201
     # Idempotent creation (services/gateway/idempotency.py): a retry returns the same user and job id,
     # and queues the job if the first attempt died before doing so.
@@ -61,7 +61,7 @@ def create_user() -> tuple[Response, int]:
     user = _call_users(lambda: _users().create_user(name, email, idempotency_key=key))
     fault_injection.kill_point("gateway", "user_created")
     if not reservation.queued:
-        _queue(lambda: _jobs().queue_welcome_email(user["id"], email, job_id=reservation.job_id))
+        _jobs().queue_welcome_email(user["id"], email, job_id=reservation.job_id)
         _idempotency().mark_queued(key)
     span.set_attribute("idempotency.job_queued_now", not reservation.queued)
     response = jsonify(user=user, job_id=reservation.job_id, trace_id=current_trace_id())
@@ -78,7 +78,7 @@ def get_user(user_id: str) -> Response:
 
 @blueprint.post("/api/users/<user_id>/report")
 def queue_report(user_id: str) -> tuple[Response, int]:
-    job_id = _queue(lambda: _jobs().queue_report(_parse_user_id(user_id)))
+    job_id = _jobs().queue_report(_parse_user_id(user_id))
     return jsonify(job_id=job_id, trace_id=current_trace_id()), 202
 
 
@@ -86,7 +86,7 @@ def queue_report(user_id: str) -> tuple[Response, int]:
 def job_status(job_id: str) -> Response:
     if not is_valid_job_id(job_id):
         raise ApiError(400, "invalid_job_id", "a job id is a UUID, as returned when the job was queued")
-    status = _queue(lambda: _jobs().job_status(job_id))
+    status = _jobs().job_status(job_id)
     return jsonify(**status, trace_id=current_trace_id())
 
 
@@ -122,7 +122,7 @@ def _parse_user_id(raw: str) -> int:
     return int(significant)
 
 
-def _call_users(call):  # noqa: ANN001, ANN202 - a thunk, typed by its use
+def _call_users(call):
     try:
         return call()
     except UsersUnavailable as exc:
@@ -131,8 +131,7 @@ def _call_users(call):  # noqa: ANN001, ANN202 - a thunk, typed by its use
         raise ApiError(exc.status, exc.error, exc.message) from exc
 
 
-def _queue(call):  # noqa: ANN001, ANN202
-    try:
-        return call()
-    except QueueUnavailable as exc:
-        raise ApiError(503, "queue_unavailable", str(exc)) from exc
+@blueprint.app_errorhandler(QueueUnavailable)
+def _queue_unavailable(exc: QueueUnavailable) -> tuple[Response, int]:
+    # The one place a broker that cannot be reached becomes a 503 (jobs and workflows alike).
+    return error_response(503, "queue_unavailable", str(exc))

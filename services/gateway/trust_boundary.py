@@ -21,7 +21,7 @@ and records on it what the boundary did.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,6 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from services.gateway.baggage_policy import BaggagePolicy
 from services.telemetry.propagation import use_w3c_tracestate
 from services.telemetry.safe_attributes import mask_emails
-from services.web import settings
 
 CALLER_CONTEXT_KEY = "tracehop.caller_span_context"
 BAGGAGE_DROPPED_KEY = "tracehop.baggage_dropped"
@@ -50,13 +49,11 @@ class TrustSettings:
     baggage: BaggagePolicy
 
     @classmethod
-    def from_env(cls) -> TrustSettings:
+    def from_config(cls, config: Mapping[str, Any]) -> TrustSettings:
+        """From the app's config keys TRUST_INCOMING_TRACE, BAGGAGE_ALLOWLIST and BAGGAGE_MAX_BYTES."""
         return cls(
-            trust_incoming_trace=settings.env_bool("TRACEHOP_TRUST_INCOMING_TRACE", True),
-            baggage=BaggagePolicy.from_setting(
-                settings.env_str("TRACEHOP_BAGGAGE_ALLOWLIST", "tracehop.*"),
-                settings.env_int("TRACEHOP_BAGGAGE_MAX_BYTES", 1024),
-            ),
+            trust_incoming_trace=bool(config["TRUST_INCOMING_TRACE"]),
+            baggage=BaggagePolicy.from_setting(config["BAGGAGE_ALLOWLIST"], config["BAGGAGE_MAX_BYTES"]),
         )
 
 
@@ -98,9 +95,8 @@ class TrustBoundaryMiddleware:
             del environ["HTTP_BAGGAGE"]
 
 
-def install_trust_boundary(app: Flask, trust: TrustSettings | None = None) -> None:
+def install_trust_boundary(app: Flask, trust: TrustSettings) -> None:
     """Call after the Flask instrumentation is applied (its span must exist when the hook runs)."""
-    trust = trust or TrustSettings.from_env()
     # Also the edge's tracestate parsing: members are kept one by one (services/telemetry/tracestate.py).
     use_w3c_tracestate()
     app.wsgi_app = TrustBoundaryMiddleware(app.wsgi_app, trust)  # type: ignore[method-assign]

@@ -19,12 +19,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import redis
 from celery.result import AsyncResult
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
-from kombu.exceptions import OperationalError
 
+from services.gateway.job_queue import broker_errors_as_unavailable
 from services.telemetry.setup import current_trace_id
 from services.web.http_errors import ApiError
 from services.web.json_body import read_json_body
@@ -150,8 +149,6 @@ def _is_int(value: object) -> bool:
 
 
 def _accepted(publish: Callable[[], AsyncResult], **extra: Any) -> tuple[Response, int]:
-    try:
+    with broker_errors_as_unavailable():
         result = publish()
-    except (OperationalError, OSError, redis.RedisError) as exc:
-        raise ApiError(503, "queue_unavailable", f"job queue unavailable: {type(exc).__name__}") from exc
     return jsonify(job_id=result.id, trace_id=current_trace_id(), **extra), 202

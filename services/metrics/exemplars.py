@@ -41,6 +41,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import INF, floatToGoString
 
+from services.web import settings
+
 FLUSH_INTERVAL_S = 1.0
 # A trace store keeps traces for a while, not forever; an exemplar pointing at a long-gone trace is a
 # dead link, and a dead process's file would otherwise be served for ever.
@@ -119,7 +121,7 @@ class ExemplarRecorder:
 
     def _start(self) -> None:
         self._started = True
-        directory = self._configured_directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        directory = self._configured_directory or settings.prometheus_multiproc_dir()
         if not directory:
             return
         self._path = exemplar_file(directory, os.getpid())
@@ -201,7 +203,7 @@ def exemplar_file(directory: str, pid: int) -> str:
 
 def mark_process_dead(pid: int, directory: str | None = None) -> None:
     """Forget a dead process's exemplars (call beside prometheus_client's own `mark_process_dead`)."""
-    directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = directory or settings.prometheus_multiproc_dir()
     if directory:
         with contextlib.suppress(FileNotFoundError):
             os.remove(exemplar_file(directory, pid))

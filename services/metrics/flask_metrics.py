@@ -18,6 +18,7 @@ from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMet
 from services.metrics import exemplars
 from services.metrics.process_metrics import ProcessTreeCollector
 from services.telemetry.flask import ResponseObserver
+from services.web import settings
 
 # prometheus_client's default buckets, named: the exemplar of a request goes on the bucket its duration
 # falls into, so the exemplars and the histogram must use the same ones.
@@ -37,7 +38,7 @@ def add_flask_metrics(app: Flask) -> ResponseObserver:
         excluded_paths=["/metrics"],
         buckets=HTTP_DURATION_BUCKETS,
     )
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.prometheus_multiproc_dir():
         metrics = _GunicornMetrics(app, **options)
     else:
         # A private registry per app: tests build many apps in one process. No gunicorn: this process
@@ -83,9 +84,9 @@ class _GunicornMetrics(GunicornInternalPrometheusMetrics):
     worker report their CPU, memory and file descriptors.
     """
 
-    def generate_metrics(self, accept_header: str | None = None, names: list[str] | None = None):  # noqa: ANN201
+    def generate_metrics(self, accept_header: str | None = None, names: list[str] | None = None):
         registry = CollectorRegistry()
-        directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        directory = settings.prometheus_multiproc_dir()
         registry.register(exemplars.ExemplarCollector(MultiProcessCollector(None, directory), directory))
         registry.register(ProcessTreeCollector(root_pid=os.getppid, root_role="master", child_role="worker"))
         if names:

@@ -25,9 +25,7 @@ from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-PROC = "/proc"
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+from services.metrics import proc_stat
 
 
 @dataclass(frozen=True)
@@ -41,25 +39,10 @@ class ProcessUsage:
 
 def read_usage(pid: int) -> ProcessUsage | None:
     """One process's usage, or None if it is gone (or this is not Linux)."""
-    try:
-        with open(f"{PROC}/{pid}/stat", "rb") as file:
-            stat = file.read().decode("ascii", "replace")
-    except OSError:
+    stat = proc_stat.read_stat(pid)
+    if stat is None:
         return None
-    # The command name (field 2) is in parentheses and may itself contain spaces and ')': split after
-    # the LAST ')'. Fields then start at field 3 (state): ppid is field 4, utime 14, stime 15, rss 24.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    try:
-        open_fds: int | None = len(os.listdir(f"{PROC}/{pid}/fd"))
-    except OSError:
-        open_fds = None
-    return ProcessUsage(
-        pid=pid,
-        ppid=int(fields[1]),
-        cpu_seconds=(int(fields[11]) + int(fields[12])) / _CLOCK_TICKS,
-        resident_bytes=int(fields[21]) * _PAGE_SIZE,
-        open_fds=open_fds,
-    )
+    return ProcessUsage(pid, stat.ppid, stat.cpu_seconds, stat.resident_bytes, proc_stat.open_fds(pid))
 
 
 def children_of(parent: int) -> list[ProcessUsage]:
@@ -69,15 +52,12 @@ def children_of(parent: int) -> list[ProcessUsage]:
     cheaper but exists only on kernels built with CONFIG_PROC_CHILDREN, which many are not.
     """
     children = []
-    try:
-        names = os.listdir(PROC)
-    except OSError:
-        return []
-    for name in names:
-        if name.isdigit():
-            usage = read_usage(int(name))
-            if usage is not None and usage.ppid == parent:
-                children.append(usage)
+    for pid in proc_stat.pids():
+        stat = proc_stat.read_stat(pid)
+        if stat is not None and stat.ppid == parent:
+            children.append(
+                ProcessUsage(pid, parent, stat.cpu_seconds, stat.resident_bytes, proc_stat.open_fds(pid))
+            )
     return children
 
 

@@ -56,7 +56,7 @@ class RetryingSpanExporter(SpanExporter):
         while True:
             try:
                 result = self.inner.export(spans)
-            except Exception:  # noqa: BLE001 - an exporter bug or a broken connection: the same as a failure
+            except Exception:
                 result = SpanExportResult.FAILURE
             if result is SpanExportResult.SUCCESS:
                 return result

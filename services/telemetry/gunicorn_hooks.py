@@ -28,21 +28,21 @@ from services.web import settings
 
 def service_name() -> str:
     # Read when needed, not at import: gunicorn applies `--env OTEL_SERVICE_NAME=…` after loading the config.
-    return settings.env_str("OTEL_SERVICE_NAME", "tracehop")
+    return settings.service_name()
 
 
 class LoguruLogger(_GunicornLogger):
     """gunicorn's own messages (boot, worker exits, errors) as JSON lines in the service's log."""
 
-    def setup(self, cfg):  # noqa: ANN001 - gunicorn's signature
+    def setup(self, cfg):
         super().setup(cfg)
         configure_logging(service_name())
-        route_stdlib_logging(settings.env_str("TRACEHOP_LOG_LEVEL", "INFO").upper())
+        route_stdlib_logging(settings.log_level())
 
 
 def post_fork(
-    server,  # noqa: ANN001 - gunicorn's signature
-    worker,  # noqa: ANN001
+    server,
+    worker,
     *,
     wrap_exporter: Callable[[SpanExporter], SpanExporter] | None = None,
 ) -> None:
@@ -50,5 +50,5 @@ def post_fork(
     setup_tracing(service_name(), wrap_exporter=wrap_exporter)
 
 
-def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's signature
+def worker_exit(server, worker) -> None:
     shutdown_tracing()

@@ -34,9 +34,6 @@ from opentelemetry import trace
 from services.telemetry.safe_attributes import is_secret_name, safe_text, safe_value
 from services.web import settings
 
-# Fields every line carries, in this order; an event's own fields follow.
-BASE_FIELDS = ("ts", "level", "service", "message", "logger", "trace_id", "span_id")
-
 # Bind this extra field to True (`logger.bind(**{NO_SPAN_EVENT: True})`) for a line that must not become a
 # span event. The leading underscore keeps it out of the JSON line.
 NO_SPAN_EVENT = "_no_span_event"
@@ -55,7 +52,7 @@ def configure_logging(service: str, *, level: str | None = None, to_file: bool =
     global _configured_for
     if _configured_for == (service, os.getpid()):
         return
-    level = (level or settings.env_str("TRACEHOP_LOG_LEVEL", "INFO")).upper()
+    level = (level or settings.log_level()).upper()
     logger.remove()
     logger.configure(extra={"service": service})
     install_record_patcher()
@@ -85,7 +82,7 @@ def install_record_patcher(*, span_events: bool | None = None) -> None:
     configure_logging() calls this; tests call it to get the services' behaviour without the sinks.
     """
     if span_events is None:
-        span_events = settings.env_bool("TRACEHOP_LOG_SPAN_EVENTS", True)
+        span_events = settings.log_span_events()
     logger.configure(patcher=_patch_with_span_events if span_events else _add_trace_context)
 
 

@@ -26,15 +26,22 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.processor.baggage import BaggageSpanProcessor
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from services.telemetry.export_retry import DropReportingBatchSpanProcessor, RetryingSpanExporter, queue_size
+from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter
 from services.telemetry.propagation import use_w3c_tracestate
 from services.web import settings
 
 # An absent or slow backend must cost a request nothing and a shutdown only a few seconds: the SDK's own
 # default export timeout is 10 s, and it retries within it.
 DEFAULT_EXPORT_TIMEOUT_S = 3.0
+
+# OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL: the OTLP/HTTP encodings we can send.
+# Our default is http/json (the specification's is http/protobuf): the same exporter with an encoder that
+# costs a third of the SDK's protobuf one (docs/performance.md); Jaeger and our trace store accept both.
+EXPORTERS = {"http/json": OTLPJsonSpanExporter, "http/protobuf": OTLPSpanExporter}
+DEFAULT_PROTOCOL = "http/json"
 
 # Baggage entries copied onto every span as attributes, so a test (or a person in Jaeger) can see that
 # the caller's baggage reached the worker. Only our own namespace: arbitrary baggage from outside callers
@@ -81,7 +88,7 @@ class HashCachedResource(Resource):
     resource never changes after the provider is built, so the hash can be kept.
     """
 
-    def __init__(self, attributes, schema_url: str | None = None) -> None:  # noqa: ANN001 - Resource's own
+    def __init__(self, attributes, schema_url: str | None = None) -> None:
         super().__init__(attributes, schema_url)
         self._cached_hash = super().__hash__()
 
@@ -97,6 +104,26 @@ def _export_timeout_s() -> float | None:
     if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT"):
         return None
     return DEFAULT_EXPORT_TIMEOUT_S
+
+
+def export_protocol() -> str:
+    """The OTLP protocol for spans, read the way the SDK's auto-configuration reads it."""
+    name = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    raw = os.environ.get(name)
+    if not raw:
+        name, raw = "OTEL_EXPORTER_OTLP_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    protocol = (raw or DEFAULT_PROTOCOL).strip().lower()
+    if protocol not in EXPORTERS:
+        choices = ", ".join(sorted(EXPORTERS))
+        raise ValueError(
+            f"{name}={raw!r} is not supported here: use one of {choices} (grpc is not installed)"
+        )
+    return protocol
+
+
+def otlp_span_exporter() -> SpanExporter:
+    """The OTLP/HTTP exporter the protocol setting names, with our default timeout."""
+    return EXPORTERS[export_protocol()](timeout=_export_timeout_s())
 
 
 def setup_tracing(
@@ -118,22 +145,39 @@ def setup_tracing(
     with _lock:
         if _provider is not None and _provider_pid == os.getpid():
             return _provider
-        provider = TracerProvider(resource=build_resource(service_name))
-        provider.add_span_processor(BaggageSpanProcessor(_is_own_baggage_key))
-        # A batch is retried through a backend outage while new spans wait in a queue sized for one
-        # (export_retry.py); `wrap_exporter` sees each batch's final outcome.
-        _retrying = RetryingSpanExporter(exporter or OTLPSpanExporter(timeout=_export_timeout_s()))
-        exported_to: SpanExporter = _retrying
-        if wrap_exporter is not None:
-            exported_to = wrap_exporter(exported_to)
-        provider.add_span_processor(DropReportingBatchSpanProcessor(exported_to, max_queue_size=queue_size()))
+        if settings.tracing_setup() == "stock":
+            provider = _stock_provider(service_name, exporter)
+        else:
+            provider = TracerProvider(resource=build_resource(service_name))
+            provider.add_span_processor(BaggageSpanProcessor(_is_own_baggage_key))
+            # A batch is retried through a backend outage while new spans wait in a queue sized for one
+            # (export_retry.py); `wrap_exporter` sees each batch's final outcome.
+            _retrying = RetryingSpanExporter(exporter or otlp_span_exporter())
+            exported_to: SpanExporter = _retrying
+            if wrap_exporter is not None:
+                exported_to = wrap_exporter(exported_to)
+            provider.add_span_processor(
+                DropReportingBatchSpanProcessor(exported_to, max_queue_size=queue_size())
+            )
+            use_w3c_tracestate()
         trace.set_tracer_provider(provider)
-        use_w3c_tracestate()
         _provider, _provider_pid = provider, os.getpid()
     if register_atexit:
         # gunicorn workers and the Celery main process run atexit handlers; prefork children do not,
         # which is why the worker also calls shutdown_tracing() from worker_process_shutdown.
         atexit.register(shutdown_tracing)
+    return provider
+
+
+def _stock_provider(service_name: str, exporter: SpanExporter | None) -> TracerProvider:
+    """TRACEHOP_TRACING_SETUP=stock: the provider as OpenTelemetry's Python documentation sets it up, for
+    `make bench` to measure tracehop against. The SDK's OTLP/protobuf exporter and batch processor at
+    their defaults (10 s timeout; OTEL_BSP_* as set), a plain Resource with the same attributes, and none
+    of tracehop's additions: no baggage processor, no export counting, no cached resource hash, the
+    library's tracestate parsing."""
+    resource = Resource.create(dict(build_resource(service_name).attributes))
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter()))
     return provider
 
 

@@ -125,13 +125,13 @@ class W3CTraceState(TraceState):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self._members.items())!r})"
 
-    def keys(self):  # noqa: ANN201 - the Mapping views, as TraceState declares them
+    def keys(self):
         return self._members.keys()
 
-    def items(self):  # noqa: ANN201
+    def items(self):
         return self._members.items()
 
-    def values(self):  # noqa: ANN201
+    def values(self):
         return self._members.values()
 
     def to_header(self) -> str:

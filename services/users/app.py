@@ -21,18 +21,14 @@ SERVICE = "users"
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
-    app.config.update(
-        REDIS_URL=settings.redis_url(),
-        SERVICE_TOKEN=settings.service_token(),
-        MAX_CONTENT_LENGTH=16 * 1024,
-    )
+    app.config.from_mapping(MAX_CONTENT_LENGTH=16 * 1024, **settings.users_config())
     app.config.update(config or {})
     if not app.testing:
         configure_logging(SERVICE)
     # Redis is this service's database, so its commands are spans (the design's `db_query` step).
     # Only here: in the gateway and worker Redis is Celery's broker, whose polling would bury the trace.
     instrument([RedisInstrumentor()])
-    client = app.config.get("REDIS_CLIENT") or redis_client(app.config["REDIS_URL"])
+    client = redis_client(app.config["REDIS_URL"])
     app.extensions["user_store"] = UserStore(client)
     app.register_blueprint(blueprint)
     observe_flask_app(app, SERVICE)

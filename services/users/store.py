@@ -94,9 +94,3 @@ class UserStore:
             return None
         decoded = {k.decode(): v.decode() for k, v in fields.items()}
         return User(user_id, decoded["name"], decoded["email"])
-
-    def ping(self) -> bool:
-        try:
-            return bool(self._redis.ping())
-        except redis.RedisError:
-            return False

@@ -8,19 +8,19 @@ Telemetry is set up in each worker AFTER the fork (post_fork) and flushed when t
 this file must set up no tracing (tests/integration/test_compose_start.py checks it).
 """
 
-import os
 import tempfile
+
+from services.web import settings
 
 # prometheus_client decides at import time whether it runs in multiprocess mode, so the directory must
 # exist in the environment before anything imports it. The stack runner and compose set it; a plain
 # `gunicorn -c …` run gets a private temporary one.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tracehop-prom-")
+if not settings.prometheus_multiproc_dir():
+    settings.use_prometheus_multiproc_dir(tempfile.mkdtemp(prefix="tracehop-prom-"))
 
-from services.metrics import exemplars  # noqa: E402
-from services.metrics.span_export_metrics import CountingSpanExporter  # noqa: E402
-from services.telemetry import gunicorn_hooks  # noqa: E402
-from services.web import settings  # noqa: E402
+from services.metrics import multiprocess
+from services.metrics.span_export_metrics import CountingSpanExporter
+from services.telemetry import gunicorn_hooks
 
 # gthread: a few threads per process serve I/O-bound requests (the gateway waits on users and Redis)
 # without the memory of more processes. Both are tunable without editing this file.
@@ -46,26 +46,19 @@ reuse_port = True
 logger_class = gunicorn_hooks.LoguruLogger
 
 
-def on_starting(server):  # noqa: ANN001
+def on_starting(server):
     # Values left by a previous run's processes would be summed into this run's metrics.
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    os.makedirs(directory, exist_ok=True)
-    for name in os.listdir(directory):
-        if name.endswith(".db") or name.startswith(exemplars.FILE_PREFIX):
-            os.remove(os.path.join(directory, name))
+    multiprocess.reset_directory()
 
 
-def post_fork(server, worker):  # noqa: ANN001
+def post_fork(server, worker):
     # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
     gunicorn_hooks.post_fork(server, worker, wrap_exporter=CountingSpanExporter)
 
 
-def worker_exit(server, worker):  # noqa: ANN001
+def worker_exit(server, worker):
     gunicorn_hooks.worker_exit(server, worker)
 
 
-def child_exit(server, worker):  # noqa: ANN001
-    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
-
-    GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
-    exemplars.mark_process_dead(worker.pid)
+def child_exit(server, worker):
+    multiprocess.mark_process_dead(worker.pid)

@@ -16,11 +16,11 @@ from services.web.gunicorn_conf import post_fork as _shared_post_fork
 worker_class = settings.env_str("TRACEHOP_GATEWAY_WORKER_CLASS", "services.web.public_door.PublicDoorWorker")
 
 
-def post_fork(server, worker):  # noqa: ANN001
+def post_fork(server, worker):
     # Telemetry starts in post_worker_init instead: gevent patches threading and sockets only after the
     # fork, and the span processor's thread and its exporter's connection must be gevent's.
     pass
 
 
-def post_worker_init(worker):  # noqa: ANN001
+def post_worker_init(worker):
     _shared_post_fork(None, worker)

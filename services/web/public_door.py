@@ -46,7 +46,7 @@ class _SlowRequest(Exception):
 
 
 class PublicDoorWorker(GeventWorker):
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - gunicorn's signature
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.limits = DoorLimits.from_env()
         # gevent's pool stops accepting when full; it holds a little more than the limit so that the
@@ -54,7 +54,7 @@ class PublicDoorWorker(GeventWorker):
         self.worker_connections = self.limits.max_connections + REFUSAL_HEADROOM
         self.open_connections = 0
 
-    def handle(self, listener, client, addr) -> None:  # noqa: ANN001 - gunicorn's signature
+    def handle(self, listener, client, addr) -> None:
         client.setblocking(1)
         if self.open_connections >= self.limits.max_connections:
             REFUSED_CONNECTIONS.labels(reason="over_capacity").inc()
@@ -70,7 +70,7 @@ class PublicDoorWorker(GeventWorker):
             OPEN_CONNECTIONS.dec()
             util.close(client)
 
-    def _serve(self, listener, client, addr) -> None:  # noqa: ANN001
+    def _serve(self, listener, client, addr) -> None:
         req = None
         parser = http.get_parser(self.cfg, client, addr)
         listener_name = listener.getsockname()
@@ -101,7 +101,7 @@ class PublicDoorWorker(GeventWorker):
             # A malformed request: gunicorn's own answer (400, 414, 431, …), as on every other worker.
             self.handle_error(req, client, addr, error)
 
-    def _wait_for_bytes(self, client: socket.socket, parser, timeout: float) -> bool:  # noqa: ANN001
+    def _wait_for_bytes(self, client: socket.socket, parser, timeout: float) -> bool:
         """Whether bytes of a request are there (read ahead, or readable) within `timeout`. Wakes every
         second to see whether the worker is stopping: an idle connection must not delay its exit."""
         if parser.unreader.buf.getbuffer().nbytes:
@@ -115,7 +115,7 @@ class PublicDoorWorker(GeventWorker):
             return True
         return False
 
-    def _read_request(self, client: socket.socket, parser, header_budget: float):  # noqa: ANN202, ANN001
+    def _read_request(self, client: socket.socket, parser, header_budget: float):
         """The next request with its body buffered, or None after answering 408 to a slow one."""
         try:
             with gevent.Timeout(header_budget, _SlowRequest("header_timeout")):
@@ -141,7 +141,7 @@ class PublicDoorWorker(GeventWorker):
 class _PrefixedBody:
     """A request body whose first bytes were read ahead: those, then whatever the client still sends."""
 
-    def __init__(self, head: bytes, rest) -> None:  # noqa: ANN001 - gunicorn's Body
+    def __init__(self, head: bytes, rest) -> None:
         self._head = io.BytesIO(head)
         self._rest = rest
 
@@ -163,11 +163,11 @@ class _PrefixedBody:
     def readlines(self, hint: int | None = None) -> list[bytes]:
         return list(iter(self.readline, b""))
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         return iter(self.readline, b"")
 
 
-def _buffered(body):  # noqa: ANN001, ANN202 - gunicorn's Body
+def _buffered(body):
     """The body, read into memory up to BUFFERED_BODY_BYTES (the rest, if any, stays on the socket)."""
     chunks = []
     size = 0

@@ -7,14 +7,16 @@ OpenTelemetry's own `OTEL_*` variables are read by the SDK itself; this module c
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def env_str(name: str, default: str) -> str:
-    """The variable's value, or `default` when it is unset or empty."""
-    return os.environ.get(name) or default
+def env_str(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """The variable's value (in `environ`, default the process's environment), or `default` when it is
+    unset or empty."""
+    return (os.environ if environ is None else environ).get(name) or default
 
 
 def env_int(name: str, default: int) -> int:
@@ -49,6 +51,13 @@ def env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"environment variable {name} must be true or false, got {raw!r}")
 
 
+# The services of the stack, and the ports they listen on unless told otherwise. The stack runner, the
+# bench and the tests take them from here.
+SERVICES = ("gateway", "users", "worker")
+DEFAULT_PORTS = {"gateway": 8080, "users": 8081, "worker_metrics": 9101}
+LOCALHOST = "127.0.0.1"
+
+
 def redis_url() -> str:
     return env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -59,15 +68,35 @@ def broker_url() -> str:
 
 
 def users_url() -> str:
-    return env_str("TRACEHOP_USERS_URL", "http://127.0.0.1:8081").rstrip("/")
+    default = f"http://{LOCALHOST}:{DEFAULT_PORTS['users']}"
+    return env_str("TRACEHOP_USERS_URL", default).rstrip("/")
+
+
+def users_timeout_s() -> float:
+    return env_float("TRACEHOP_USERS_TIMEOUT", 3.0)
 
 
 def service_token() -> str:
     return env_str("TRACEHOP_SERVICE_TOKEN", "dev-service-token")
 
 
-def log_dir() -> str:
-    return env_str("TRACEHOP_LOG_DIR", "logs")
+def service_name(default: str = "tracehop") -> str:
+    """OTEL_SERVICE_NAME: what a gunicorn worker calls itself (gunicorn applies `--env` after the config)."""
+    return env_str("OTEL_SERVICE_NAME", default)
+
+
+def log_dir(environ: Mapping[str, str] | None = None) -> str:
+    """TRACEHOP_LOG_DIR: where each service writes <service>.log (and where `make logs` reads them)."""
+    return env_str("TRACEHOP_LOG_DIR", "logs", environ)
+
+
+def log_level() -> str:
+    return env_str("TRACEHOP_LOG_LEVEL", "INFO").upper()
+
+
+def log_span_events() -> bool:
+    """TRACEHOP_LOG_SPAN_EVENTS: each log line written inside a span also becomes an event of that span."""
+    return env_bool("TRACEHOP_LOG_SPAN_EVENTS", True)
 
 
 def deployment_environment() -> str:
@@ -77,3 +106,62 @@ def deployment_environment() -> str:
 def tracing_disabled() -> bool:
     """OTEL_SDK_DISABLED, read the way the SDK reads it, so 'off' means no instrumentation at all."""
     return env_bool("OTEL_SDK_DISABLED", False)
+
+
+def prometheus_multiproc_dir() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR: where the processes of one service write their metrics (None: in memory).
+
+    prometheus_client reads it itself when first imported, so whoever sets it must do so before that.
+    """
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def use_prometheus_multiproc_dir(directory: str) -> None:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def gateway_config() -> dict[str, object]:
+    """The gateway's settings, as `create_app` puts them in `app.config` (a test passes its own)."""
+    return {
+        "USERS_URL": users_url(),
+        "USERS_TIMEOUT_S": users_timeout_s(),
+        "SERVICE_TOKEN": service_token(),
+        "REDIS_URL": redis_url(),
+        "TRACECONTEXT_TEST": env_bool("TRACEHOP_TRACECONTEXT_TEST", False),
+        "TRUST_INCOMING_TRACE": env_bool("TRACEHOP_TRUST_INCOMING_TRACE", True),
+        "BAGGAGE_ALLOWLIST": env_str("TRACEHOP_BAGGAGE_ALLOWLIST", "tracehop.*"),
+        "BAGGAGE_MAX_BYTES": env_int("TRACEHOP_BAGGAGE_MAX_BYTES", 1024),
+    }
+
+
+def users_config() -> dict[str, object]:
+    """The users service's settings, as its `create_app` puts them in `app.config`."""
+    return {"REDIS_URL": redis_url(), "SERVICE_TOKEN": service_token()}
+
+
+def worker_config() -> dict[str, object]:
+    """The worker's settings, as Celery configuration keys (read when Celery first needs them)."""
+    return {
+        "broker_url": broker_url(),
+        "result_backend": redis_url(),
+        "visibility_timeout_s": env_int("TRACEHOP_VISIBILITY_TIMEOUT_S", 3600),
+        "worker_concurrency": env_int("TRACEHOP_WORKER_CONCURRENCY", 2),
+        "task_default_queue": env_str("TRACEHOP_CELERY_QUEUE", "celery"),
+        "beat_interval_s": env_float("TRACEHOP_BEAT_INTERVAL_S", 60.0),
+        # Tests shorten the poison job's life with a smaller number.
+        "mail_max_retries": env_int("TRACEHOP_MAIL_MAX_RETRIES", 5),
+        "metrics_port": env_int("TRACEHOP_WORKER_METRICS_PORT", DEFAULT_PORTS["worker_metrics"]),
+        "metrics_addr": env_str("TRACEHOP_WORKER_METRICS_ADDR", LOCALHOST),
+    }
+
+
+TRACING_SETUPS = ("tracehop", "stock")
+
+
+def tracing_setup() -> str:
+    """TRACEHOP_TRACING_SETUP: `tracehop` (as shipped) or `stock`, OpenTelemetry's documented setup with
+    the SDK's defaults and none of tracehop's additions; `make bench` measures both (docs/performance.md)."""
+    value = env_str("TRACEHOP_TRACING_SETUP", "tracehop").strip().lower()
+    if value not in TRACING_SETUPS:
+        raise ValueError(f"TRACEHOP_TRACING_SETUP must be one of {', '.join(TRACING_SETUPS)}, got {value!r}")
+    return value

@@ -29,14 +29,12 @@ from loguru import logger
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from services.web import settings
+from services.worker.worker_redis import worker_redis
 
 HEADER = "tracehop_chord_links"
 KEY_PREFIX = "tracehop:chord-links:"
 KEY_TTL_S = 24 * 3600
 LINK_ATTRIBUTES = {"tracehop.link": "chord header task"}
-
-_client: redis.Redis | None = None
 
 
 def connect() -> None:
@@ -68,7 +66,7 @@ def _on_task_start(task: Any = None, **_: object) -> None:
         key = KEY_PREFIX + callback
         entry = f"{trace.format_trace_id(context.trace_id)}-{trace.format_span_id(context.span_id)}"
         try:
-            with _redis().pipeline() as pipe:
+            with worker_redis().pipeline() as pipe:
                 pipe.rpush(key, entry).expire(key, KEY_TTL_S).execute()
         except redis.RedisError as error:
             logger.warning("chord link not recorded", callback_id=callback, error=type(error).__name__)
@@ -79,7 +77,7 @@ def _on_publish(headers: dict[str, Any] | None = None, **_: object) -> None:
     if not headers or running is None or callback_id(running.request) != headers.get("id"):
         return
     try:
-        raw = _redis().lrange(KEY_PREFIX + headers["id"], 0, -1)
+        raw = worker_redis().lrange(KEY_PREFIX + headers["id"], 0, -1)
     except redis.RedisError as error:
         logger.warning("chord links not read", callback_id=headers["id"], error=type(error).__name__)
         return
@@ -101,11 +99,3 @@ def _add_links(entries: str) -> None:
         except ValueError:
             continue
         span.add_link(context, LINK_ATTRIBUTES)
-
-
-def _redis() -> redis.Redis:
-    """One client per process, made on first use (after the fork)."""
-    global _client
-    if _client is None:
-        _client = redis.Redis.from_url(settings.redis_url(), socket_timeout=2, socket_connect_timeout=2)
-    return _client

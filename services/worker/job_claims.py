@@ -251,7 +251,7 @@ class IdempotentTask(Task):
     def before_job(self) -> None:
         """Runs inside the job's span once the job is claimed, before its code (a hook for subclasses)."""
 
-    def after_return(self, status: str, retval: object, task_id: str, args, kwargs, einfo) -> None:  # noqa: ANN001
+    def after_return(self, status: str, retval: object, task_id: str, args, kwargs, einfo) -> None:
         token = getattr(self.request, "tracehop_claim_token", None)
         if token and task_id:
             # After Celery stored the final state: a later copy (even a redelivered one) does nothing.

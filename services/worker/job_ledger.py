@@ -158,7 +158,7 @@ def reconcile_once(app: Celery, ledger: JobLedger) -> int:
         try:
             republish(app, ledger, job_id, entry)
             count += 1
-        except Exception as exc:  # noqa: BLE001 - the broker may be down: the next round tries again
+        except Exception as exc:
             logger.warning("publishing a job again failed", job_id=job_id, error_type=type(exc).__name__)
     return count
 
@@ -210,7 +210,7 @@ def start_reconciler(app: Celery) -> threading.Thread | None:
             time.sleep(interval)
             try:
                 reconcile_once(app, ledger)
-            except Exception as exc:  # noqa: BLE001 - the thread must outlive any one round (Redis away)
+            except Exception as exc:
                 logger.warning("reconciling jobs failed", error_type=type(exc).__name__)
 
     thread = threading.Thread(target=loop, name="job-reconciler", daemon=True)

@@ -7,15 +7,14 @@ signals, so the tasks themselves stay free of metrics code.
 
 from __future__ import annotations
 
-import os
 import time
 
 from celery import signals
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 
 from services.metrics import exemplars
+from services.metrics import multiprocess as multiprocess_dir
 from services.metrics.process_metrics import ProcessTreeCollector
-from services.web import settings
 
 JOBS = Counter(
     "tracehop_jobs_total", "Jobs finished, by task and final state of the attempt.", ["task", "state"]
@@ -35,45 +34,35 @@ _STATE_LABELS = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried"
 _started: dict[str, float] = {}
 
 
-def start_server(port: int) -> None:
+def start_server(port: int, addr: str) -> None:
     """Serve /metrics from the main worker process: what every child wrote, summed, and the CPU, memory
     and file descriptors of the main process and of each prefork child (multiprocess mode has no
     `process_*` metrics of its own)."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory:
-        # Without it each child would count in its own memory and /metrics would show zeros: refuse.
-        raise RuntimeError(
-            "PROMETHEUS_MULTIPROC_DIR must name a writable directory for the worker's metrics "
-            "(make up, docker compose and the Dockerfile set it)"
-        )
-    os.makedirs(directory, exist_ok=True)
-    for name in os.listdir(directory):  # values of a previous run's processes must not be summed in
-        if name.endswith(".db") or name.startswith(exemplars.FILE_PREFIX):
-            os.remove(os.path.join(directory, name))
+    directory = multiprocess_dir.reset_directory()
     registry = CollectorRegistry()
     # The children's job durations, summed, with the trace ids the children recorded as exemplars
     # (written only in the OpenMetrics format, which Prometheus asks for).
     registry.register(exemplars.ExemplarCollector(multiprocess.MultiProcessCollector(None), directory))
     # The server runs in the main process (worker_init), so the tree's root is this process.
     registry.register(ProcessTreeCollector(root_role="main", child_role="child"))
-    start_http_server(
-        port, addr=settings.env_str("TRACEHOP_WORKER_METRICS_ADDR", "127.0.0.1"), registry=registry
-    )
+    start_http_server(port, addr=addr, registry=registry)
 
 
-def mark_process_dead(pid: int) -> None:
-    multiprocess.mark_process_dead(pid)
-    exemplars.mark_process_dead(pid)
+def connect_signals() -> None:
+    """Count jobs in Celery's task signals (in the worker only: a process that merely sends tasks, like
+    the gateway, runs none). Connect before the Celery instrumentation's own receivers: `_job_finished`
+    records its exemplar while the job's CONSUMER span, which the instrumentation ends, is still current."""
+    signals.task_prerun.connect(_job_started, weak=False, dispatch_uid="tracehop.job_started")
+    signals.task_postrun.connect(_job_finished, weak=False, dispatch_uid="tracehop.job_finished")
+    signals.task_retry.connect(_job_retried, weak=False, dispatch_uid="tracehop.job_retried")
 
 
-@signals.task_prerun.connect
 def _job_started(task_id: str | None = None, **_: object) -> None:
     if task_id:
         _started[task_id] = time.perf_counter()
 
 
-@signals.task_postrun.connect
-def _job_finished(task_id: str | None = None, task=None, state: str | None = None, **_: object) -> None:  # noqa: ANN001
+def _job_finished(task_id: str | None = None, task=None, state: str | None = None, **_: object) -> None:
     started = _started.pop(task_id or "", None)
     if task is None:
         return
@@ -81,14 +70,13 @@ def _job_finished(task_id: str | None = None, task=None, state: str | None = Non
         duration = time.perf_counter() - started
         JOB_DURATION.labels(task.name).observe(duration)
         # The job's CONSUMER span is still current: the Celery instrumentation ends it in its own
-        # task_postrun receiver, connected (worker_process_init) after this one (import time).
+        # task_postrun receiver, connected (worker_process_init) after this one (connect_signals).
         exemplars.record(JOB_DURATION_NAME, {"task": task.name}, duration, JOB_DURATION_BUCKETS)
     label = _STATE_LABELS.get(state or "")
     if label:
         JOBS.labels(task.name, label).inc()
 
 
-@signals.task_retry.connect
-def _job_retried(sender=None, **_: object) -> None:  # noqa: ANN001
+def _job_retried(sender=None, **_: object) -> None:
     if sender is not None:
         RETRIES.labels(sender.name).inc()

@@ -18,7 +18,6 @@ from __future__ import annotations
 from celery import Celery
 from loguru import logger
 
-from services.web import settings
 from services.worker.celery_app import app
 
 ARCHIVE_TASK = "archive_note"
@@ -27,12 +26,15 @@ REMINDER_TASK = "send_reminder"
 # Not the current app (set_as_current=False), as a library's app would be; same broker and queue, so our
 # worker runs what it publishes.
 notifications = Celery("notifications", set_as_current=False)
-notifications.conf.update(
-    broker_url=settings.broker_url(),
-    task_serializer="json",
-    accept_content=["json"],
-    task_default_queue=settings.env_str("TRACEHOP_CELERY_QUEUE", "celery"),
-    broker_connection_retry_on_startup=True,
+# The worker app's broker and queue, read from it when first needed (one reading of the environment).
+notifications.add_defaults(
+    lambda: {
+        "broker_url": app.conf.broker_url,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": app.conf.task_default_queue,
+        "broker_connection_retry_on_startup": True,
+    }
 )
 
 

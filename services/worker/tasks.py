@@ -14,7 +14,6 @@ from opentelemetry import trace
 
 from services.clients.users_client import UsersClient, UsersRejected, UsersUnavailable
 from services.telemetry.traced import traced
-from services.web import settings
 from services.worker.celery_app import app
 from services.worker.mail import TransientDeliveryError, deliver_welcome_email
 
@@ -37,10 +36,9 @@ def users_client() -> UsersClient:
     retry_backoff=1,
     retry_backoff_max=60,
     retry_jitter=True,
-    # Tests shorten the poison job's life with a smaller number; read once, when the task is declared.
-    max_retries=settings.env_int("TRACEHOP_MAIL_MAX_RETRIES", 5),
+    # max_retries: the task_annotations of celery_app's configuration (TRACEHOP_MAIL_MAX_RETRIES).
 )
-def send_welcome_email(self, user_id: int, recipient_domain: str) -> dict[str, Any]:  # noqa: ANN001
+def send_welcome_email(self, user_id: int, recipient_domain: str) -> dict[str, Any]:
     deliver_welcome_email(user_id, recipient_domain, attempt=self.request.retries)
     return {"user_id": user_id, "delivered": True, "attempts": self.request.retries + 1}
 
@@ -58,7 +56,7 @@ class ReportFailed(Exception):
     retry_jitter=True,
     max_retries=5,
 )
-def generate_report(self, user_id: int) -> dict[str, Any]:  # noqa: ANN001
+def generate_report(self, user_id: int) -> dict[str, Any]:
     try:
         return build_report(user_id, attempt=self.request.retries)
     except UsersRejected as exc:
@@ -80,7 +78,7 @@ def build_report(user_id: int, attempt: int = 0) -> dict[str, Any]:
 
 
 @app.task(name="long_job", bind=True)
-def long_job(self, steps: int, step_ms: int) -> dict[str, Any]:  # noqa: ANN001
+def long_job(self, steps: int, step_ms: int) -> dict[str, Any]:
     """A job that works in steps, like a batch import: what a worker killed mid-job leaves in a trace.
 
     Each step is a span that ends (and is exported) before the next one starts, so the trace keeps the

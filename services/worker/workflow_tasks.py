@@ -13,6 +13,7 @@ explains every tree; tests/integration/test_celery_shapes.py asserts them). Ever
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from celery.canvas import Signature
 from loguru import logger
 
 from services.worker.celery_app import app
+from services.worker.worker_redis import worker_redis
 
 MAX_CHORD_PARTS = 8
 
@@ -80,17 +82,40 @@ def word_count(text: str, parts: int) -> Signature:
 # -- countdown, and a job that queues another ----------------------------------------------------------
 
 
-@app.task(name="send_reminder")
-def send_reminder(note: str) -> dict[str, str]:
+# The follow-up of a job is named by the job's own id: a redelivered plan_followup queues the same one.
+FOLLOWUP_NAMESPACE = uuid.UUID("5b0f8b7e-6f1e-4d4a-9a53-0c6d2f4f7a11")
+SENT_KEY_PREFIX = "tracehop:reminder-sent:"
+SENT_KEY_TTL_S = 7 * 24 * 3600
+
+
+def followup_job_id(job_id: str) -> str:
+    return str(uuid.uuid5(FOLLOWUP_NAMESPACE, job_id))
+
+
+@app.task(name="send_reminder", bind=True)
+def send_reminder(self, note: str) -> dict[str, str]:
+    """Sends once per job id: a second run of the same id (a message queued twice, or redelivered after
+    the reminder went out) answers what the first one sent, without sending again."""
     sent_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+    key = SENT_KEY_PREFIX + self.request.id
+    if not worker_redis().set(key, sent_at, nx=True, ex=SENT_KEY_TTL_S):
+        first = worker_redis().get(key)
+        logger.info("reminder already sent", note=note)
+        return {"note": note, "sent_at": first.decode() if first else sent_at}
     logger.info("reminder sent", note=note)
     return {"note": note, "sent_at": sent_at}
 
 
-@app.task(name="plan_followup")
-def plan_followup(note: str) -> dict[str, str]:
-    """Decides on a follow-up and queues it: the new job's trace continues this one's."""
-    followup = send_reminder.apply_async(args=[f"follow-up: {note}"])
+@app.task(name="plan_followup", bind=True)
+def plan_followup(self, note: str) -> dict[str, str]:
+    """Decides on a follow-up and queues it: the new job's trace continues this one's.
+
+    Idempotent under redelivery (jobs are acknowledged late): the follow-up's id derives from this job's
+    id, so running again queues the same job id, and send_reminder sends once per id.
+    """
+    followup = send_reminder.apply_async(
+        args=[f"follow-up: {note}"], task_id=followup_job_id(self.request.id)
+    )
     logger.info("follow-up queued", followup_job_id=followup.id)
     return {"followup_job_id": followup.id}
 

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.required_tools import skip_or_fail
+
 CHROMIUM_VARIABLE = "TRACEHOP_CHROMIUM"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -34,10 +36,9 @@ def chromium_path() -> str | None:
 def browser() -> Iterator[Browser]:
     path = chromium_path()
     if path is None:
-        message = f"no chromium on PATH (or at ${CHROMIUM_VARIABLE}): `apt-get install chromium`"
-        if os.environ.get("TRACEHOP_REQUIRE_BROWSER") == "1":
-            pytest.fail(message + " [TRACEHOP_REQUIRE_BROWSER=1]")
-        pytest.skip(message)
+        skip_or_fail(
+            "browser", f"no chromium on PATH (or at ${CHROMIUM_VARIABLE}): `apt-get install chromium`"
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield browser
@@ -71,7 +72,7 @@ def open_viewer(browser: Browser, base_url: str) -> Iterator[Viewer]:
     viewer = Viewer(page, base_url.rstrip("/"))
     page.on("request", lambda request: viewer.requests.append(request.url))
 
-    def on_dialog(dialog) -> None:  # noqa: ANN001 - playwright's Dialog
+    def on_dialog(dialog) -> None:
         viewer.dialogs.append(dialog.message)
         dialog.dismiss()
 

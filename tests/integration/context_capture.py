@@ -16,7 +16,6 @@ import http.server
 import json
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,8 @@ from typing import Any
 import redis
 import requests
 
-from tests.conftest import free_port
+from tests.waiting import eventually
+from tracehop.stack.config import free_port
 
 # Shown as "(redacted)": the capture is for reading, not for copying a credential out of it.
 SECRET_HEADERS = {"x-service-token"}
@@ -66,9 +66,7 @@ def pushed_messages(redis_url: str, queue: str = "celery") -> Iterator[list[dict
 
 
 def wait_for(messages: list[dict[str, Any]], count: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(messages) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: len(messages) >= count, timeout, f"{count} message(s) pushed to the broker")
 
 
 def decoded_body(message: dict[str, Any]) -> Any:
@@ -114,7 +112,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_POST = _forward
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -30,3 +30,22 @@ REPORT_TREE = """
                    │  └─ users  CLIENT    HGETALL
                    └─ users  INTERNAL  serialize
 """
+
+# The greylisted welcome e-mail: the first attempt is deferred and Celery's autoretry publishes the same job
+# again from inside that attempt's `run` span; the second attempt succeeds. One trace, a staircase.
+RETRY_TREE = """
+    gateway  SERVER    POST /api/users
+    ├─ gateway  CLIENT    POST
+    │  └─ users  SERVER    POST /users
+    │     ├─ users  INTERNAL  auth_check
+    │     ├─ users  INTERNAL  UserStore.create
+    │     │  ├─ users  CLIENT    INCRBY
+    │     │  └─ users  CLIENT    HSET
+    │     └─ users  INTERNAL  serialize
+    └─ gateway  PRODUCER  apply_async/send_welcome_email
+       └─ worker  CONSUMER  run/send_welcome_email
+          ├─ worker  INTERNAL  deliver_welcome_email
+          └─ worker  PRODUCER  apply_async/send_welcome_email
+             └─ worker  CONSUMER  run/send_welcome_email
+                └─ worker  INTERNAL  deliver_welcome_email
+"""

@@ -14,8 +14,8 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.integration.conftest import SHAPES_ENV, private_stack
 from tests.integration.mistakes_capture import make_trace
+from tests.integration.stack import SHAPES_ENV, private_stack
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.integration.conftest import RunningStack, start_private_stack
+from tests.integration.stack import RunningStack, start_private_stack
 from tracehop.stack.config import free_ports
 from tracehop.stack.readiness import http_ok
 from tracehop.traces.query import TraceQuery

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from tests.integration.conftest import RunningStack
+from tests.integration.stack import RunningStack
 from tracehop.stack.view import urls_table
 
 pytestmark = pytest.mark.integration

@@ -11,14 +11,13 @@ than likely (with the SDK's default 5 s delay a job's spans are lost all but a f
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import RunningStack, start_private_stack, stop_in_background, stored_spans
+from tests.integration.stack import RunningStack, start_private_stack, stop_in_background, stored_spans
 from tracehop.stack.processes import group_members
 from tracehop.traces.query import Span
 from tracehop.traces.tree import Node, assert_trace_tree
@@ -53,8 +52,7 @@ def stack_with(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], RunningSta
 
 
 def create_user(stack: RunningStack) -> dict:
-    email = f"user-{uuid.uuid4().hex[:8]}@example.org"
-    response = stack.http.post(f"{stack.gateway}/api/users", json={"name": "Ada", "email": email}, timeout=10)
+    response = stack.post_user()
     assert response.status_code == 201, response.text
     body = response.json()
     assert stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import SHAPES_ENV, RunningStack, private_stack
+from tests.integration.stack import SHAPES_ENV, RunningStack, private_stack
 from tracehop.traces.links import incoming_links
 from tracehop.traces.query import Span
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.integration.conftest import SHAPES_ENV, RunningStack, start_private_stack, stored_spans
 from tests.integration.expected_trees import CREATE_USER_TREE, REPORT_TREE
 from tests.integration.fault_tools import Programs
+from tests.integration.stack import SHAPES_ENV, RunningStack, start_private_stack, stored_spans
 from tracehop.traces.tree import assert_trace_tree
 
 POOLS = ["prefork", "threads", "solo", "gevent"]

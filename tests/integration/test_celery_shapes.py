@@ -14,14 +14,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.conftest import RunningStack
 from tests.integration.context_capture import decoded_body, pushed_messages, wait_for
-from tests.integration.expected_trees import REPORT_TREE
+from tests.integration.expected_trees import REPORT_TREE, RETRY_TREE
+from tests.integration.stack import WHOLE_TRACE, RunningStack, has_spans
 from tracehop.traces.query import Span
 from tracehop.traces.tree import Node, assert_trace_tree
 
@@ -38,11 +37,6 @@ def finished_job(stack: RunningStack, job_id: str) -> dict:
     job = stack.wait_for_job(job_id)
     assert job["state"] == "SUCCESS", job
     return job
-
-
-def has_spans(*wanted: tuple[str, str]) -> Callable[[list[Span]], bool]:
-    """A wait condition: a span of each (service, kind) has arrived (they come from several processes)."""
-    return lambda spans: all(any((s.service, s.kind) == pair for s in spans) for pair in wanted)
 
 
 def nodes_named(roots: list[Node], name: str) -> list[Node]:
@@ -207,23 +201,7 @@ def test_send_task_by_name_and_a_second_app_stay_in_the_trace(broker_stack: Runn
 
 # The simulated mail server greylists this domain: the first delivery is deferred ("451 ... try again
 # later"), Celery's autoretry publishes the same job again from inside the failed attempt's `run` span,
-# and the second attempt succeeds. One trace, the retry a staircase like a chain.
-RETRY_TREE = """
-    gateway  SERVER    POST /api/users
-    ├─ gateway  CLIENT    POST
-    │  └─ users  SERVER    POST /users
-    │     ├─ users  INTERNAL  auth_check
-    │     ├─ users  INTERNAL  UserStore.create
-    │     │  ├─ users  CLIENT    INCRBY
-    │     │  └─ users  CLIENT    HSET
-    │     └─ users  INTERNAL  serialize
-    └─ gateway  PRODUCER  apply_async/send_welcome_email
-       └─ worker  CONSUMER  run/send_welcome_email
-          ├─ worker  INTERNAL  deliver_welcome_email
-          └─ worker  PRODUCER  apply_async/send_welcome_email
-             └─ worker  CONSUMER  run/send_welcome_email
-                └─ worker  INTERNAL  deliver_welcome_email
-"""
+# and the second attempt succeeds. One trace, the retry a staircase like a chain (RETRY_TREE).
 
 
 def test_greylisted_retry_is_retry_then_publish_then_success(broker_stack: RunningStack):
@@ -311,12 +289,7 @@ def test_the_message_carries_the_producer_span_and_the_baggage(broker_stack: Run
 
 @redis_broker_only
 def test_a_fault_flag_slows_users_for_that_request_only(broker_stack: RunningStack):
-    flagged = broker_stack.http.post(
-        f"{broker_stack.gateway}/api/users",
-        json={"name": "Ada", "email": "ada-slow@example.org"},
-        headers={"baggage": "tracehop.fault=users:delay=300ms"},
-        timeout=10,
-    )
+    flagged = broker_stack.post_user(headers={"baggage": "tracehop.fault=users:delay=300ms"})
     assert flagged.status_code == 201
     spans = broker_stack.traces.wait_for_trace(
         flagged.json()["trace_id"], until=has_spans(("users", "SERVER"), ("gateway", "SERVER")), timeout=30
@@ -358,16 +331,11 @@ def test_a_fault_flag_fails_the_job_of_that_request(broker_stack: RunningStack):
 
 def test_fault_flags_do_nothing_where_the_setting_is_off(running_stack: RunningStack):
     # The core stack runs with the services' default: TRACEHOP_FAULT_INJECTION unset.
-    response = running_stack.http.post(
-        f"{running_stack.gateway}/api/users",
-        json={"name": "Ada", "email": "ada-off@example.org"},
-        headers={"baggage": "tracehop.fault=users:error"},
-        timeout=10,
-    )
+    response = running_stack.post_user(headers={"baggage": "tracehop.fault=users:error"})
     assert response.status_code == 201
     spans = running_stack.traces.wait_for_trace(
         response.json()["trace_id"],
-        until=has_spans(("gateway", "SERVER"), ("users", "SERVER"), ("worker", "CONSUMER")),
+        until=has_spans(*WHOLE_TRACE),
         timeout=30,
     )
     assert not any("tracehop.fault.injected" in span.attributes for span in spans)

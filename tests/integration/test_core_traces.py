@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import uuid
 
-from tests.integration.conftest import RunningStack
-from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE, REPORT_TREE
+from services.web.settings import SERVICES
+from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE, REPORT_TREE, RETRY_TREE
+from tests.integration.stack import RunningStack
 from tracehop.traces.tree import Node
 
 
 def create_user(stack: RunningStack, domain: str = "example.org", headers: dict | None = None):
-    email = f"user-{uuid.uuid4().hex[:8]}@{domain}"
-    response = stack.http.post(
-        f"{stack.gateway}/api/users",
-        json={"name": "Ada Lovelace", "email": email},
-        headers=headers,
-        timeout=10,
-    )
+    response = stack.post_user(name="Ada Lovelace", domain=domain, headers=headers)
     assert response.status_code == 201, response.text
     return response
 
@@ -82,25 +77,7 @@ def test_retried_job_keeps_both_attempts_in_the_same_trace(running_stack: Runnin
     body = create_user(running_stack, domain="greylisted.example").json()
     assert running_stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"
 
-    roots = running_stack.assert_tree(
-        body["trace_id"],
-        """
-        gateway  SERVER    POST /api/users
-        ├─ gateway  CLIENT    POST
-        │  └─ users  SERVER    POST /users
-        │     ├─ users  INTERNAL  auth_check
-        │     ├─ users  INTERNAL  UserStore.create
-        │     │  ├─ users  CLIENT    INCRBY
-        │     │  └─ users  CLIENT    HSET
-        │     └─ users  INTERNAL  serialize
-        └─ gateway  PRODUCER  apply_async/send_welcome_email
-           └─ worker  CONSUMER  run/send_welcome_email
-              ├─ worker  INTERNAL  deliver_welcome_email
-              └─ worker  PRODUCER  apply_async/send_welcome_email
-                 └─ worker  CONSUMER  run/send_welcome_email
-                    └─ worker  INTERNAL  deliver_welcome_email
-        """,
-    )
+    roots = running_stack.assert_tree(body["trace_id"], RETRY_TREE)
     first_attempt, second_attempt = sorted(
         spans_named(roots, "run/send_welcome_email"), key=lambda n: n.span.start_ns
     )
@@ -139,7 +116,7 @@ def test_every_service_logs_lines_with_the_trace_id(running_stack: RunningStack)
     body = create_user(running_stack).json()
     trace_id = body["trace_id"]
     assert running_stack.wait_for_job(body["job_id"])["state"] == "SUCCESS"
-    for service in ("gateway", "users", "worker"):
+    for service in SERVICES:
         lines = running_stack.wait_for_log_lines(service, lambda line: line.get("trace_id") == trace_id)
         assert lines, f"no line of logs/{service}.log carries trace id {trace_id}"
         for line in lines:

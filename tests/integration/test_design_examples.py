@@ -8,12 +8,11 @@ traffic is sent on every round until the query answers (the stack scrapes every 
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 import requests
 
-from tests.integration.conftest import RunningStack
+from tests.integration.stack import RunningStack
 
 # Exactly as the design document writes them, each with what "returns data" means for it.
 DESIGN_PROMQL = {
@@ -57,11 +56,7 @@ def test_the_design_documents_promql_returns_data(
 
 def test_access_log_lines_carry_what_the_logql_examples_read(running_stack: RunningStack):
     # `| json | status >= 500`, `| json | route="…"`, `| unwrap duration_ms`, `| level="ERROR"` …
-    response = running_stack.http.post(
-        f"{running_stack.gateway}/api/users",
-        json={"name": "Ada", "email": f"logql-{uuid.uuid4().hex[:8]}@example.org"},
-        timeout=10,
-    )
+    response = running_stack.post_user()
     trace_id = response.json()["trace_id"]
     (line,) = running_stack.wait_for_log_lines(
         "gateway", lambda line: line.get("trace_id") == trace_id and line.get("message") == "request"

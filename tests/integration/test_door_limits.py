@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port
 from tests.integration.fault_tools import metric_value
+from tracehop.stack.config import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LIMIT_S = 1.0

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
-from tests.integration.conftest import RunningStack, start_private_stack
+from tests.integration.stack import WHOLE_TRACE, RunningStack, has_spans, start_private_stack
 from tracehop.traces.query import Span
 
 ENV = {
@@ -46,23 +45,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         running.stack.stop()
 
 
-def has_spans(*wanted: tuple[str, str]):  # noqa: ANN201
-    """A wait condition: the trace holds a span of each (service, kind); they arrive in separate batches."""
-    return lambda spans: set(wanted) <= {(s.service, s.kind) for s in spans}
-
-
-WHOLE = has_spans(("gateway", "SERVER"), ("users", "SERVER"), ("worker", "CONSUMER"))
-
-
-def post_user(stack: RunningStack, email: str, **kwargs) -> requests.Response:  # noqa: ANN003
-    return stack.http.post(
-        f"{stack.gateway}/api/users", json={"name": "Edge", "email": email}, timeout=15, **kwargs
-    )
+WHOLE = has_spans(*WHOLE_TRACE)
 
 
 def test_an_untrusted_callers_trace_is_restarted_and_linked(stack):
-    response = post_user(
-        stack,
+    response = stack.post_user(
         f"e-{uuid.uuid4().hex[:6]}@example.org",
         headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", "tracestate": "vendor=opaque"},
     )
@@ -78,7 +65,7 @@ def test_an_untrusted_callers_trace_is_restarted_and_linked(stack):
 
 def test_only_allowed_baggage_reaches_users_and_the_worker(stack):
     baggage = "tracehop.tenant=acme,tracehop.role=admin,session=s3cr3t,tracehop.pad=" + "x" * 2000
-    response = post_user(stack, f"b-{uuid.uuid4().hex[:6]}@example.org", headers={"baggage": baggage})
+    response = stack.post_user(f"b-{uuid.uuid4().hex[:6]}@example.org", headers={"baggage": baggage})
     assert response.status_code == 201
     spans = stack.traces.wait_for_trace(response.json()["trace_id"], until=WHOLE, timeout=30)
     (users,) = [s for s in spans if s.kind == "SERVER" and s.service == "users"]
@@ -107,7 +94,7 @@ def test_users_refuses_calls_without_the_service_token(stack, token):
 
 
 def test_the_gateway_presents_the_token_and_auth_check_says_so(stack):
-    response = post_user(stack, f"t-{uuid.uuid4().hex[:6]}@example.org")
+    response = stack.post_user(f"t-{uuid.uuid4().hex[:6]}@example.org")
     spans = stack.traces.wait_for_trace(
         response.json()["trace_id"],
         until=lambda spans: any(s.name == "auth_check" for s in spans),
@@ -126,7 +113,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.traceparents.append(self.headers.get("traceparent", ""))
                 self.send_response(200)
@@ -162,10 +149,22 @@ def test_the_conformance_endpoint_calls_loopback_only(stack):
 # ----------------------------------------------------------------------------------- personal data
 
 
-def send_traffic_with_personal_data(stack: RunningStack) -> list[str]:
+def finished_job(spans: list[Span]) -> bool:
+    """The job's last attempt has ended: a worker CONSUMER span in a final state (retries come before)."""
+    return any(
+        s.service == "worker" and s.kind == "CONSUMER" and s.attributes.get("celery.state") in FINAL_STATES
+        for s in spans
+    )
+
+
+FINAL_STATES = ("SUCCESS", "FAILURE")
+
+
+def send_traffic_with_personal_data(stack: RunningStack) -> tuple[list[str], dict[str, Callable]]:
     """Requests of every kind, each carrying a unique e-mail address (and the users a unique name)
-    somewhere; returns what was sent."""
+    somewhere. Returns what was sent, and for the trace of each request what makes it complete."""
     sent: list[str] = []
+    traces: dict[str, Callable[[list[Span]], bool]] = {}
 
     def address(domain: str = "example.org") -> str:
         sent.append(f"pii-{uuid.uuid4().hex[:10]}@{domain}")
@@ -175,31 +174,38 @@ def send_traffic_with_personal_data(stack: RunningStack) -> list[str]:
         sent.append(f"Person{uuid.uuid4().hex[:10]}")
         return sent[-1]
 
+    def answered(
+        response: requests.Response, status: int, *spans: tuple[str, str], job: bool = False
+    ) -> dict:
+        assert response.status_code == status, response.text
+        body = response.json()
+        wanted = has_spans(("gateway", "SERVER"), *spans)
+        traces[body["trace_id"]] = (lambda found: wanted(found) and finished_job(found)) if job else wanted
+        return body
+
     gateway = stack.gateway
     jobs = []
     for domain in ("example.org", "greylisted.example", "maildown.example"):  # delivered, retried, failed
         user = {"name": name(), "email": address(domain)}
-        body = stack.http.post(f"{gateway}/api/users", json=user, timeout=15).json()
+        created = stack.http.post(f"{gateway}/api/users", json=user, timeout=15)
+        body = answered(created, 201, ("users", "SERVER"), job=True)
         jobs.append(body["job_id"])
-        report = stack.http.post(f"{gateway}/api/users/{body['user']['id']}/report", timeout=10).json()
-        jobs.append(report["job_id"])
-        assert stack.http.get(f"{gateway}/api/users/{body['user']['id']}", timeout=10).status_code == 200
+        report = stack.http.post(f"{gateway}/api/users/{body['user']['id']}/report", timeout=10)
+        jobs.append(answered(report, 202, ("users", "SERVER"), job=True)["job_id"])
+        answered(
+            stack.http.get(f"{gateway}/api/users/{body['user']['id']}", timeout=10), 200, ("users", "SERVER")
+        )
     # Refused requests that carry an address: in the body, the path, the query string, the baggage.
-    assert (
-        stack.http.post(f"{gateway}/api/users", json={"name": "x" * 101, "email": address()}).status_code
-        == 400
-    )
-    assert post_user(stack, address(), headers={"baggage": f"tracehop.tenant={address()}"}).status_code == 201
-    assert (
-        stack.http.post(f"{gateway}/api/users", json={"name": "A", "email": address(), "x": 1}).status_code
-        == 400
-    )
-    assert stack.http.get(f"{gateway}/api/users/{address()}", timeout=10).status_code == 400
-    assert stack.http.get(f"{gateway}/api/jobs/{jobs[0]}?email={address()}", timeout=10).status_code == 200
-    assert stack.http.get(f"{gateway}/nowhere/{address()}", timeout=10).status_code == 404
+    answered(stack.http.post(f"{gateway}/api/users", json={"name": "x" * 101, "email": address()}), 400)
+    baggage = {"baggage": f"tracehop.tenant={address()}"}
+    answered(stack.post_user(address(), headers=baggage), 201, ("users", "SERVER"), job=True)
+    answered(stack.http.post(f"{gateway}/api/users", json={"name": "A", "email": address(), "x": 1}), 400)
+    answered(stack.http.get(f"{gateway}/api/users/{address()}", timeout=10), 400)
+    answered(stack.http.get(f"{gateway}/api/jobs/{jobs[0]}?email={address()}", timeout=10), 200)
+    answered(stack.http.get(f"{gateway}/nowhere/{address()}", timeout=10), 404)
     for job_id in jobs:
-        assert stack.wait_for_job(job_id, timeout=60)["state"] in ("SUCCESS", "FAILURE")
-    return sent
+        assert stack.wait_for_job(job_id, timeout=60)["state"] in FINAL_STATES
+    return sent, traces
 
 
 def all_exported_spans(stack: RunningStack, since: datetime) -> list[Span]:
@@ -212,8 +218,10 @@ def all_exported_spans(stack: RunningStack, since: datetime) -> list[Span]:
 
 
 def test_no_personal_data_reaches_a_span_or_a_log_line(stack):
-    sent = send_traffic_with_personal_data(stack)
-    time.sleep(1.0)  # let the last batches of spans and log lines land (the export delay is 200 ms)
+    sent, traces = send_traffic_with_personal_data(stack)
+    # Every trace sent complete (its last job attempt included) before the scan: a late span is scanned too.
+    for trace_id, complete in traces.items():
+        stack.traces.wait_for_trace(trace_id, until=complete, timeout=60)
     # The private stack's trace store holds only this module's traffic: search all of it.
     spans = all_exported_spans(stack, since=datetime.now(UTC) - timedelta(hours=1))
     assert len(spans) > 50

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 
 import requests
 
-from tests.integration.conftest import RunningStack
+from tests.integration.stack import RunningStack
+from tests.waiting import eventually
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0"
 TIMEOUT_S = 30.0
@@ -24,11 +24,7 @@ def make_traffic(stack: RunningStack, count: int = 3) -> set[str]:
     trace_ids = set()
     job_ids = []
     for _ in range(count):
-        response = stack.http.post(
-            f"{stack.gateway}/api/users",
-            json={"name": "Grace Hopper", "email": f"ex-{uuid.uuid4().hex[:8]}@example.org"},
-            timeout=10,
-        )
+        response = stack.post_user(name="Grace Hopper")
         assert response.status_code == 201, response.text
         trace_ids.add(response.json()["trace_id"])
         job_ids.append(response.json()["job_id"])
@@ -47,13 +43,14 @@ def exemplar_trace_ids(page: str, series_prefix: str) -> set[str]:
     }
 
 
-def poll(fetch, until, timeout: float = TIMEOUT_S):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
+def poll(fetch, until, what: str):
+    """What `fetch()` answers once `until` holds of it (exemplars are written about once a second)."""
+
+    def fetched_and_found():
         value = fetch()
-        if until(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.25)
+        return value if until(value) else None
+
+    return eventually(fetched_and_found, TIMEOUT_S, what, interval=0.25)
 
 
 def test_metrics_pages_carry_exemplars_of_recent_requests(running_stack: RunningStack):
@@ -64,22 +61,17 @@ def test_metrics_pages_carry_exemplars_of_recent_requests(running_stack: Running
         return requests.get(url, headers={"Accept": OPENMETRICS}, timeout=5).text
 
     # Each process writes its exemplars about once a second: poll.
-    gateway = poll(
-        lambda: page(f"{urls['gateway']}/metrics"),
-        lambda text: exemplar_trace_ids(text, "http_request_duration_seconds_bucket") & ours,
-    )
-    assert exemplar_trace_ids(gateway, "http_request_duration_seconds_bucket") & ours, gateway
     # users served a request of the same traces; the worker ran their jobs.
-    users = poll(
-        lambda: page(f"{urls['users']}/metrics"),
-        lambda text: exemplar_trace_ids(text, "http_request_duration_seconds_bucket") & ours,
-    )
-    assert exemplar_trace_ids(users, "http_request_duration_seconds_bucket") & ours, users
-    worker = poll(
-        lambda: page(urls["worker_metrics"]),
-        lambda text: exemplar_trace_ids(text, "tracehop_job_duration_seconds_bucket") & ours,
-    )
-    assert exemplar_trace_ids(worker, "tracehop_job_duration_seconds_bucket") & ours, worker
+    for url, histogram in [
+        (f"{urls['gateway']}/metrics", "http_request_duration_seconds_bucket"),
+        (f"{urls['users']}/metrics", "http_request_duration_seconds_bucket"),
+        (urls["worker_metrics"], "tracehop_job_duration_seconds_bucket"),
+    ]:
+        poll(
+            lambda url=url: page(url),
+            lambda text, histogram=histogram: exemplar_trace_ids(text, histogram) & ours,
+            f"an exemplar of one of our traces on {histogram} at {url}",
+        )
 
     # Scrapers that do not ask for OpenMetrics get the plain format, without exemplars.
     plain = requests.get(f"{urls['gateway']}/metrics", timeout=5)
@@ -113,9 +105,8 @@ def test_prometheus_exemplars_lead_to_traces_in_the_trace_store(
     http = poll(
         lambda: exemplars("http_request_duration_seconds_bucket"),
         lambda found: trace_ids(found, "gateway") & ours and trace_ids(found, "users") & ours,
+        "exemplars of our requests' traces from the gateway and users, in Prometheus",
     )
-    assert trace_ids(http, "gateway") & ours, f"none of our requests' traces among the exemplars: {http}"
-    assert trace_ids(http, "users") & ours, f"none of our requests' traces among the exemplars: {http}"
     ours_in_gateway = [e for e in http if e["labels"]["trace_id"] in ours and e["series"]["job"] == "gateway"]
     assert {e["series"]["url_rule"] for e in ours_in_gateway} == {"/api/users"}
     assert {(e["series"]["method"], e["series"]["status"]) for e in ours_in_gateway} == {("POST", "201")}
@@ -124,9 +115,10 @@ def test_prometheus_exemplars_lead_to_traces_in_the_trace_store(
         assert float(exemplar["value"]) <= float(exemplar["series"]["le"])
 
     jobs = poll(
-        lambda: exemplars("tracehop_job_duration_seconds_bucket"), lambda found: trace_ids(found) & ours
+        lambda: exemplars("tracehop_job_duration_seconds_bucket"),
+        lambda found: trace_ids(found) & ours,
+        "exemplars of our jobs' traces in Prometheus",
     )
-    assert trace_ids(jobs) & ours, f"none of our jobs' traces among the exemplars: {jobs}"
 
     # Every exemplar is a link that works: its trace is in the trace store (the store may still be
     # receiving the last spans, hence the wait).

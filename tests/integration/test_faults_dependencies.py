@@ -16,8 +16,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.integration.conftest import RunningStack, private_stack
+from services.web.settings import SERVICES
 from tests.integration.fault_tools import BlackHole, metric_value, publish_job, timed
+from tests.integration.stack import WHOLE_TRACE, RunningStack, has_spans, private_stack
+from tests.waiting import eventually
 from tracehop.traces.query import Span
 from tracehop.traces.tree import build_tree
 
@@ -39,7 +41,6 @@ ENV = {
     # fail and be counted while the backend is away; riding out an outage is `make chaos`'s to measure.
     "TRACEHOP_EXPORT_RETRY_S": "0",
 }
-SERVICES = ("gateway", "users", "worker")
 # "Within a couple of seconds": a refused connection plus the short publish and result-backend retry policies.
 FAIL_FAST_S = 2.5
 
@@ -48,19 +49,6 @@ FAIL_FAST_S = 2.5
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     with private_stack(tmp_path_factory.mktemp("faults-dependencies"), ENV) as running:
         yield running
-
-
-WHOLE_TRACE = (("gateway", "SERVER"), ("users", "SERVER"), ("worker", "CONSUMER"))
-
-
-def has_spans(*wanted: tuple[str, str]):  # noqa: ANN201
-    """A wait condition: the trace holds a span of each (service, kind); they arrive in separate batches."""
-    return lambda spans: set(wanted) <= {(s.service, s.kind) for s in spans}
-
-
-def post_user(stack: RunningStack, domain: str = "example.org") -> requests.Response:
-    email = f"fault-{uuid.uuid4().hex[:8]}@{domain}"
-    return stack.http.post(f"{stack.gateway}/api/users", json={"name": "F", "email": email}, timeout=15)
 
 
 def metrics_urls(stack: RunningStack) -> dict[str, str]:
@@ -72,14 +60,6 @@ def metrics_urls(stack: RunningStack) -> dict[str, str]:
     }
 
 
-def wait_until(condition, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.2)
-
-
 def exporter_log_lines(stack: RunningStack, service: str, after: int) -> list[dict]:
     return [
         line
@@ -89,7 +69,7 @@ def exporter_log_lines(stack: RunningStack, service: str, after: int) -> list[di
 
 
 def test_trace_backend_down_or_hung_costs_requests_nothing_and_export_resumes(stack, programs):
-    baseline = [timed(lambda: post_user(stack))[1] for _ in range(8)]
+    baseline = [timed(lambda: stack.post_user())[1] for _ in range(8)]
     dropped_before = {
         name: metric_value(url, "tracehop_spans_dropped_total") for name, url in metrics_urls(stack).items()
     }
@@ -99,7 +79,7 @@ def test_trace_backend_down_or_hung_costs_requests_nothing_and_export_resumes(st
     def traffic(seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            response, took = timed(lambda: post_user(stack))
+            response, took = timed(lambda: stack.post_user())
             statuses.append(response.status_code)
             latencies.append(took)
             time.sleep(0.05)
@@ -116,7 +96,7 @@ def test_trace_backend_down_or_hung_costs_requests_nothing_and_export_resumes(st
     assert max(latencies) < max(baseline) + EXPORT_TIMEOUT_S, (max(latencies), max(baseline))
     assert statistics.median(latencies) < statistics.median(baseline) + 0.25
     for name, url in metrics_urls(stack).items():
-        wait_until(
+        eventually(
             lambda url=url, name=name: (
                 metric_value(url, "tracehop_spans_dropped_total") > dropped_before[name]
             ),
@@ -132,14 +112,14 @@ def test_trace_backend_down_or_hung_costs_requests_nothing_and_export_resumes(st
     # RUNNING: a loaded machine can take seconds more to open the database (a flake when the wait below
     # started at RUNNING).
     (probe,) = [p for p in stack.stack.probes() if p.component == "trace-store"]
-    wait_until(lambda: probe.check() is None, 60, "the trace store answers again")
-    trace_id = post_user(stack).json()["trace_id"]
+    eventually(lambda: probe.check() is None, 60, "the trace store answers again")
+    trace_id = stack.post_user().json()["trace_id"]
     stack.traces.wait_for_trace(trace_id, until=has_spans(*WHOLE_TRACE), timeout=60)
 
 
 def test_users_down_is_a_503_with_its_trace_and_readyz_names_it(stack, programs):
     with programs.stopped("users"):
-        response, took = timed(lambda: post_user(stack))
+        response, took = timed(lambda: stack.post_user())
         assert response.status_code == 503 and took < FAIL_FAST_S
         body = response.json()
         assert body["error"] == "users_unavailable" and len(body["trace_id"]) == 32
@@ -157,10 +137,10 @@ def test_users_down_is_a_503_with_its_trace_and_readyz_names_it(stack, programs)
     (server,) = [s for s in spans if s.kind == "SERVER"]
     assert server.is_error  # a 5xx answer marks the SERVER span as an error
     assert not any(s.kind == "PRODUCER" for s in spans)  # nothing was queued for a user never created
-    wait_until(lambda: post_user(stack).status_code == 201, 30, "users answers again")
+    eventually(lambda: stack.post_user().status_code == 201, 30, "users answers again")
 
 
-def answered_within(call, seconds: float, what: str) -> tuple[requests.Response, float]:  # noqa: ANN001
+def answered_within(call, seconds: float, what: str) -> tuple[requests.Response, float]:
     """`call` (given the deadline as its timeout) and how long it took; a clear failure past the
     deadline instead of a hang, should the users call have lost its own timeout."""
     started = time.perf_counter()
@@ -198,7 +178,7 @@ def hung_report_attempts(spans: list[Span]) -> list[tuple[Span, Span]]:
 
 def test_users_hung_is_a_503_within_its_timeout_and_the_report_job_retries(stack, programs):
     """A users service that accepts connections and never answers: the case the users timeout is for."""
-    user_id = post_user(stack).json()["user"]["id"]
+    user_id = stack.post_user().json()["user"]["id"]
     deadline = USERS_TIMEOUT_S + USERS_TIMEOUT_MARGIN_S
     gateway = stack.gateway
     with programs.stopped("users"), BlackHole(stack.stack.ports.users) as hole:
@@ -245,14 +225,14 @@ def test_users_hung_is_a_503_within_its_timeout_and_the_report_job_retries(stack
 
 
 def test_redis_down_answers_503_fast_and_no_accepted_job_is_lost(stack, programs):
-    user_id = post_user(stack).json()["user"]["id"]
+    user_id = stack.post_user().json()["user"]["id"]
     worker_pid = programs.pid("worker")
     # The only worker process is busy with a long job; the report job queued next waits in Redis.
     trace_id = uuid.uuid4().hex
     busy = publish_job(
         stack.stack.redis_url, "long_job", [4, 500], f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
     )
-    wait_until(
+    eventually(
         lambda: stack.http.get(f"{stack.gateway}/api/jobs/{busy}", timeout=5).json()["state"] == "STARTED",
         15,
         "the long job started",
@@ -264,7 +244,7 @@ def test_redis_down_answers_503_fast_and_no_accepted_job_is_lost(stack, programs
     with programs.stopped("redis"):
         calls = {
             "queue a job": lambda: stack.http.post(f"{stack.gateway}/api/users/{user_id}/report", timeout=10),
-            "create a user": lambda: post_user(stack),
+            "create a user": lambda: stack.post_user(),
             "read a job": lambda: stack.http.get(f"{stack.gateway}/api/jobs/{waiting}", timeout=10),
         }
         for what, call in calls.items():
@@ -276,7 +256,7 @@ def test_redis_down_answers_503_fast_and_no_accepted_job_is_lost(stack, programs
         assert ready.status_code == 503 and ready.json()["checks"]["redis"] is False
 
     # Recovered without restarting the gateway: the next job is accepted again.
-    wait_until(
+    eventually(
         lambda: stack.http.post(f"{stack.gateway}/api/users/{user_id}/report", timeout=10).status_code == 202,
         20,
         "the gateway queues jobs again",
@@ -285,6 +265,6 @@ def test_redis_down_answers_503_fast_and_no_accepted_job_is_lost(stack, programs
     # long job that was running when Redis went away (its unacknowledged message came back).
     assert stack.wait_for_job(waiting, timeout=60)["state"] == "SUCCESS"
     assert stack.wait_for_job(busy, timeout=60)["state"] == "SUCCESS"
-    after = post_user(stack).json()["job_id"]
+    after = stack.post_user().json()["job_id"]
     assert stack.wait_for_job(after, timeout=30)["state"] == "SUCCESS"
     assert programs.pid("worker") == worker_pid  # the worker reconnected; nobody restarted it

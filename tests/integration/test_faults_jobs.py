@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import RunningStack, private_stack
 from tests.integration.fault_tools import metric_value, publish_job
+from tests.integration.stack import RunningStack, private_stack
 from tracehop.traces.query import Span
 from tracehop.traces.tree import assert_trace_tree
 
@@ -106,17 +106,10 @@ def test_poison_job_is_retried_then_failed_and_holds_up_nothing(stack, programs)
     failed_before = metric_value(
         worker_metrics, "tracehop_jobs_total", {"task": "send_welcome_email", "state": "failed"}
     )
-    poison = stack.http.post(
-        f"{stack.gateway}/api/users", json={"name": "P", "email": "p@maildown.example"}, timeout=10
-    ).json()
+    poison = stack.post_user(name="P", domain="maildown.example").json()
     # While the poison job waits for its retries, the single worker process keeps serving other jobs.
     started = time.monotonic()
-    others = [
-        stack.http.post(
-            f"{stack.gateway}/api/users", json={"name": "O", "email": f"o{i}@example.org"}, timeout=10
-        ).json()["job_id"]
-        for i in range(3)
-    ]
+    others = [stack.post_user(name="O").json()["job_id"] for _ in range(3)]
     for job_id in others:
         assert stack.wait_for_job(job_id, timeout=15)["state"] == "SUCCESS"
     assert time.monotonic() - started < 5

@@ -17,7 +17,7 @@ import redis
 import requests
 from celery import Celery
 
-from tests.integration.conftest import RunningStack, private_stack
+from tests.integration.stack import RunningStack, private_stack
 from tracehop.traffic import fault_baggage
 
 ENV = {

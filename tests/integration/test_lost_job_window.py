@@ -27,8 +27,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.integration.conftest import AmqpBroker, RunningStack, start_private_stack, stop_in_background
+from tests.integration.amqp_fixtures import AmqpBroker
 from tests.integration.fault_tools import Programs, metric_value
+from tests.integration.stack import RunningStack, start_private_stack, stop_in_background
 from tracehop.traffic import fault_baggage
 
 ENV = {
@@ -152,7 +153,7 @@ def test_a_worker_killed_right_after_claiming_the_job_loses_no_job(stack: Runnin
     job = stack.wait_for_job(job_id, timeout=60)
     assert job["state"] == "SUCCESS", job
 
-    def ran(span) -> bool:  # noqa: ANN001 - the killed run's span died with its process: this is the copy
+    def ran(span) -> bool:
         return span.name == "run/send_welcome_email" and not span.attributes.get("job.duplicate_skipped")
 
     spans = stack.traces.wait_for_trace(trace_id, until=lambda spans: any(map(ran, spans)), timeout=30)

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.integration.conftest import RunningStack, private_stack
 from tests.integration.fault_tools import Programs
+from tests.integration.stack import RunningStack, private_stack
 from tracehop.stack.runner import NOT_SERVING
 
 ENV = {"GUNICORN_WORKERS": "1", "OTEL_BSP_SCHEDULE_DELAY": "200", "TRACEHOP_MAIL_LATENCY_MS": "1"}

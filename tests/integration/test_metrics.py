@@ -8,16 +8,14 @@ import time
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import RunningStack
+from tests.integration.stack import RunningStack
 
 RESOURCE_METRICS = ("process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds")
 
 
 def test_every_service_serves_metrics(running_stack: RunningStack):
     # One request and its job first, so the test holds whichever test of the session runs before it.
-    created = running_stack.http.post(
-        f"{running_stack.gateway}/api/users", json={"name": "M", "email": "metrics@example.org"}, timeout=10
-    )
+    created = running_stack.post_user(name="M")
     assert running_stack.wait_for_job(created.json()["job_id"])["state"] == "SUCCESS"
     urls = running_stack.stack.urls
     gateway = requests.get(f"{urls['gateway']}/metrics", timeout=5).text
@@ -39,11 +37,7 @@ def test_worker_job_metrics_count_across_prefork_children(running_stack: Running
     before = succeeded()
     job_ids = []
     for index in range(4):
-        response = running_stack.http.post(
-            f"{running_stack.gateway}/api/users",
-            json={"name": "M", "email": f"m{index}@example.org"},
-            timeout=10,
-        )
+        response = running_stack.post_user(f"m{index}@example.org", name="M")
         job_ids.append(response.json()["job_id"])
     for job_id in job_ids:
         assert running_stack.wait_for_job(job_id)["state"] == "SUCCESS"

@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.integration.conftest import RunningStack, private_stack
 from tests.integration.expected_trees import CREATE_USER_TREE
 from tests.integration.fault_tools import metric_value
+from tests.integration.stack import RunningStack, private_stack
 from tracehop.slow_clients import slow_client_phase
 from tracehop.traffic import TrafficRun
 

@@ -20,8 +20,8 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import REPO_ROOT
 from tests.integration.browser import Viewer, browser, open_viewer  # noqa: F401 - `browser` is a fixture
-from tests.integration.conftest import RunningStack
 from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE, REPORT_TREE
+from tests.integration.stack import RunningStack
 from tracehop.traces.tree import BRANCH, LAST_BRANCH
 
 pytestmark = pytest.mark.integration
@@ -44,13 +44,7 @@ def viewer(browser: Browser, running_stack: RunningStack) -> Iterator[Viewer]:  
 
 
 def create_user(stack: RunningStack, name: str = "Ada Lovelace", baggage: str | None = None) -> dict:
-    headers = {"baggage": baggage} if baggage else {}
-    response = stack.http.post(
-        f"{stack.gateway}/api/users",
-        json={"name": name, "email": f"user-{uuid.uuid4().hex[:8]}@example.org"},
-        headers=headers,
-        timeout=10,
-    )
+    response = stack.post_user(name=name, headers={"baggage": baggage} if baggage else {})
     assert response.status_code == 201, response.text
     return response.json()
 

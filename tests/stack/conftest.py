@@ -20,7 +20,10 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
+from tests.waiting import eventually
+
 T = TypeVar("T")
+NOT_YET = (requests.RequestException, AssertionError, KeyError, ValueError)
 
 # How long to wait for the stack to answer at all, and for data to show up in each backend.
 REACHABLE_TIMEOUT_S = float(os.environ.get("TRACEHOP_STACK_REACHABLE_TIMEOUT_S", "10"))
@@ -97,19 +100,7 @@ def compose_stack() -> Iterator[ComposeStack]:
     http.close()
 
 
-def poll(
-    what: str, attempt: Callable[[], T | None], timeout: float = DATA_TIMEOUT_S, interval: float = 1.0
-) -> T:
-    """Call `attempt` until it returns something other than None; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            result = attempt()
-            if result is not None:
-                return result
-        except (requests.RequestException, AssertionError, KeyError, ValueError) as error:
-            last = error
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not after {timeout:g} s" + (f" (last error: {last})" if last else ""))
-        time.sleep(interval)
+def poll(what: str, attempt: Callable[[], T | None]) -> T:
+    """`eventually`, with this layer's deadline for data to reach a backend, and the errors a backend
+    that is still receiving answers with (no data yet, a half-filled answer) counted as "not yet"."""
+    return eventually(attempt, DATA_TIMEOUT_S, what, interval=1.0, ignoring=NOT_YET)

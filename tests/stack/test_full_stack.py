@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from services.web.settings import SERVICES
 from tests.integration.expected_trees import CREATE_USER_SPANS, CREATE_USER_TREE
 from tests.stack.conftest import ComposeStack, poll
 from tests.static import stack_files
@@ -22,7 +23,6 @@ from tracehop.slow_clients import slow_client_phase
 from tracehop.traces.query import TraceQuery
 from tracehop.traces.tree import assert_trace_tree
 
-SERVICES = ("gateway", "users", "worker")
 # One span per line of the expected tree: wait for all of them before comparing.
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from services.web.settings import SERVICES
 from tests.static import alloy_syntax
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ PLACEHOLDER_PASSWORD = "static-check-placeholder"
 
 # ---------------------------------------------------------------------------------------- the contract
 
-PYTHON_SERVICES = ("gateway", "users", "worker")
+PYTHON_SERVICES = SERVICES  # the Python services: the same image, the same log and metrics contract
 
 # Fields every log line carries (contract, "Log lines"); access-log lines (message "request") add these.
 CONTRACT_LOG_FIELDS = ("ts", "level", "service", "message", "logger", "trace_id", "span_id")

@@ -60,7 +60,7 @@ def test_single_instance_without_tenants(loki: dict[str, Any]):
 
 def test_retention_matches_prometheus(loki: dict[str, Any], compose_services: dict[str, Any]):
     assert loki["limits_config"]["retention_period"] == "360h", "15 days, like Prometheus"
-    assert "--storage.tsdb.retention.time=15d" in compose_services["prometheus"]["command"]
+    assert stack_files.prometheus_config()["storage"]["tsdb"]["retention"]["time"] == "15d"
     compactor = loki["compactor"]
     assert compactor["retention_enabled"] is True and compactor["delete_request_store"] == "filesystem"
 
@@ -83,5 +83,5 @@ def test_compose_runs_this_file_and_publishes_its_port(
     assert Path(mount["source"]) == stack_files.LOKI_CONFIG and mount.get("read_only")
     port = loki["server"]["http_listen_port"]
     assert port in {p["target"] for p in service["ports"]}
-    # The image is distroless: only Loki's own -health flag can check it (from 3.7 on).
+    # The image is distroless (since 3.6.0): only Loki's own -health flag (since 3.6.5) can check it.
     assert service["healthcheck"]["test"] == ["CMD", "/usr/bin/loki", "-health"]

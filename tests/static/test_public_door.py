@@ -89,7 +89,7 @@ def test_the_compose_gateway_health_check_is_bounded(compose_services: dict[str,
     assert "/healthz" in check and "timeout=" in check
 
 
-def test_the_local_stack_gateway_runs_the_public_door(tmp_path) -> None:  # noqa: ANN001
+def test_the_local_stack_gateway_runs_the_public_door(tmp_path) -> None:
     from tracehop.stack.config import StackLayout, StackPorts
 
     layout = StackLayout(tmp_path / "var", tmp_path / "logs")

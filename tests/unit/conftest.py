@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
+from flask import Flask
+from flask.testing import FlaskClient
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -15,7 +20,7 @@ from werkzeug.serving import make_server
 
 from services.telemetry.logs import install_record_patcher
 from services.telemetry.setup import build_resource
-from tests.conftest import free_port
+from tracehop.stack.config import free_port
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -40,12 +45,62 @@ def spans() -> Iterator[InMemorySpanExporter]:
     _EXPORTER.clear()
 
 
-@pytest.fixture
-def broker(valkey_url: str) -> redis.Redis:
-    """The gateway's jobs go to the test's real Redis-protocol server, into an empty queue."""
-    from tests.unit.gateway_app import point_celery_at
+@pytest.fixture(scope="session")
+def gateway_config(users_server: str, valkey_url: str) -> dict[str, Any]:
+    """The gateway's configuration in unit tests: users served over HTTP in a thread, the test's Redis."""
+    return {
+        "TESTING": True,
+        "USERS_URL": users_server,
+        "SERVICE_TOKEN": "test-token",
+        "REDIS_URL": valkey_url,
+    }
 
-    return point_celery_at(valkey_url)
+
+@pytest.fixture(scope="session")
+def make_gateway(gateway_config: dict[str, Any]) -> Callable[..., Flask]:
+    """`make_gateway(KEY=value, ...)`: a gateway app with these config keys on top of `gateway_config`.
+
+    The gateway's jobs go to the test's Redis too (Celery's app is one per process, like in the service).
+    """
+    from services.gateway import create_app
+    from services.worker.celery_app import app as celery_app
+
+    celery_app.conf.broker_url = gateway_config["REDIS_URL"]
+    celery_app.conf.result_backend = gateway_config["REDIS_URL"]
+
+    def make(**config: Any) -> Flask:
+        return create_app({**gateway_config, **config})
+
+    return make
+
+
+@pytest.fixture
+def broker(make_gateway: Callable[..., Flask], valkey_url: str) -> redis.Redis:
+    """The Redis the gateway queues its jobs in, with an empty queue."""
+    client = redis.Redis.from_url(valkey_url)
+    client.delete("celery")
+    return client
+
+
+@pytest.fixture
+def app(make_gateway: Callable[..., Flask], broker: redis.Redis) -> Flask:
+    return make_gateway()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def queued_messages(broker: redis.Redis) -> list[dict[str, Any]]:
+    """Every message waiting in Celery's default queue, oldest first, its body decoded:
+    {"headers": {...}, "args": [...], "kwargs": {...}, "embed": {...}}."""
+    messages = [json.loads(raw) for raw in reversed(broker.lrange("celery", 0, -1))]
+    decoded = []
+    for message in messages:
+        args, kwargs, embed = json.loads(base64.b64decode(message["body"]))
+        decoded.append({"headers": message["headers"], "args": args, "kwargs": kwargs, "embed": embed})
+    return decoded
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +125,28 @@ def users_server(users_app) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.shutdown()
     thread.join(timeout=5)
+
+
+@pytest.fixture
+def worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the worker sets up in each process, for jobs run eagerly here: job metrics, then the Celery
+    and requests instrumentation (CONSUMER spans, CLIENT spans of calls to users). No mail latency."""
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    from services.telemetry.setup import instrument
+    from services.worker import job_metrics
+
+    monkeypatch.setenv("TRACEHOP_MAIL_LATENCY_MS", "0")
+    job_metrics.connect_signals()
+    instrument([CeleryInstrumentor(), RequestsInstrumentor()])
+
+
+def jobs_total(task: str, state: str) -> float:
+    """tracehop_jobs_total{task, state} as counted in this process."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("tracehop_jobs_total", {"task": task, "state": state}) or 0.0
 
 
 def as_query_spans(finished, service: str):

@@ -6,17 +6,8 @@ import os
 
 import pytest
 
-from tracehop.bench.procs import (
-    CLOCK_TICKS,
-    PAGE_BYTES,
-    ProcessSample,
-    parse_proc_stat,
-    parse_pss_mb,
-    parse_stat,
-    read_process,
-    snapshot,
-    usage_between,
-)
+from services.metrics.proc_stat import CLOCK_TICKS, PAGE_BYTES, parse_pss_bytes, parse_stat
+from tracehop.bench.procs import ProcessSample, parse_proc_stat, read_process, snapshot, usage_between
 
 
 def test_stat_line_with_spaces_and_parentheses_in_the_name():
@@ -24,15 +15,15 @@ def test_stat_line_with_spaces_and_parentheses_in_the_name():
     fields += [str(3 * CLOCK_TICKS), str(CLOCK_TICKS)]  # utime, stime
     fields += ["0"] * 8 + ["256"]  # ... up to rss (pages)
     text = "123 (gunicorn: worker (x)) " + " ".join(fields)
-    pgid, cpu_s, rss_mb = parse_stat(text)
-    assert pgid == 4242
-    assert cpu_s == pytest.approx(4.0)
-    assert rss_mb == pytest.approx(256 * PAGE_BYTES / 1024 / 1024)
+    stat = parse_stat(123, text)
+    assert (stat.state, stat.ppid, stat.pgid) == ("S", 1, 4242)
+    assert stat.cpu_seconds == pytest.approx(4.0)
+    assert stat.resident_bytes == 256 * PAGE_BYTES
 
 
 def test_pss_from_smaps_rollup():
-    assert parse_pss_mb("Rss:  2048 kB\nPss:  1024 kB\nShared_Clean: 0 kB\n") == 1.0
-    assert parse_pss_mb("Rss: 1 kB\n") is None
+    assert parse_pss_bytes("Rss:  2048 kB\nPss:  1024 kB\nShared_Clean: 0 kB\n") == 1024 * 1024
+    assert parse_pss_bytes("Rss: 1 kB\n") is None
 
 
 def test_machine_busy_time_excludes_idle_iowait_and_steal():

@@ -55,6 +55,13 @@ def test_an_answered_request_without_any_stored_trace_lost_all_its_spans():
     assert account.expected == 18
 
 
+def test_with_a_ratio_sampler_unstored_traces_were_not_sampled_but_stored_ones_must_be_complete():
+    roots = [TraceRoot("a", GET, 6), TraceRoot("b", GET, 5)]
+    account = account_spans(roots, {GET: 10}, SHAPES, every_request_sampled=False)
+    assert account.missing_roots == 8  # reported, not counted as dropped
+    assert account.dropped == 1 and account.incomplete_traces == 1
+
+
 def test_requests_in_flight_when_the_load_stopped_are_not_counted_as_lost():
     # The generator stopped before reading the answer, but the gateway finished the request.
     account = account_spans([TraceRoot("a", GET, 6), TraceRoot("b", GET, 6)], {GET: 1}, SHAPES)

@@ -11,10 +11,10 @@ class FakeChaos:
     def __init__(self, requests: list[chaos.Request], states: dict[str, str], complete: set[str]) -> None:
         self.requests, self._states, self._complete = requests, states, complete
 
-    def wait_for_jobs(self, job_ids):  # noqa: ANN001, ANN201
+    def wait_for_jobs(self, job_ids):
         return {job_id: self._states.get(job_id, "PENDING") for job_id in job_ids}
 
-    def complete_traces(self, trace_ids):  # noqa: ANN001, ANN201
+    def complete_traces(self, trace_ids):
         return self._complete & set(trace_ids)
 
 

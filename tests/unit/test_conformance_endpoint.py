@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from services.gateway.conformance import MAX_CALLS, is_loopback_url
-from tests.unit.gateway_app import gateway_app
 
 CALLER = "00-12345678901234567890123456789012-1234567890123456-01"
 
@@ -24,7 +23,7 @@ class Harness:
         harness = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 harness.received.append((self.path, dict(self.headers), json.loads(self.rfile.read(length))))
                 self.send_response(302 if harness.redirect_to else 200)
@@ -51,13 +50,12 @@ def harness() -> Iterator[Harness]:
 
 
 @pytest.fixture
-def enabled(users_server):
-    return gateway_app(users_server, TRACECONTEXT_TEST=True).test_client()
+def enabled(make_gateway):
+    return make_gateway(TRACECONTEXT_TEST=True).test_client()
 
 
-def test_absent_unless_switched_on(users_server, monkeypatch):
-    monkeypatch.delenv("TRACEHOP_TRACECONTEXT_TEST", raising=False)
-    response = gateway_app(users_server).test_client().post("/test/tracecontext", json=[])
+def test_absent_unless_switched_on(client):
+    response = client.post("/test/tracecontext", json=[])
     assert response.status_code == 404 and response.get_json()["error"] == "not_found"
 
 
@@ -123,7 +121,7 @@ def test_malformed_instructions_are_400(enabled, body):
 
 
 def test_an_unreachable_url_is_reported_not_raised(enabled):
-    from tests.conftest import free_port
+    from tracehop.stack.config import free_port
 
     response = enabled.post("/test/tracecontext", json=[{"url": f"http://127.0.0.1:{free_port()}/"}])
     assert response.status_code == 200

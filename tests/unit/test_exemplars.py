@@ -35,7 +35,9 @@ from services.metrics.exemplars import (
     mark_process_dead,
     read_exemplars,
 )
-from tests.conftest import free_port
+from tests.required_tools import skip_or_fail
+from tests.waiting import eventually
+from tracehop.stack.config import free_port
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks processes")
 
@@ -59,15 +61,6 @@ def in_span(trace_id: int, sampled: bool = True) -> Iterator[None]:
         yield
 
 
-def wait_until(predicate, timeout: float = 5.0) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def observe_and_record(
     directory: str, recorder: ExemplarRecorder, observations: list[tuple[str, float, int]]
 ) -> None:
@@ -82,8 +75,11 @@ def observe_and_record(
             histogram.labels(task).observe(value)
             recorder.record(METRIC, {"task": task}, value, BUCKETS)
     # The flush thread, not this function, writes the file: wait for it as the process would live on.
-    written = wait_until(lambda: os.path.exists(exemplar_file(directory, os.getpid())))
-    os._exit(0 if written else 3)
+    try:
+        eventually(lambda: os.path.exists(exemplar_file(directory, os.getpid())), 5, "the exemplar file")
+    except AssertionError:
+        os._exit(3)
+    os._exit(0)
 
 
 def run_process(
@@ -171,7 +167,7 @@ def test_the_newest_exemplar_of_a_bucket_wins_across_processes(tmp_path):
 def test_a_forked_child_writes_its_own_file_not_its_parents(tmp_path, recorder):
     with in_span(TRACE_A):
         recorder.record(METRIC, {"task": "send"}, 0.03, BUCKETS)  # starts the parent's flush thread
-    assert wait_until(lambda: os.path.exists(exemplar_file(str(tmp_path), os.getpid())))
+    eventually(lambda: os.path.exists(exemplar_file(str(tmp_path), os.getpid())), 5, "the exemplar file")
 
     child = run_process(tmp_path, recorder, [("send", 0.2, TRACE_B)])
 
@@ -256,9 +252,9 @@ def test_the_services_remove_a_dead_process_file(tmp_path, monkeypatch, hook):
 
         gunicorn_conf.child_exit(None, type("Worker", (), {"pid": 4242}))
     else:
-        from services.worker import job_metrics
+        from services.metrics import multiprocess  # what the worker's child-shutdown hook calls
 
-        job_metrics.mark_process_dead(4242)
+        multiprocess.mark_process_dead(4242)
     assert not dead.exists()
 
 
@@ -309,9 +305,9 @@ def prometheus_binary() -> str:
         "/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None
     )
     if binary is None:
-        if os.environ.get("TRACEHOP_REQUIRE_PROMETHEUS") == "1":
-            pytest.fail("TRACEHOP_REQUIRE_PROMETHEUS=1 but there is no `prometheus` binary")
-        pytest.skip("no `prometheus` binary (apt-get install --no-install-recommends prometheus)")
+        skip_or_fail(
+            "prometheus", "no `prometheus` binary (apt-get install --no-install-recommends prometheus)"
+        )
     return binary
 
 
@@ -321,7 +317,7 @@ def serve_metrics(collector: ExemplarCollector) -> Iterator[tuple[int, list[str]
     accepted: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             accepted.append(self.headers.get("Accept", ""))
             encode, content_type = choose_encoder(self.headers.get("Accept", ""))
             body = encode(collector)
@@ -389,7 +385,10 @@ def test_prometheus_stores_the_exemplars(tmp_path, tmp_path_factory, recorder):
                         found[series["seriesLabels"]["le"]] = exemplar["labels"]["trace_id"]
                 return len(found) == 2
 
-            ok = wait_until(stored, timeout=15)
+            try:
+                ok = eventually(stored, 15, "the exemplars stored by Prometheus")
+            except AssertionError:
+                ok = False
         finally:
             prometheus.terminate()
             _, errors = prometheus.communicate(timeout=10)

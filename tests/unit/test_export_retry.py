@@ -28,7 +28,7 @@ class Backend(SpanExporter):
         self.attempts = 0
         self.accepted: list[str] = []
 
-    def export(self, spans):  # noqa: ANN001, ANN201
+    def export(self, spans):
         self.attempts += 1
         if self.gate is not None:
             self.gate.wait(10)

@@ -177,7 +177,7 @@ def test_a_failed_job_reads_back_from_the_result_backend_unchanged(flag, broker,
     finally:
         context.detach(token)
 
-    job = JobQueue().job_status(job_id)
+    job = JobQueue(service_app.conf.result_backend).job_status(job_id)
     assert job["state"] == "FAILURE"
     assert job["result"] == {
         "error": "InjectedFault",

@@ -8,21 +8,13 @@ job would receive from the queued Celery message.
 from __future__ import annotations
 
 import pytest
-import redis
 
-from services.gateway.baggage_policy import BaggagePolicy
-from services.gateway.trust_boundary import TrustSettings
-from tests.unit.gateway_app import gateway_app, point_celery_at, queued_headers
+from tests.unit.conftest import queued_messages
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
 CALLER = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
 NEW_USER = {"name": "Ada", "email": "ada@example.org"}
-
-
-@pytest.fixture
-def broker(valkey_url: str) -> redis.Redis:
-    return point_celery_at(valkey_url)
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +23,19 @@ def _record_trace_headers(monkeypatch):
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "baggage,tracestate")
 
 
-def edge(users_server: str, trust: bool = True, allowlist: str = "tracehop.*", max_bytes: int = 1024):
-    settings = TrustSettings(trust, BaggagePolicy.from_setting(allowlist, max_bytes))
-    return gateway_app(users_server, TRUST_BOUNDARY=settings).test_client()
+@pytest.fixture
+def edge(make_gateway, broker):
+    """`edge(trust=..., allowlist=..., max_bytes=...)`: a gateway client with these trust settings."""
+
+    def make(trust: bool = True, allowlist: str = "tracehop.*", max_bytes: int = 1024):
+        config = {
+            "TRUST_INCOMING_TRACE": trust,
+            "BAGGAGE_ALLOWLIST": allowlist,
+            "BAGGAGE_MAX_BYTES": max_bytes,
+        }
+        return make_gateway(**config).test_client()
+
+    return make
 
 
 def server_span(spans, route: str):
@@ -41,8 +43,8 @@ def server_span(spans, route: str):
     return span
 
 
-def test_trusted_caller_continues_its_trace_and_tracestate_members_survive(users_server, broker, spans):
-    response = edge(users_server).post(
+def test_trusted_caller_continues_its_trace_and_tracestate_members_survive(edge, broker, spans):
+    response = edge().post(
         "/api/users",
         json=NEW_USER,
         headers={"traceparent": CALLER, "tracestate": "a@b@c=1,foo=3,foo=4"},
@@ -53,12 +55,12 @@ def test_trusted_caller_continues_its_trace_and_tracestate_members_survive(users
     assert f"{root.parent.span_id:016x}" == CALLER_SPAN and not root.links
     # The library's parser would have dropped all of it (a duplicate and a new-grammar key).
     assert server_span(spans, "/users").attributes["http.request.header.tracestate"] == ("a@b@c=1,foo=3",)
-    (message,) = queued_headers(broker)
-    assert message["tracestate"] == "a@b@c=1,foo=3"
+    (message,) = queued_messages(broker)
+    assert message["headers"]["tracestate"] == "a@b@c=1,foo=3"
 
 
-def test_untrusted_caller_starts_a_new_trace_linked_to_its_own(users_server, broker, spans):
-    response = edge(users_server, trust=False).post(
+def test_untrusted_caller_starts_a_new_trace_linked_to_its_own(edge, broker, spans):
+    response = edge(trust=False).post(
         "/api/users", json=NEW_USER, headers={"traceparent": CALLER, "tracestate": "vendor=secret"}
     )
     assert response.status_code == 201
@@ -72,31 +74,29 @@ def test_untrusted_caller_starts_a_new_trace_linked_to_its_own(users_server, bro
     assert root.attributes["edge.trace_restarted"] is True
     # "Vendors SHOULD clean up tracestate collection on traceparent restart."
     assert "http.request.header.tracestate" not in server_span(spans, "/users").attributes
-    assert "tracestate" not in queued_headers(broker)[0]
+    assert "tracestate" not in queued_messages(broker)[0]["headers"]
 
 
-def test_untrusted_mode_without_a_caller_context_has_no_link(users_server, broker, spans):
-    assert edge(users_server, trust=False).post("/api/users", json=NEW_USER).status_code == 201
+def test_untrusted_mode_without_a_caller_context_has_no_link(edge, broker, spans):
+    assert edge(trust=False).post("/api/users", json=NEW_USER).status_code == 201
     root = server_span(spans, "/api/users")
     assert not root.links and "edge.trace_restarted" not in root.attributes
 
 
-def test_only_allowed_baggage_within_the_limit_travels_on(users_server, broker, spans):
+def test_only_allowed_baggage_within_the_limit_travels_on(edge, broker, spans):
     baggage = f"tracehop.tenant=acme,user.email=ada%40example.org,tracehop.big={'x' * 600},session=s3cr3t"
-    response = edge(users_server, max_bytes=256).post(
-        "/api/users", json=NEW_USER, headers={"baggage": baggage}
-    )
+    response = edge(max_bytes=256).post("/api/users", json=NEW_USER, headers={"baggage": baggage})
     assert response.status_code == 201
     assert server_span(spans, "/users").attributes["http.request.header.baggage"] == ("tracehop.tenant=acme",)
-    assert queued_headers(broker)[0]["baggage"] == "tracehop.tenant=acme"
+    assert queued_messages(broker)[0]["headers"]["baggage"] == "tracehop.tenant=acme"
     assert server_span(spans, "/api/users").attributes["edge.baggage_dropped"] == 3
 
 
-def test_baggage_that_is_all_disallowed_is_not_sent_at_all(users_server, broker, spans):
-    response = edge(users_server).post("/api/users", json=NEW_USER, headers={"baggage": "k=v,session=x"})
+def test_baggage_that_is_all_disallowed_is_not_sent_at_all(edge, broker, spans):
+    response = edge().post("/api/users", json=NEW_USER, headers={"baggage": "k=v,session=x"})
     assert response.status_code == 201
     assert "http.request.header.baggage" not in server_span(spans, "/users").attributes
-    assert "baggage" not in queued_headers(broker)[0]
+    assert "baggage" not in queued_messages(broker)[0]["headers"]
 
 
 VALID = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
@@ -124,8 +124,8 @@ HOSTILE_HEADERS = [
 
 @pytest.mark.parametrize(("headers", "continued"), HOSTILE_HEADERS)
 @pytest.mark.parametrize("trust", [True, False])
-def test_hostile_trace_headers_never_break_a_request(users_server, broker, spans, headers, continued, trust):
-    response = edge(users_server, trust=trust).post("/api/users", json=NEW_USER, headers=headers)
+def test_hostile_trace_headers_never_break_a_request(edge, broker, spans, headers, continued, trust):
+    response = edge(trust=trust).post("/api/users", json=NEW_USER, headers=headers)
     assert response.status_code == 201, response.get_data(as_text=True)
     trace_id = response.get_json()["trace_id"]
     assert len(trace_id) == 32 and trace_id != "0" * 32

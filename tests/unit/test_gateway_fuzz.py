@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 
 from services.gateway.openapi import DOCUMENT
-from tests.unit.gateway_app import gateway_app, point_celery_at
 
 # (method, path, whether it takes input that can be invalid: only then is there a negative mode)
 OPERATIONS = [
@@ -51,9 +50,8 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def gateway_schema(users_server: str, valkey_url: str):
-    point_celery_at(valkey_url)
-    return schemathesis.openapi.from_wsgi("/openapi.json", gateway_app(users_server))
+def gateway_schema(make_gateway):
+    return schemathesis.openapi.from_wsgi("/openapi.json", make_gateway())
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), RUNS)

@@ -6,37 +6,15 @@ server, so what these tests see is what a real request does — only the process
 
 from __future__ import annotations
 
-import json
-
 import pytest
-import redis
 
-from services.clients.users_client import UsersClient
-from services.gateway import create_app
-from services.gateway.job_queue import JobQueue
-from tests.conftest import free_port
-from tests.unit.conftest import as_query_spans
+from tests.unit.conftest import as_query_spans, queued_messages
+from tracehop.stack.config import free_port
 from tracehop.traces.tree import assert_trace_tree
 
 
-@pytest.fixture
-def gateway(users_server: str, broker: redis.Redis):
-    app = create_app(
-        {
-            "TESTING": True,
-            "USERS_CLIENT": UsersClient(users_server, token="test-token"),
-            "JOB_QUEUE": JobQueue(),
-        }
-    )
-    return app.test_client()
-
-
-def queued_messages(broker: redis.Redis) -> list[dict]:
-    return [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
-
-
-def test_create_user_answers_user_job_and_trace(gateway, broker):
-    response = gateway.post("/api/users", json={"name": "Ada", "email": "ada@example.org"})
+def test_create_user_answers_user_job_and_trace(client, broker):
+    response = client.post("/api/users", json={"name": "Ada", "email": "ada@example.org"})
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
     assert body["user"]["name"] == "Ada"
@@ -47,8 +25,8 @@ def test_create_user_answers_user_job_and_trace(gateway, broker):
     assert message["headers"]["id"] == body["job_id"]
 
 
-def test_create_user_span_tree_crosses_http(gateway, spans):
-    gateway.post("/api/users", json={"name": "Ada", "email": "ada@example.org"})
+def test_create_user_span_tree_crosses_http(client, spans):
+    client.post("/api/users", json={"name": "Ada", "email": "ada@example.org"})
     # One process here, so one service column; the integration tests assert the real services. The LPUSH
     # is the broker write, visible only because users' Redis instrumentation patches redis-py for the whole
     # process: the reason the real gateway and worker never instrument Redis (it would trace every poll).
@@ -71,8 +49,8 @@ def test_create_user_span_tree_crosses_http(gateway, spans):
     )
 
 
-def test_celery_message_carries_the_producer_span_context(gateway, broker, spans):
-    gateway.post(
+def test_celery_message_carries_the_producer_span_context(client, broker, spans):
+    client.post(
         "/api/users", json={"name": "Ada", "email": "ada@example.org"}, headers={"baggage": "tracehop.k=v1"}
     )
     (producer,) = [s for s in spans.get_finished_spans() if s.kind.name == "PRODUCER"]
@@ -83,22 +61,21 @@ def test_celery_message_carries_the_producer_span_context(gateway, broker, spans
     assert "tracehop.k=v1" in message["headers"]["baggage"]
 
 
-def test_incoming_traceparent_is_continued(gateway):
+def test_incoming_traceparent_is_continued(client):
     outside = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    response = gateway.get("/api/users/1", headers={"traceparent": outside})
+    response = client.get("/api/users/1", headers={"traceparent": outside})
     assert response.get_json()["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
 
 
-def test_missing_user_is_404_json(gateway):
-    response = gateway.get("/api/users/999999")
+def test_missing_user_is_404_json(client):
+    response = client.get("/api/users/999999")
     assert response.status_code == 404
     body = response.get_json()
     assert body["error"] == "user_not_found" and len(body["trace_id"]) == 32
 
 
-def test_users_down_is_503_and_client_span_records_the_error(broker, spans):
-    dead_users = UsersClient(f"http://127.0.0.1:{free_port()}", token="x")
-    client = create_app({"TESTING": True, "USERS_CLIENT": dead_users}).test_client()
+def test_users_down_is_503_and_client_span_records_the_error(make_gateway, broker, spans):
+    client = make_gateway(USERS_URL=f"http://127.0.0.1:{free_port()}").test_client()
     response = client.post("/api/users", json={"name": "Ada", "email": "ada@example.org"})
     assert response.status_code == 503
     assert response.get_json()["error"] == "users_unavailable"
@@ -154,8 +131,8 @@ def test_users_down_is_503_and_client_span_records_the_error(broker, spans):
         ("delete", "/api/users", {}, 405, "method_not_allowed"),
     ],
 )
-def test_bad_input_is_a_json_4xx_with_trace_id(gateway, method, path, kwargs, status, error):
-    response = getattr(gateway, method)(path, **kwargs)
+def test_bad_input_is_a_json_4xx_with_trace_id(client, method, path, kwargs, status, error):
+    response = getattr(client, method)(path, **kwargs)
     assert response.status_code == status
     body = response.get_json()
     assert set(body) == {"error", "message", "trace_id"}
@@ -165,14 +142,14 @@ def test_bad_input_is_a_json_4xx_with_trace_id(gateway, method, path, kwargs, st
     assert "Traceback" not in response.get_data(as_text=True)
 
 
-def test_report_is_queued_with_202(gateway, broker):
-    response = gateway.post("/api/users/1/report")
+def test_report_is_queued_with_202(client, broker):
+    response = client.post("/api/users/1/report")
     assert response.status_code == 202
     (message,) = queued_messages(broker)
     assert message["headers"]["task"] == "generate_report"
 
 
-def test_unknown_job_is_pending(gateway):
-    response = gateway.get("/api/jobs/7c9e6679-7425-40de-944b-e07fc1f90ae7")
+def test_unknown_job_is_pending(client):
+    response = client.get("/api/jobs/7c9e6679-7425-40de-944b-e07fc1f90ae7")
     assert response.status_code == 200
     assert response.get_json()["state"] == "PENDING"

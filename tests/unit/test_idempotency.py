@@ -15,14 +15,8 @@ import redis
 from services.clients.users_client import UsersClient
 from services.gateway.idempotency import IdempotencyStore, fingerprint
 from services.users.store import IDEMPOTENCY_PREFIX
-from tests.unit.gateway_app import gateway_app
 
 ADA = {"name": "Ada", "email": "ada@example.org"}
-
-
-@pytest.fixture
-def gateway(users_server: str, broker: redis.Redis):
-    return gateway_app(users_server).test_client()
 
 
 def queued(broker: redis.Redis) -> list[dict]:
@@ -33,11 +27,11 @@ def user_count(broker: redis.Redis) -> int:
     return int(broker.get("users:next_id") or 0)
 
 
-def test_a_retry_with_the_same_key_returns_the_same_user_and_job_and_queues_nothing_more(gateway, broker):
+def test_a_retry_with_the_same_key_returns_the_same_user_and_job_and_queues_nothing_more(client, broker):
     key = str(uuid.uuid4())
-    first = gateway.post("/api/users", json=ADA, headers={"Idempotency-Key": key})
+    first = client.post("/api/users", json=ADA, headers={"Idempotency-Key": key})
     users_before = user_count(broker)
-    second = gateway.post("/api/users", json=ADA, headers={"Idempotency-Key": key})
+    second = client.post("/api/users", json=ADA, headers={"Idempotency-Key": key})
     assert (first.status_code, second.status_code) == (201, 201)
     assert second.get_json()["user"] == first.get_json()["user"]
     assert second.get_json()["job_id"] == first.get_json()["job_id"]
@@ -48,23 +42,23 @@ def test_a_retry_with_the_same_key_returns_the_same_user_and_job_and_queues_noth
     assert second.get_json()["trace_id"] != first.get_json()["trace_id"]
 
 
-def test_different_keys_create_different_users(gateway, broker):
-    a = gateway.post("/api/users", json=ADA, headers={"Idempotency-Key": "k-" + uuid.uuid4().hex})
-    b = gateway.post("/api/users", json=ADA, headers={"Idempotency-Key": "k-" + uuid.uuid4().hex})
+def test_different_keys_create_different_users(client, broker):
+    a = client.post("/api/users", json=ADA, headers={"Idempotency-Key": "k-" + uuid.uuid4().hex})
+    b = client.post("/api/users", json=ADA, headers={"Idempotency-Key": "k-" + uuid.uuid4().hex})
     assert a.get_json()["user"]["id"] != b.get_json()["user"]["id"]
     assert a.get_json()["job_id"] != b.get_json()["job_id"]
 
 
-def test_without_a_key_every_post_creates(gateway, broker):
-    a, b = (gateway.post("/api/users", json=ADA) for _ in range(2))
+def test_without_a_key_every_post_creates(client, broker):
+    a, b = (client.post("/api/users", json=ADA) for _ in range(2))
     assert a.get_json()["user"]["id"] != b.get_json()["user"]["id"]
 
 
-def test_the_same_key_with_another_body_is_422(gateway, broker):
+def test_the_same_key_with_another_body_is_422(client, broker):
     key = str(uuid.uuid4())
-    gateway.post("/api/users", json=ADA, headers={"Idempotency-Key": key})
+    client.post("/api/users", json=ADA, headers={"Idempotency-Key": key})
     users_before, queued_before = user_count(broker), len(queued(broker))
-    other = gateway.post("/api/users", json={**ADA, "name": "Grace"}, headers={"Idempotency-Key": key})
+    other = client.post("/api/users", json={**ADA, "name": "Grace"}, headers={"Idempotency-Key": key})
     assert other.status_code == 422
     body = other.get_json()
     assert body["error"] == "idempotency_key_reused" and len(body["trace_id"]) == 32
@@ -72,15 +66,15 @@ def test_the_same_key_with_another_body_is_422(gateway, broker):
 
 
 @pytest.mark.parametrize("key", ["", " ", "has space", "x" * 256, "caf\u00e9", "tab\there"])
-def test_a_malformed_key_is_400(gateway, broker, key):
-    response = gateway.post("/api/users", json=ADA, headers={"Idempotency-Key": key})
+def test_a_malformed_key_is_400(client, broker, key):
+    response = client.post("/api/users", json=ADA, headers={"Idempotency-Key": key})
     assert response.status_code == 400
     assert response.get_json()["error"] == "invalid_idempotency_key"
     assert queued(broker) == []
 
 
 def test_a_retry_after_the_first_attempt_died_before_queueing_queues_the_job_once(
-    gateway, broker, users_server
+    client, broker, users_server
 ):
     # The state a gateway killed between the two steps leaves: its record (job id chosen, not queued)
     # and the user users created for the key — but no job message.
@@ -91,14 +85,14 @@ def test_a_retry_after_the_first_attempt_died_before_queueing_queues_the_job_onc
     assert queued(broker) == []
     users_before = user_count(broker)
 
-    retry = gateway.post("/api/users", json=ADA, headers={"Idempotency-Key": key})
+    retry = client.post("/api/users", json=ADA, headers={"Idempotency-Key": key})
     assert retry.status_code == 201
     assert retry.get_json()["user"] == created
     assert retry.get_json()["job_id"] == reservation.job_id
     assert [h["id"] for h in queued(broker)] == [reservation.job_id]
     assert user_count(broker) == users_before
     # Once queued, further retries queue nothing more.
-    gateway.post("/api/users", json=ADA, headers={"Idempotency-Key": key})
+    client.post("/api/users", json=ADA, headers={"Idempotency-Key": key})
     assert len(queued(broker)) == 1
 
 

@@ -26,7 +26,6 @@ from services.worker.job_claims import (
 )
 from services.worker.job_ledger import JobLedger, reconcile_once
 from services.worker.tasks import send_welcome_email
-from tests.unit.gateway_app import point_celery_at
 
 
 @pytest.fixture
@@ -98,8 +97,7 @@ def test_a_claimed_job_stays_on_the_ledger_until_it_finishes(store, monkeypatch)
     assert ledger.backoff_s(1) == 20 and ledger.backoff_s(30) == 3600
 
 
-def test_reconcile_publishes_the_same_job_again_in_its_own_trace(store, valkey_url, spans):
-    broker = point_celery_at(valkey_url)
+def test_reconcile_publishes_the_same_job_again_in_its_own_trace(store, broker, spans):
     telemetry.instrument(
         [CeleryInstrumentor()]
     )  # the PRODUCER span and its context in the message, as in the gateway
@@ -148,7 +146,7 @@ def test_a_run_stops_renewing_its_lease_when_its_body_ends_even_without_after_re
     seen_held: list[bool] = []
 
     @app.task(bind=True, name="lease_test.job")
-    def job(self):  # noqa: ANN001, ANN202
+    def job(self):
         seen_held.append(self.request.id in job_claims._held)
         raise RuntimeError("the job's own error")
 

@@ -15,7 +15,7 @@ class FakeExporter(SpanExporter):
         self.result = result
         self.shutdown_with: dict | None = None
 
-    def export(self, spans):  # noqa: ANN001, ANN201
+    def export(self, spans):
         if isinstance(self.result, Exception):
             raise self.result
         return self.result

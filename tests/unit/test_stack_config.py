@@ -12,6 +12,8 @@ import pytest
 import yaml
 from supervisor.options import ClientOptions, ServerOptions
 
+from services.web.settings import SERVICES
+from tests.required_tools import skip_or_fail
 from tracehop.stack.config import (
     StackConfigError,
     StackPorts,
@@ -23,6 +25,7 @@ from tracehop.stack.prometheus_config import (
     PrometheusConfigError,
     derive_prometheus_config,
     load_prometheus_config,
+    retention_time,
     scrape_ports,
     write_local_prometheus_config,
 )
@@ -38,7 +41,6 @@ PORTS = {
     "prometheus": 19090,
     "redis": 16379,
 }
-SERVICES = ("users", "worker", "gateway")
 
 
 # ---------------------------------------------------------------------------------------- ports, env
@@ -150,10 +152,20 @@ def test_the_repository_configuration_maps_onto_the_local_stack(tmp_path: Path) 
     )
 
 
+def test_retention_is_read_from_the_shared_configuration() -> None:
+    assert retention_time({"storage": {"tsdb": {"retention": {"time": "30d"}}}}) == "30d"
+    assert retention_time(load_prometheus_config(SOURCE_CONFIG)) == "15d"
+    with pytest.raises(PrometheusConfigError, match="no storage.tsdb.retention.time"):
+        retention_time(SHARED)
+
+
 def test_promtool_accepts_the_derived_configuration(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install --no-install-recommends prometheus)")
+        skip_or_fail(
+            "prometheus",
+            "promtool is not installed (Debian: apt-get install --no-install-recommends prometheus)",
+        )
     written = write_local_prometheus_config(tmp_path / "prometheus.yml", StackPorts())
 
     result = subprocess.run([promtool, "check", "config", str(written)], capture_output=True, text=True)
@@ -204,6 +216,8 @@ def test_every_program_is_configured(tmp_path: Path, prometheus_on_path: Path) -
     assert "-m celery -A services.worker.celery_app worker" in programs["worker"].command
     assert programs["prometheus"].command.startswith(str(prometheus_on_path))
     assert "--web.listen-address=127.0.0.1:19090" in programs["prometheus"].command
+    # The retention of the shared prometheus.yml, as the flag Debian's Prometheus 2.42 reads.
+    assert "--storage.tsdb.retention.time=15d" in programs["prometheus"].command
 
 
 def test_beat_keeps_its_schedule_under_var_and_traces_as_its_own_service(
@@ -316,6 +330,7 @@ def test_the_services_get_the_stack_wiring(tmp_path: Path, prometheus_on_path: P
         assert env["TRACEHOP_USERS_URL"] == "http://127.0.0.1:18081"
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:14318"
         assert env["OTEL_BSP_SCHEDULE_DELAY"] == "1000"
+        assert env["OTEL_SEMCONV_STABILITY_OPT_IN"] == "http,database"
         assert env["TRACEHOP_LOG_DIR"] == str(tmp_path / "logs")
         assert env["TRACEHOP_WORKER_METRICS_PORT"] == "19101"
         assert env["PYTHONUNBUFFERED"] == "1"
@@ -325,11 +340,14 @@ def test_the_services_get_the_stack_wiring(tmp_path: Path, prometheus_on_path: P
 
 def test_a_users_own_batch_delay_is_not_overridden(tmp_path: Path, prometheus_on_path: Path) -> None:
     # Not written into the configuration: the services inherit the user's value from supervisord.
-    stack = make_stack(tmp_path, inherited_env={"OTEL_BSP_SCHEDULE_DELAY": "5000"})
+    stack = make_stack(
+        tmp_path, inherited_env={"OTEL_BSP_SCHEDULE_DELAY": "5000", "OTEL_SEMCONV_STABILITY_OPT_IN": ""}
+    )
 
     programs = parse_with_supervisord(stack.write_config())
 
     assert "OTEL_BSP_SCHEDULE_DELAY" not in programs["gateway"].environment
+    assert "OTEL_SEMCONV_STABILITY_OPT_IN" not in programs["gateway"].environment
 
 
 def test_overrides_win_and_survive_supervisords_interpolation(

@@ -25,7 +25,7 @@ from tracehop.stack.view import components_table
 
 
 class ReadyzHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         status, body = (
             (200, {"status": "ok"}) if self.path == "/healthz" else (503, {"message": "unreachable: redis"})
         )

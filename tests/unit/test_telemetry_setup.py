@@ -1,4 +1,4 @@
-"""The shared tracer setup: resource attributes and the cached resource hash."""
+"""The shared tracer setup: resource attributes, the cached resource hash, the exporter choice."""
 
 from __future__ import annotations
 
@@ -45,3 +45,34 @@ def test_cached_hash_equals_the_sdk_hash_and_is_not_recomputed(monkeypatch):
         raise AssertionError(
             "the plain Resource should have recomputed its hash (test cannot tell otherwise)"
         )
+
+
+def _clear_protocol(monkeypatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
+
+
+def test_the_protocol_setting_chooses_the_exporter(monkeypatch):
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter
+    from services.telemetry.setup import otlp_span_exporter
+
+    _clear_protocol(monkeypatch)
+    assert type(otlp_span_exporter()) is OTLPJsonSpanExporter  # our default
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    assert type(otlp_span_exporter()) is OTLPSpanExporter
+    # The signal-specific variable wins over the general one, as in the SDK.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")
+    assert type(otlp_span_exporter()) is OTLPJsonSpanExporter
+
+
+def test_an_unsupported_protocol_is_a_clear_error(monkeypatch):
+    import pytest
+
+    from services.telemetry.setup import otlp_span_exporter
+
+    _clear_protocol(monkeypatch)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL='grpc' is not supported"):
+        otlp_span_exporter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,13 +18,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Tracer
 
-from tests.conftest import free_port
+from tracehop.stack.config import free_port
 from tracehop.traces.query import (
     QueryAPIError,
     Span,
     TraceQuery,
+    TraceSummary,
     format_rfc3339,
     group_by_trace,
+    search_params,
     spans_from_otlp_json,
 )
 from tracehop.traces.store.server import RunningTraceStore, serve_in_thread
@@ -248,6 +251,34 @@ def test_search_returns_traces_by_id_most_recent_first(store: RunningTraceStore,
     assert query.operations("gateway") == [("GET /api/users/<id>", "server"), ("POST /api/users", "server")]
 
 
+def test_search_by_attributes_any_service_and_summaries(store: RunningTraceStore, tracer: Tracer) -> None:
+    now = time.time_ns()
+    with tracer.start_as_current_span("GET /a", kind=SpanKind.SERVER, start_time=now) as first:
+        first.set_attribute("http.route", "/a")
+        with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT) as child:
+            child.set_status(trace.Status(trace.StatusCode.ERROR))
+    with tracer.start_as_current_span("GET /b", kind=SpanKind.SERVER, start_time=now + 1_000_000) as second:
+        second.set_attribute("http.route", "/b")
+    first_id, second_id = (format(s.get_span_context().trace_id, "032x") for s in (first, second))
+    query = TraceQuery(store.query_url)
+    start = datetime.fromtimestamp(now / 1e9, UTC) - timedelta(seconds=1)
+    end = start + timedelta(seconds=5)
+
+    # The most recently received trace first; no service named: every service.
+    assert list(query.search(None, start, end)) == [second_id, first_id]
+    assert list(query.search(None, start, end, attributes={"http.route": "/a"})) == [first_id]
+    assert list(query.search("gateway", start, end, attributes={"error": "true"})) == [first_id]
+    assert query.search(None, start, end, attributes={"http.route": "/a", "span.kind": "client"}) == {}
+
+    summaries = query.trace_summaries(None, start, end)
+    assert [summary.trace_id for summary in summaries] == [second_id, first_id]
+    assert (summaries[1].span_count, summaries[1].error_span_count) == (2, 1)
+    assert (summaries[1].root_service, summaries[1].root_operation) == ("gateway", "GET /a")
+    assert summaries[1].services == {"gateway": (2, 1)}
+    assert query.trace_summaries("billing", start, end) == []
+    assert query.operations("gateway", span_kind="client") == [("SELECT", "client")]
+
+
 def test_wait_for_trace_polls_until_the_condition_holds(store: RunningTraceStore, tracer: Tracer) -> None:
     with tracer.start_as_current_span("POST /api/users", kind=SpanKind.SERVER) as root:
         pass
@@ -291,3 +322,56 @@ def test_wait_for_trace_timeout_on_a_missing_trace_says_so(store: RunningTraceSt
 def test_wait_for_trace_tolerates_a_backend_that_is_not_up_yet() -> None:
     with pytest.raises(TimeoutError, match="last error: .*Connection"):
         TraceQuery(f"http://127.0.0.1:{free_port()}").wait_for_trace("ab" * 16, timeout=0.2, interval=0.05)
+
+
+# ---------------------------------------------------------------------------- the names the client sends
+
+# The canonical names of Jaeger's query API v3 since 2.19 (apiv3/query_parser.go, the camelCase block);
+# the snake_case spellings are its deprecated aliases.
+CANONICAL_SEARCH_NAMES = {
+    "query.serviceName",
+    "query.operationName",
+    "query.startTimeMin",
+    "query.startTimeMax",
+    "query.searchDepth",
+    "query.attributes",
+}
+
+
+def test_search_params_use_the_canonical_camel_case_names() -> None:
+    start = datetime(2026, 1, 2, 15, 4, 5, 123456, tzinfo=UTC)
+    params = search_params(
+        "gateway", start, start + timedelta(minutes=1), 7, "POST /api/users", {"http.route": "/api/users"}
+    )
+
+    assert set(params) == CANONICAL_SEARCH_NAMES
+    assert params["query.startTimeMin"] == "2026-01-02T15:04:05.123456Z"
+    assert params["query.searchDepth"] == "7"
+    # Jaeger decodes query.attributes as a JSON object of strings.
+    assert json.loads(params["query.attributes"]) == {"http.route": "/api/users"}
+
+
+def test_search_params_leave_out_what_is_not_asked() -> None:
+    start = datetime(2026, 1, 2, tzinfo=UTC)
+    params = search_params(None, start, start + timedelta(minutes=1), 20)
+    assert set(params) == {"query.startTimeMin", "query.startTimeMax", "query.searchDepth"}
+
+
+def test_trace_summary_reads_jaegers_snapshot() -> None:
+    # apiv3/snapshots/FindTraceSummaries.json at Jaeger v2.20.0.
+    item = {
+        "errorSpanCount": 1,
+        "maxEndTimeUnixNano": "1001000000000",
+        "minStartTimeUnixNano": "1000000000000",
+        "rootOperationName": "HTTP GET /",
+        "rootServiceName": "frontend",
+        "services": [{"errorSpanCount": 1, "name": "frontend", "spanCount": 2}],
+        "spanCount": 2,
+        "traceId": "00000000000000000000000000000001",
+    }
+    summary = TraceSummary.from_json(item)
+    assert summary.trace_id == "0" * 31 + "1"
+    assert (summary.start_ns, summary.end_ns) == (1_000_000_000_000, 1_001_000_000_000)
+    assert (summary.span_count, summary.error_span_count, summary.orphan_span_count) == (2, 1, 0)
+    assert summary.services == {"frontend": (2, 1)}
+    assert (summary.root_service, summary.root_operation) == ("frontend", "HTTP GET /")

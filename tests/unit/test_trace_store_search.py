@@ -273,10 +273,45 @@ def test_a_running_store_prunes_what_is_past_its_retention(tmp_path: Path):
 
 
 def test_a_bad_retention_setting_stops_the_store_with_a_message(monkeypatch, tmp_path: Path, capsys):
-    from tests.conftest import free_port
     from tracehop.cli import EXIT_FAILED, main
+    from tracehop.stack.config import free_port
 
     monkeypatch.setenv("TRACEHOP_TRACE_RETENTION", "max_age=forever")
     ports = ["--otlp-port", str(free_port()), "--query-port", str(free_port())]
     assert main(["trace-store", "--db", str(tmp_path / "t.sqlite3"), *ports]) == EXIT_FAILED
     assert "TRACEHOP_TRACE_RETENTION" in capsys.readouterr().err
+
+
+def test_a_database_of_the_store_before_chunks_is_brought_up_to_date(tmp_path: Path):
+    path = tmp_path / "old.sqlite3"
+    database = SpanDatabase(path)
+    export(database, "gateway", span(5, 51, name="GET", **{"tracehop.tenant": "acme"}))
+    export(database, "users", span(6, 61, name="GET /users"))
+    export(database, "gateway", span(5, 52, 51, name="SELECT"))
+    database.close()
+    with sqlite3.connect(path) as connection:  # what the store before chunks and trace numbers left on disk
+        connection.execute("ALTER TABLE spans DROP COLUMN resource_chunk")
+        connection.execute("ALTER TABLE spans DROP COLUMN scope_chunk")
+        connection.execute("DROP TABLE traces")
+        connection.execute("PRAGMA user_version = 1")
+    database = SpanDatabase(path)
+    try:
+        # Traces numbered by their first stored span; old spans grouped as they were (by resource).
+        assert find(database) == [tid(6), tid(5)]
+        assert {span.resource_chunk for span in database.trace(tid(5))} == {1}
+        assert find(database, attributes=(("tracehop.tenant", "acme"),)) == [tid(5)]
+        # New spans get chunks after every old one.
+        export(database, "gateway", span(5, 53, 51, name="UPDATE"))
+        chunks = [(span.resource_chunk, span.scope_chunk) for span in database.trace(tid(5))]
+        assert chunks[:2] == [(1, 1), (1, 1)] and chunks[2][0] > 1 and chunks[2][1] > chunks[2][0]
+    finally:
+        database.close()
+
+
+def test_search_order_is_first_arrival_not_start_time(database):
+    # Trace 9 starts before every other trace but arrives last: it comes first, as in Jaeger's ring buffer.
+    export(database, "gateway", span(9, 91, name="GET /early", start_ms=-1000))
+    assert find(database)[:2] == [tid(9), tid(3)]
+    # A late span of trace 1 does not move it (its place is that of its first span).
+    export(database, "gateway", span(1, 19, 11, name="late", start_ms=500))
+    assert find(database) == [tid(9), tid(3), tid(2), tid(1)]

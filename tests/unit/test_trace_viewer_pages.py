@@ -148,10 +148,12 @@ def test_prometheus_links_for_services_with_metrics(client):
     assert "tracehop_job_duration_seconds_bucket" in page.replace("%5F", "_")
 
 
-def test_query_api_answers_are_unchanged(client):
+def test_query_api_answers_beside_the_viewer_are_jaegers(client):
     response = client.get("/api/v3/services")
     assert response.get_data() == b'{"services":["gateway","users","worker"]}'
     assert response.headers["Content-Type"] == "application/json"
+    # No route: Go's plain 404, as Jaeger's /api/ fallback answers (not the viewer's page).
     missing = client.get("/api/v3/nothing")
     assert missing.status_code == 404
-    assert missing.get_data() == b'{"error":{"httpCode":404,"message":"unknown path \'/api/v3/nothing\'"}}'
+    assert missing.get_data() == b"404 page not found\n"
+    assert missing.headers["Content-Type"] == "text/plain; charset=utf-8"

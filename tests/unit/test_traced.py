@@ -46,7 +46,7 @@ def test_span_is_internal_named_for_the_function_with_its_arguments(spans):
 
 def test_secrets_and_email_addresses_never_reach_the_span(spans):
     @traced
-    def login(email: str, password: str, api_token: str, Authorization: str, client_secret: str, **extra):  # noqa: N803
+    def login(email: str, password: str, api_token: str, Authorization: str, client_secret: str, **extra):
         return None
 
     login(

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from services.demo.fault_injection import BAGGAGE_KEY, parse_faults
 from tests.unit.test_traffic import FakeGateway
-from tracehop.traffic import FAULT_PLAN, fault_baggage, run_fault_traffic
+from tracehop.traffic import EXPECTED_STATUS, FAULT_PLAN, fault_baggage, run_fault_traffic
 
 
 class RecordingGateway(FakeGateway):
@@ -39,8 +39,17 @@ def test_each_request_carries_its_flag_and_says_what_to_expect():
     records = run_fault_traffic("http://127.0.0.1:8080", Console(quiet=True), seed=1, session=gateway)
 
     assert [fault_baggage(request.flag) for request in FAULT_PLAN] == gateway.baggage
-    assert [record.expected_status for record in records] == [r.expected_status for r in FAULT_PLAN]
-    assert records[0].note.startswith("users:delay=300ms → ")
+    # What each request should get, by what it is and the fault it carries: the plain kind's answer,
+    # except the create whose users call fails, which must come back 503 instead of 201.
+    assert [(record.method, record.expected_status) for record in records] == [
+        ("POST", EXPECTED_STATUS["create"]),
+        ("POST", EXPECTED_STATUS["create"]),
+        ("POST", 503),
+        ("POST", EXPECTED_STATUS["report"]),
+        ("GET", EXPECTED_STATUS["get"]),
+    ]
+    assert EXPECTED_STATUS["create"] == 201
+    assert records[0].note == "users:delay=300ms → users answers 300 ms late: a slow trace"
     assert "baggage" not in gateway.headers  # the session is clean again after each request
     # The fake gateway applies no faults: the users:error request is the one that differs.
     assert [record.as_expected for record in records] == [True, True, False, True, True]

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from services.clients.users_client import CONNECT_TIMEOUT_S, UsersClient, UsersUnavailable
-from tests.conftest import free_port
 from tests.integration.fault_tools import BlackHole
+from tracehop.stack.config import free_port
 
 USER = b'{"id": 1, "name": "A", "email": "a@example.org"}'
 ANSWER = (

@@ -5,22 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
-from prometheus_client import REGISTRY
 
-from services.telemetry.setup import instrument
 from services.worker import tasks
 from services.worker.mail import TransientDeliveryError, deliver_welcome_email
+from tests.unit.conftest import jobs_total
 
-
-@pytest.fixture(autouse=True)
-def _instrumented(monkeypatch):
-    monkeypatch.setenv("TRACEHOP_MAIL_LATENCY_MS", "0")
-    instrument([CeleryInstrumentor()])
-
-
-def jobs_total(task: str, state: str) -> float:
-    return REGISTRY.get_sample_value("tracehop_jobs_total", {"task": task, "state": state}) or 0.0
+pytestmark = pytest.mark.usefixtures("worker")
 
 
 @pytest.mark.parametrize("attempt", [0, 1, 5])

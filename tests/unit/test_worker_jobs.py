@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
-from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from prometheus_client import REGISTRY
 
 from services.clients.users_client import UsersClient
-from services.telemetry.setup import instrument
 from services.worker import tasks
 from services.worker.mail import TransientDeliveryError, deliver_welcome_email
-from tests.unit.conftest import as_query_spans
+from tests.unit.conftest import as_query_spans, jobs_total
 from tracehop.traces.tree import assert_trace_tree
 
-
-@pytest.fixture(autouse=True)
-def _instrumented(monkeypatch):
-    monkeypatch.setenv("TRACEHOP_MAIL_LATENCY_MS", "0")
-    instrument([CeleryInstrumentor(), RequestsInstrumentor()])
-
-
-def jobs_total(task: str, state: str) -> float:
-    return REGISTRY.get_sample_value("tracehop_jobs_total", {"task": task, "state": state}) or 0.0
+pytestmark = pytest.mark.usefixtures("worker")
 
 
 def test_greylisting_defers_only_the_first_attempt():

@@ -6,73 +6,82 @@ the trees these workflows produce across real processes are asserted in tests/in
 
 from __future__ import annotations
 
-import base64
-import json
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis
 from celery import signals
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.b3 import B3SingleFormat
 
 from services.demo import broken_on_purpose
-from services.gateway import create_app
+from services.gateway import workflow_routes
 from services.worker import chord_links, workflow_tasks
-
-
-@pytest.fixture
-def gateway(broker: redis.Redis):
-    return create_app({"TESTING": True}).test_client()
-
-
-def queued(broker: redis.Redis) -> list[tuple[dict, list]]:
-    """(headers, [args, kwargs, embed]) of each queued message, oldest first."""
-    raw = reversed(broker.lrange("celery", 0, -1))
-    messages = [json.loads(item) for item in raw]
-    return [(m["headers"], json.loads(base64.b64decode(m["body"]))) for m in messages]
-
+from tests.unit.conftest import queued_messages
 
 # ------------------------------------------------------------------------------------------ routes
 
 
-def test_chain_publishes_its_first_step_carrying_the_rest(gateway, broker):
-    response = gateway.post("/api/workflows/etl", json={"source": "orders"})
+def test_chain_publishes_its_first_step_carrying_the_rest(client, broker):
+    response = client.post("/api/workflows/etl", json={"source": "orders"})
     assert response.status_code == 202
-    ((headers, (args, _, embed)),) = queued(broker)
-    assert (headers["task"], args) == ("etl_extract", ["orders"])
+    (message,) = queued_messages(broker)
+    assert (message["headers"]["task"], message["args"]) == ("etl_extract", ["orders"])
     # The remaining steps travel in the message, last first; the job id answered is the last step's.
-    assert [step["task"] for step in embed["chain"]] == ["etl_load", "etl_transform"]
-    assert embed["chain"][0]["options"]["task_id"] == response.get_json()["job_id"]
+    chain = message["embed"]["chain"]
+    assert [step["task"] for step in chain] == ["etl_load", "etl_transform"]
+    assert chain[0]["options"]["task_id"] == response.get_json()["job_id"]
 
 
-def test_chord_publishes_every_header_task_carrying_the_callback(gateway, broker):
-    response = gateway.post("/api/workflows/wordcount", json={"text": "a b c d e", "parts": 2})
+def test_chord_publishes_every_header_task_carrying_the_callback(client, broker):
+    response = client.post("/api/workflows/wordcount", json={"text": "a b c d e", "parts": 2})
     assert response.status_code == 202 and response.get_json()["parts"] == 2
-    messages = queued(broker)
-    assert [(headers["task"], body[0]) for headers, body in messages] == [
+    messages = queued_messages(broker)
+    assert [(m["headers"]["task"], m["args"]) for m in messages] == [
         ("count_words", ["a b"]),
         ("count_words", ["c d e"]),
     ]
-    for _, (_, _, embed) in messages:
+    for message in messages:
         # What chord_links reads in each header task: the callback's id.
-        assert embed["chord"]["task"] == "sum_counts"
-        assert (
-            chord_links.callback_id(type("Request", (), {"chord": embed["chord"]}))
-            == (response.get_json()["job_id"])
-        )
-    assert len({headers["group"] for headers, _ in messages}) == 1
+        chord = message["embed"]["chord"]
+        assert chord["task"] == "sum_counts"
+        assert chord_links.callback_id(type("Request", (), {"chord": chord})) == response.get_json()["job_id"]
+    assert len({m["headers"]["group"] for m in messages}) == 1
 
 
-def test_reminder_is_published_with_an_eta(gateway, broker):
-    response = gateway.post("/api/workflows/reminder", json={"note": "call back", "delay_s": 2})
+def test_reminder_is_published_with_the_eta_it_answers(client, broker):
+    before = datetime.now(UTC)
+    response = client.post("/api/workflows/reminder", json={"note": "call back", "delay_s": 2})
+    after = datetime.now(UTC)
     assert response.status_code == 202
-    ((headers, (args, _, _)),) = queued(broker)
-    assert args == ["call back"] and headers["eta"]
+    (message,) = queued_messages(broker)
+    assert message["args"] == ["call back"]
+    # The message's ETA is the request's time plus the delay, and the answer tells the same instant.
+    eta = datetime.fromisoformat(message["headers"]["eta"])
+    assert before + timedelta(seconds=2) <= eta <= after + timedelta(seconds=2)
+    answered = datetime.fromisoformat(response.get_json()["eta"])
+    assert abs(answered - eta) < timedelta(milliseconds=100)
 
 
-def test_every_field_has_a_default(gateway, broker):
-    for path in ("/etl", "/wordcount", "/reminder", "/followup"):
-        assert gateway.post(f"/api/workflows{path}").status_code == 202, path
+@pytest.mark.parametrize(
+    ("path", "task", "args", "extra"),
+    [
+        ("/etl", "etl_extract", ["orders"], {}),
+        ("/wordcount", "count_words", [" ".join(workflow_routes.DEFAULT_TEXT.split()[:4])], {"parts": 3}),
+        ("/reminder", "send_reminder", ["check the report"], {}),
+        ("/followup", "plan_followup", ["check the report"], {}),
+    ],
+)
+def test_every_field_has_a_default(client, broker, path, task, args, extra):
+    response = client.post(f"/api/workflows{path}")
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert {key: body[key] for key in extra} == extra
+    first = queued_messages(broker)[0]
+    assert (first["headers"]["task"], first["args"]) == (task, args)
+    if path == "/reminder":  # the default delay: one second
+        eta = datetime.fromisoformat(first["headers"]["eta"]) - datetime.now(UTC)
+        assert timedelta(seconds=0.5) < eta <= timedelta(seconds=1)
 
 
 @pytest.mark.parametrize(
@@ -92,18 +101,23 @@ def test_every_field_has_a_default(gateway, broker):
         ("/by-name", {"note": ""}, "invalid_note"),
     ],
 )
-def test_bad_input_is_a_400_and_publishes_nothing(gateway, broker, path, body, error):
-    response = gateway.post(f"/api/workflows{path}", json=body)
+def test_bad_input_is_a_400_and_publishes_nothing(client, broker, path, body, error):
+    response = client.post(f"/api/workflows{path}", json=body)
     assert response.status_code == 400
     assert response.get_json()["error"] == error
-    assert queued(broker) == []
+    assert queued_messages(broker) == []
 
 
-def test_by_name_sends_a_job_the_gateway_has_no_task_object_for(gateway, broker):
-    response = gateway.post("/api/workflows/by-name", json={"note": "q3"})
+def test_by_name_sends_a_job_the_gateway_has_no_task_object_for(client, broker):
+    response = client.post("/api/workflows/by-name", json={"note": "q3"})
     assert response.status_code == 202
-    ((headers, (args, _, _)),) = queued(broker)
-    assert (headers["task"], args, headers["id"]) == ("archive_note", ["q3"], response.get_json()["job_id"])
+    (message,) = queued_messages(broker)
+    headers = message["headers"]
+    assert (headers["task"], message["args"], headers["id"]) == (
+        "archive_note",
+        ["q3"],
+        response.get_json()["job_id"],
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,7 +131,7 @@ def test_by_name_sends_a_job_the_gateway_has_no_task_object_for(gateway, broker)
     ],
 )
 def test_what_publishing_by_name_changes_for_the_producer_span(
-    gateway, broker, spans, path, task, current_while_publishing
+    client, broker, spans, path, task, current_while_publishing
 ):
     seen: list[str] = []
 
@@ -126,7 +140,7 @@ def test_what_publishing_by_name_changes_for_the_producer_span(
 
     signals.before_task_publish.connect(record, weak=False)
     try:
-        response = gateway.post(path, json={"note": "q3"})
+        response = client.post(path, json={"note": "q3"})
     finally:
         signals.before_task_publish.disconnect(record)
     assert response.status_code == 202
@@ -135,18 +149,43 @@ def test_what_publishing_by_name_changes_for_the_producer_span(
     (producer,) = [span for span in spans.get_finished_spans() if span.name == f"apply_async/{task}"]
     (server,) = [span for span in spans.get_finished_spans() if span.kind is trace.SpanKind.SERVER]
     assert producer.parent.span_id == server.context.span_id
-    ((headers, _),) = queued(broker)
-    assert headers["traceparent"].split("-")[2] == trace.format_span_id(producer.context.span_id)
+    (message,) = queued_messages(broker)
+    assert message["headers"]["traceparent"].split("-")[2] == trace.format_span_id(producer.context.span_id)
 
 
-def test_a_broker_down_is_a_503():
+def test_a_broker_down_is_a_503(make_gateway):
     class Down:
         def followup(self, note: str):
             raise ConnectionRefusedError("broker down")
 
-    client = create_app({"TESTING": True, "WORKFLOW_QUEUE": Down()}).test_client()
+    client = make_gateway(WORKFLOW_QUEUE=Down()).test_client()
     response = client.post("/api/workflows/followup")
     assert response.status_code == 503 and response.get_json()["error"] == "queue_unavailable"
+
+
+def test_a_redelivered_followup_job_queues_the_same_reminder_which_is_sent_once(broker, worker, spans):
+    job_id = str(uuid.uuid4())
+    # The broker hands the same job out twice (acknowledged late: its worker died after queueing).
+    first = workflow_tasks.plan_followup.apply(args=["call back"], task_id=job_id).get()
+    again = workflow_tasks.plan_followup.apply(args=["call back"], task_id=job_id).get()
+    assert first == again == {"followup_job_id": workflow_tasks.followup_job_id(job_id)}
+    messages = queued_messages(broker)
+    assert [(m["headers"]["task"], m["headers"]["id"]) for m in messages] == [
+        ("send_reminder", first["followup_job_id"])
+    ] * 2
+    # Both messages run: the reminder goes out once, and both runs answer what was sent.
+    results = [
+        workflow_tasks.send_reminder.apply(args=m["args"], task_id=m["headers"]["id"]).get() for m in messages
+    ]
+    assert results[0] == results[1] and results[0]["note"] == "follow-up: call back"
+    events = [e.name for s in spans.get_finished_spans() for e in s.events]
+    assert events.count("reminder sent") == 1 and events.count("reminder already sent") == 1
+
+
+def test_a_different_followup_job_queues_a_different_reminder():
+    assert workflow_tasks.followup_job_id(str(uuid.uuid4())) != workflow_tasks.followup_job_id(
+        str(uuid.uuid4())
+    )
 
 
 @pytest.mark.parametrize(("words", "parts", "sizes"), [(5, 2, [2, 3]), (3, 8, [1, 1, 1]), (8, 3, [2, 3, 3])])

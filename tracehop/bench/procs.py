@@ -7,15 +7,14 @@ program's pid. One scan of /proc per snapshot finds them all.
 
 from __future__ import annotations
 
-import os
 import resource
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-PROC = Path("/proc")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+from services.metrics import proc_stat
+
+PROC = proc_stat.PROC
+CLOCK_TICKS = proc_stat.CLOCK_TICKS
 MB = 1024 * 1024
 
 
@@ -48,51 +47,23 @@ class ServiceUsage:
         }
 
 
-def parse_stat(text: str) -> tuple[int, float, float]:
-    """(pgid, cpu seconds, rss MB) from the text of /proc/<pid>/stat."""
-    # The command name is in parentheses and may contain spaces or parentheses itself.
-    fields = text[text.rindex(")") + 2 :].split()
-    # After the name: state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
-    # ... rss is field 24 of the full line, i.e. index 21 here.
-    pgid = int(fields[2])
-    cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    rss_mb = int(fields[21]) * PAGE_BYTES / MB
-    return pgid, cpu_s, rss_mb
-
-
-def parse_pss_mb(smaps_rollup: str) -> float | None:
-    for line in smaps_rollup.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
 def read_process(pid: int, with_pss: bool = False) -> ProcessSample | None:
     """One process's counters, or None when it is gone (or a zombie, which holds nothing any more)."""
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+    stat = proc_stat.read_stat(pid)
+    if stat is None or stat.zombie:
         return None
-    if text[text.rindex(")") + 2] == "Z":
-        return None
-    pgid, cpu_s, rss_mb = parse_stat(text)
-    pss_mb = None
-    if with_pss:
-        try:
-            pss_mb = parse_pss_mb((PROC / str(pid) / "smaps_rollup").read_text())
-        except OSError:
-            pss_mb = None
-    return ProcessSample(pid, pgid, cpu_s, rss_mb, pss_mb)
+    pss = proc_stat.pss_bytes(pid) if with_pss else None
+    return ProcessSample(
+        pid, stat.pgid, stat.cpu_seconds, stat.resident_bytes / MB, None if pss is None else pss / MB
+    )
 
 
 def snapshot(groups: Mapping[str, int], with_pss: bool = False) -> dict[str, dict[int, ProcessSample]]:
     """{component: {pid: sample}} for every process whose group is one of `groups` ({component: pgid})."""
     by_group = {pgid: name for name, pgid in groups.items()}
     found: dict[str, dict[int, ProcessSample]] = {name: {} for name in groups}
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        sample = read_process(int(entry.name))
+    for pid in proc_stat.pids():
+        sample = read_process(pid)
         if sample is None or sample.pgid not in by_group:
             continue
         if with_pss:

@@ -32,7 +32,7 @@ from rich.table import Table
 
 from tracehop.bench import procs
 from tracehop.bench.queue import wait_for_drain
-from tracehop.bench.report import MODES, SATURATION
+from tracehop.bench.report import BASELINE, SATURATION, STOCK, TRACEHOP
 
 if TYPE_CHECKING:
     from tracehop.bench.runner import BenchSettings, BenchStack
@@ -259,11 +259,11 @@ def run_profile(settings: BenchSettings, console: Console) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="tracehop-profile-"))
     benches: dict[str, BenchStack] = {}
     try:
-        for mode in MODES:
+        for mode in settings.modes:
             console.print(f"starting the {mode} stack")
             benches[mode] = start_bench_stack(mode, root)
             warm_up(benches[mode], settings)
-        report = {mode: profile_window(benches[mode], settings, out_dir, console) for mode in MODES}
+        report = {mode: profile_window(benches[mode], settings, out_dir, console) for mode in settings.modes}
     finally:
         for bench in benches.values():
             bench.reader.close()
@@ -294,8 +294,9 @@ def resummarise(out_dir: Path, console: Console) -> dict[str, Any]:
 def profile_tables(report: dict[str, Any]) -> list[Table]:
     tables = []
     for service in PROFILED:
-        traced = report.get("traced", {}).get("services", {}).get(service)
-        untraced = report.get("untraced", {}).get("services", {}).get(service)
+        traced = report.get(TRACEHOP, {}).get("services", {}).get(service)
+        untraced = report.get(BASELINE, {}).get("services", {}).get(service)
+        stock = report.get(STOCK, {}).get("services", {}).get(service)
         if traced is None:
             continue
         table = Table(
@@ -303,26 +304,32 @@ def profile_tables(report: dict[str, Any]) -> list[Table]:
             box=box.SIMPLE,
             title_justify="left",
         )
-        for column in ("category", "untraced", "traced", "traced share"):
+        for column in ("category", BASELINE, STOCK, TRACEHOP, "tracehop share"):
             table.add_column(column, justify="left" if column == "category" else "right")
         before = {c["category"]: c["cpu_ms_per_req"] for c in (untraced or {}).get("categories", [])}
+        peer = {c["category"]: c["cpu_ms_per_req"] for c in (stock or {}).get("categories", [])}
         for category in traced["categories"]:
             name = category["category"]
-            u = before.get(name)
             table.add_row(
                 name,
-                "–" if u is None else f"{u:.3f}",
+                _ms(before.get(name)),
+                _ms(peer.get(name)),
                 f"{category['cpu_ms_per_req']:.3f}",
                 f"{category['share']:.0%}",
             )
         table.add_row(
             "total",
-            "–" if untraced is None else f"{untraced['cpu_ms_per_req']:.3f}",
+            _ms(None if untraced is None else untraced["cpu_ms_per_req"]),
+            _ms(None if stock is None else stock["cpu_ms_per_req"]),
             f"{traced['cpu_ms_per_req']:.3f}",
             "100%",
         )
         tables.append(table)
     return tables
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

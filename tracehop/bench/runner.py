@@ -4,10 +4,12 @@
     BENCH_ROUNDS=1 BENCH_DURATION=5 python -m tracehop.bench   # a quick look (1-2 minutes)
     python -m tracehop.bench --profile bench/profiles       # py-spy profiles instead of numbers
 
-Two private embedded stacks on free ports in a temporary directory (Prometheus off): one traced (the
-default setup), one with OTEL_SDK_DISABLED=true for every service (the services then install no
-instrumentation at all, a true baseline). Both run for the whole bench; each round measures both, in
-alternating order (ABBA), because the machine's speed drifts (design/benchmark-notes.md).
+One private embedded stack per mode, on free ports in a temporary directory (Prometheus off):
+`untraced` (OTEL_SDK_DISABLED=true: the services install no instrumentation at all, a true baseline),
+`stock` (OpenTelemetry's documented setup: the SDK's OTLP/protobuf exporter and batch processor at their
+defaults, the stock instrumentations at theirs, none of tracehop's additions) and `tracehop` (our setup as
+shipped). BENCH_MODES picks the modes. All stacks run for the whole bench; each round measures every mode,
+in alternating order (ABC, CBA, ...), because the machine's speed drifts (design/benchmark-notes.md).
 
 Each mode, each round: a saturation window (wrk when installed, else the built-in generator), the time
 the worker needs to drain the queued jobs, then a window at a fixed 100 req/s (always the built-in
@@ -42,9 +44,12 @@ from tracehop.bench.load import BenchRequest, BuiltinLoad, LoadResult, TrivialSe
 from tracehop.bench.probe import CpuProbe
 from tracehop.bench.queue import DrainResult, wait_for_drain
 from tracehop.bench.report import (
+    BASELINE,
     FIXED_RATE,
     MODES,
     SATURATION,
+    STOCK,
+    TRACEHOP,
     results_table,
     summarise,
     targets_table,
@@ -63,6 +68,7 @@ from tracehop.bench.wrk import WrkLoad, wrk_binary, wrk_version
 from tracehop.stack.config import free_stack_ports
 from tracehop.stack.runner import LocalStack
 from tracehop.traces.query import TraceQuery
+from tracehop.traffic import wait_for_job
 
 DEFAULT_OUTPUT = Path("bench/results.json")
 # Environment variables that change what is measured: recorded with the results.
@@ -79,7 +85,24 @@ RECORDED_ENV = (
     "OTEL_BSP_MAX_QUEUE_SIZE",
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
     "OTEL_BSP_EXPORT_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
 )
+# What each mode sets on its stack's services (on top of what the stack sets and the user's environment).
+MODE_ENV = {
+    BASELINE: {"OTEL_SDK_DISABLED": "true"},
+    # The SDK's default batch delay (5 s): the stack runner's 1 s is a tracehop choice. Log lines as span
+    # events are a tracehop addition too (services/telemetry/logs.py).
+    STOCK: {
+        "OTEL_SDK_DISABLED": "false",
+        "TRACEHOP_TRACING_SETUP": "stock",
+        "TRACEHOP_LOG_SPAN_EVENTS": "false",
+        "OTEL_BSP_SCHEDULE_DELAY": os.environ.get("OTEL_BSP_SCHEDULE_DELAY") or "5000",
+        # The instrumentations' default semantic conventions (the stack runner opts in to the stable ones).
+        "OTEL_SEMCONV_STABILITY_OPT_IN": os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""),
+    },
+    TRACEHOP: {"OTEL_SDK_DISABLED": "false", "TRACEHOP_TRACING_SETUP": "tracehop"},
+}
 # Root spans of the load run by the bench start within the window; a little slack for clock reads.
 ROOT_MARGIN_NS = 500_000_000
 START_TIMEOUT_S = 120.0
@@ -99,6 +122,19 @@ class BenchSettings:
     output: Path = DEFAULT_OUTPUT
     keep: bool = False  # keep the temporary stacks' logs and databases
     profile_dir: Path | None = None
+    modes: tuple[str, ...] = MODES
+
+    @property
+    def sampling_ratio(self) -> float:
+        """The share of traces the services' sampler keeps (OTEL_TRACES_SAMPLER[_ARG], as the SDK reads
+        them); below 1, requests without a stored trace are unsampled, not dropped."""
+        sampler = (os.environ.get("OTEL_TRACES_SAMPLER") or "parentbased_always_on").strip().lower()
+        if sampler in ("traceidratio", "parentbased_traceidratio"):
+            try:
+                return min(1.0, max(0.0, float(os.environ.get("OTEL_TRACES_SAMPLER_ARG") or 1.0)))
+            except ValueError:
+                return 1.0
+        return 0.0 if sampler in ("always_off", "parentbased_always_off") else 1.0
 
     @property
     def mix(self) -> UserMix:
@@ -111,7 +147,7 @@ class BenchSettings:
 
     def estimated_s(self) -> float:
         # Per mode and round: two windows, a drain and span settling; plus stack starts and warm-up.
-        return self.rounds * 2 * (2 * self.duration_s + 12) + 75
+        return self.rounds * len(self.modes) * (2 * self.duration_s + 12) + 40 * len(self.modes)
 
 
 class Load(Protocol):
@@ -142,14 +178,24 @@ class BenchStack:
 
     @property
     def traced(self) -> bool:
-        return self.mode == "traced"
+        return self.mode != BASELINE
+
+    @property
+    def settle_quiet_s(self) -> float:
+        """How long no span may arrive before the stored spans count as complete: longer than the
+        batch processor's delay, or a batch still waiting in a process would count as dropped."""
+        delay_ms = float(self.stack.env.get("OTEL_BSP_SCHEDULE_DELAY") or 5000)
+        return max(1.5, delay_ms / 1000 + 1.5)
+
+    def wait_until_settled(self) -> bool:
+        return self.reader.wait_until_settled(self.settle_quiet_s, timeout_s=30 + self.settle_quiet_s)
 
 
 # ------------------------------------------------------------------------------------------ the stacks
 
 
 def start_bench_stack(mode: str, root: Path) -> BenchStack:
-    overrides = {"OTEL_SDK_DISABLED": "true" if mode == "untraced" else "false"}
+    overrides = dict(MODE_ENV[mode])
     stack = LocalStack(
         root / mode / "var", root / mode / "logs", free_stack_ports(), overrides, prometheus=False
     )
@@ -173,38 +219,44 @@ def start_bench_stack(mode: str, root: Path) -> BenchStack:
 def warm_up(bench: BenchStack, settings: BenchSettings) -> None:
     """Create the users the GETs ask for, learn the traces' shapes, and run the code paths once."""
     created: dict[str, Any] = {}
-    for index in range(settings.seed_users):
+    for index in range(settings.seed_users - 1):
         body = {"name": "Bench Seed", "email": f"seed-{index}@example.org"}
         response = bench.http.post(f"{bench.gateway}/api/users", json=body, timeout=10)
         response.raise_for_status()
         created = response.json()
-    if created["user"]["id"] != settings.seed_users:
+    # The last seed user and the GET whose traces teach the shapes: sampled ones (with a ratio sampler
+    # most are not; the traceresponse header's flags say which).
+    created = _sampled_response(
+        bench, "post", "/api/users", {"name": "Bench Seed", "email": "seed-last@example.org"}
+    )
+    if created["user"]["id"] < settings.seed_users:
         raise RuntimeError(f"expected a fresh users store, got user id {created['user']['id']}")
-    fetched = bench.http.get(f"{bench.gateway}/api/users/1", timeout=10)
-    fetched.raise_for_status()
-    wait_for_job(bench, created["job_id"])
+    fetched = _sampled_response(bench, "get", "/api/users/1")
+    if wait_for_job(bench.http, bench.gateway, created["job_id"])["state"] != "SUCCESS":
+        raise RuntimeError(f"warm-up job {created['job_id']} failed")
     if bench.traced:
-        for kind, trace_id in (("create", created["trace_id"]), ("get", fetched.json()["trace_id"])):
-            shape = learn_shape(bench.query, trace_id)
+        for kind, trace_id in (("create", created["trace_id"]), ("get", fetched["trace_id"])):
+            # Settled: nothing new for longer than the batch delay (5 s in the stock mode).
+            shape = learn_shape(bench.query, trace_id, bench.settle_quiet_s, 30 + bench.settle_quiet_s)
             bench.shapes[shape.root_name] = shape
             bench.kind_roots[kind] = shape.root_name
     # A short untimed load: connection pools filled, every import done, caches warm.
     BuiltinLoad(bench.gateway, settings.mix, 2.0, connections=4).run()
     wait_for_drain(bench.redis, time.monotonic(), settings.drain_timeout_s)
     if bench.traced:
-        bench.reader.wait_until_settled()
+        bench.wait_until_settled()
 
 
-def wait_for_job(bench: BenchStack, job_id: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = bench.http.get(f"{bench.gateway}/api/jobs/{job_id}", timeout=10).json()["state"]
-        if state == "SUCCESS":
-            return
-        if state == "FAILURE":
-            raise RuntimeError(f"warm-up job {job_id} failed")
-        time.sleep(0.1)
-    raise TimeoutError(f"warm-up job {job_id} did not finish within {timeout_s:g} s")
+def _sampled_response(bench: BenchStack, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    for attempt in range(500):
+        if method == "post" and attempt:
+            body = {**body, "email": f"seed-last-{attempt}@example.org"}
+        response = bench.http.request(method, f"{bench.gateway}{path}", json=body, timeout=10)
+        response.raise_for_status()
+        flags = response.headers.get("traceresponse", "00-0-0-00").split("-")[-1]
+        if not bench.traced or int(flags, 16) & 1:
+            return response.json()
+    raise RuntimeError(f"no sampled {method.upper()} {path} in 500 requests: is the sampler off?")
 
 
 # ------------------------------------------------------------------------------------------ a window
@@ -223,13 +275,19 @@ class _Counters:
     probe_cpu_s: float
 
     @classmethod
-    def read(cls, bench: BenchStack, other: BenchStack, probe: CpuProbe, with_pss: bool = False) -> _Counters:
+    def read(
+        cls, bench: BenchStack, others: Sequence[BenchStack], probe: CpuProbe, with_pss: bool = False
+    ) -> _Counters:
         probe_sample = procs.read_process(probe.pid) if probe.pid else None
         return cls(
             at=time.monotonic(),
             wall_ns=time.time_ns(),
             own=procs.snapshot(bench.groups, with_pss=with_pss),
-            other=procs.snapshot(other.groups),
+            other={
+                f"{other.mode}/{name}": samples
+                for other in others
+                for name, samples in procs.snapshot(other.groups).items()
+            },
             machine=procs.machine_cpu(),
             bench_cpu_s=procs.own_cpu_s(),
             probe_cpu_s=probe_sample.cpu_s if probe_sample else 0.0,
@@ -276,7 +334,7 @@ def freshness_sampler(
 
 def measure_window(
     bench: BenchStack,
-    other: BenchStack,
+    others: Sequence[BenchStack],
     phase: str,
     round_number: int,
     settings: BenchSettings,
@@ -285,20 +343,22 @@ def measure_window(
 ) -> tuple[dict[str, Any], FreshnessResult | None]:
     tracker = None
     on_response = None
-    if phase == FIXED_RATE and bench.traced:
+    # Every traced mode, so that the tracker's polling loads each alike (the target is tracehop's). Not
+    # with a ratio sampler: most traces are not sampled, and the tracker cannot tell which.
+    if phase == FIXED_RATE and bench.traced and settings.sampling_ratio >= 1:
         expected = bench.shapes[bench.kind_roots["create"]].spans
         tracker = FreshnessTracker(bench.reader, bench.query, expected).start()
         on_response = freshness_sampler(tracker, settings.freshness_every)
     load = make_load(bench, settings, phase, on_response)
     label = f"round {round_number}/{settings.rounds} · {bench.mode} · {phase.replace('_', ' ')}"
 
-    before = _Counters.read(bench, other, probe)
+    before = _Counters.read(bench, others, probe)
     load.start()
     while load.running():
         progress.load_tick(label, time.monotonic() - before.at, settings.duration_s, load.completed)
         time.sleep(0.25)
     result = load.result()
-    after = _Counters.read(bench, other, probe, with_pss=True)
+    after = _Counters.read(bench, others, probe, with_pss=True)
 
     probe_cpu_ms, probe_wall_ms = probe.window(before.at, after.at)
     progress.status(label, "draining the job queue")
@@ -308,7 +368,7 @@ def measure_window(
     spans: SpanAccount | None = None
     if bench.traced:
         progress.status(label, "waiting for the last spans")
-        bench.reader.wait_until_settled()
+        bench.wait_until_settled()
         roots = bench.reader.roots_between(
             before.wall_ns - ROOT_MARGIN_NS,
             after.wall_ns + ROOT_MARGIN_NS,
@@ -316,7 +376,13 @@ def measure_window(
             bench.shapes,
         )
         answered = {bench.kind_roots["create"]: result.created, bench.kind_roots["get"]: result.fetched}
-        spans = account_spans(roots, answered, bench.shapes, purged_jobs=drain.purged)
+        spans = account_spans(
+            roots,
+            answered,
+            bench.shapes,
+            purged_jobs=drain.purged,
+            every_request_sampled=settings.sampling_ratio >= 1,
+        )
     freshness = tracker.finish() if tracker is not None else None
 
     record = window_record(bench, phase, round_number, result, before, after, drained, drain, spans)
@@ -362,7 +428,7 @@ def window_record(
             "busy_cpu_s": round(busy, 2),
             "steal_s": round(after.machine.steal_s - before.machine.steal_s, 2),
             "this_stack_cpu_s": round(stack_cpu, 2),
-            "idle_stack_cpu_s": round(other_cpu, 2),  # the other mode's stack, idle meanwhile
+            "idle_stack_cpu_s": round(other_cpu, 2),  # the other modes' stacks, idle meanwhile
             "bench_process_cpu_s": round(bench_cpu, 2),  # includes the built-in generator's threads
             "wrk_cpu_s": round(wrk_cpu, 2),
             "probe_cpu_s": round(probe_cpu, 2),
@@ -462,21 +528,21 @@ def measure_ceilings(settings: BenchSettings) -> dict[str, Any]:
 
 def run_rounds(
     benches: dict[str, BenchStack], settings: BenchSettings, probe: CpuProbe, progress: BenchProgress
-) -> tuple[list[dict[str, Any]], FreshnessResult]:
+) -> tuple[list[dict[str, Any]], dict[str, FreshnessResult]]:
     windows: list[dict[str, Any]] = []
-    freshness = FreshnessResult()
+    freshness = {mode: FreshnessResult() for mode, bench in benches.items() if bench.traced}
     for round_number in range(1, settings.rounds + 1):
-        # ABBA order: a drift of the machine's speed within the run hits both modes alike.
-        order = MODES if round_number % 2 else tuple(reversed(MODES))
+        # ABC, CBA, ...: a drift of the machine's speed within the run hits every mode alike.
+        order = settings.modes if round_number % 2 else tuple(reversed(settings.modes))
         for mode in order:
-            other = benches["untraced" if mode == "traced" else "traced"]
+            others = [bench for name, bench in benches.items() if name != mode]
             for phase in (SATURATION, FIXED_RATE):
                 record, sampled = measure_window(
-                    benches[mode], other, phase, round_number, settings, probe, progress
+                    benches[mode], others, phase, round_number, settings, probe, progress
                 )
                 windows.append(record)
                 if sampled is not None:
-                    freshness = freshness.merge(sampled)
+                    freshness[mode] = freshness[mode].merge(sampled)
     return windows, freshness
 
 
@@ -487,17 +553,24 @@ def recorded_settings(settings: BenchSettings, benches: dict[str, BenchStack]) -
     values.pop("keep", None)
     values.pop("profile_dir", None)
     values["saturation_generator"] = settings.saturation_generator()
+    values["modes"] = list(settings.modes)
+    values["sampling_ratio"] = settings.sampling_ratio
     values["wrk_threads"] = 1
-    stack_env = benches["traced"].stack.env
+    reference = benches.get(TRACEHOP) or next(iter(benches.values()))
+    stack_env = reference.stack.env
     values["env"] = {name: stack_env.get(name, os.environ.get(name)) for name in RECORDED_ENV}
+    values["mode_env"] = {mode: MODE_ENV[mode] for mode in settings.modes}
     return values
 
 
 def run_bench(settings: BenchSettings, console: Console) -> dict[str, Any]:
+    # Decided once: wrk installed while the bench runs must not change the generator halfway.
+    settings = replace(settings, loadgen=settings.saturation_generator())
     when = datetime.now(UTC).isoformat(timespec="seconds")
     machine = machine_description()
     console.print(
-        f"[bold]tracehop bench[/]: {settings.rounds} round(s) x 2 modes x 2 windows of "
+        f"[bold]tracehop bench[/]: {settings.rounds} round(s) x {len(settings.modes)} modes "
+        f"({', '.join(settings.modes)}) x 2 windows of "
         f"{settings.duration_s:g} s, saturation by {settings.saturation_generator()}, fixed rate "
         f"{settings.rate:g} req/s; about {settings.estimated_s() / 60:.0f} min. Machine: {machine['cores']} "
         f"cores, {machine['cpu_model']}, load avg {machine['load_avg_start'][0]:.2f}."
@@ -513,12 +586,12 @@ def run_bench(settings: BenchSettings, console: Console) -> dict[str, Any]:
                 f"built-in generator ceiling: {loadgen['builtin_ceiling_rps']} req/s against a trivial server"
                 + (f"; wrk: {loadgen['wrk_ceiling_rps']} req/s" if "wrk_ceiling_rps" in loadgen else "")
             )
-            for mode in MODES:
+            for mode in settings.modes:
                 progress.status(f"starting the {mode} stack")
                 benches[mode] = start_bench_stack(mode, root)
                 progress.status(f"warming up the {mode} stack")
                 warm_up(benches[mode], settings)
-            shapes = {name: asdict(shape) for name, shape in benches["traced"].shapes.items()}
+            shapes = same_trace_shapes(benches)
             console.print(
                 "trace shapes learnt from warm-up requests: "
                 + ", ".join(f"{name}: {shape['spans']} spans" for name, shape in shapes.items())
@@ -531,7 +604,7 @@ def run_bench(settings: BenchSettings, console: Console) -> dict[str, Any]:
             machine=machine,
             settings=recorded_settings(settings, benches),
             loadgen=loadgen,
-            freshness=freshness.as_dict(),
+            freshness={mode: result.as_dict() for mode, result in freshness.items()},
             notes=result_notes(settings, shapes),
         )
         failed = False
@@ -544,6 +617,20 @@ def run_bench(settings: BenchSettings, console: Console) -> dict[str, Any]:
             console.print(f"stack files (logs, traces.sqlite3) kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def same_trace_shapes(benches: dict[str, BenchStack]) -> dict[str, Any]:
+    """The traces' shapes, which must be the same in every traced mode: the modes may differ in what a
+    span costs, never in which spans a request makes."""
+    shapes_by_mode = {
+        mode: {name: asdict(shape) for name, shape in bench.shapes.items()}
+        for mode, bench in benches.items()
+        if bench.traced
+    }
+    distinct = {json.dumps(shapes, sort_keys=True) for shapes in shapes_by_mode.values()}
+    if len(distinct) > 1:
+        raise RuntimeError(f"the traced modes make different traces: {shapes_by_mode}")
+    return next(iter(shapes_by_mode.values()), {})
 
 
 def result_notes(settings: BenchSettings, shapes: dict[str, Any]) -> list[str]:
@@ -610,6 +697,11 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchSettings:
     parser.add_argument(
         "--output", type=Path, default=Path(os.environ.get("BENCH_OUTPUT") or defaults.output)
     )
+    parser.add_argument(
+        "--modes",
+        default=os.environ.get("BENCH_MODES") or ",".join(defaults.modes),
+        help=f"comma-separated, from {', '.join(MODES)}; untraced and one traced mode at least",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the stacks' logs and trace databases")
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="profile the services with py-spy instead of measuring"
@@ -617,6 +709,13 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchSettings:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.rate <= 0 or args.connections < 1:
         parser.error("rounds, duration, rate and connections must be positive")
+    modes = tuple(mode for mode in MODES if mode in {m.strip() for m in args.modes.split(",")})
+    unknown = {m.strip() for m in args.modes.split(",")} - set(MODES)
+    if unknown or BASELINE not in modes or len(modes) < 2:
+        parser.error(
+            f"BENCH_MODES / --modes {args.modes!r}: use {', '.join(MODES)}, with untraced and at least "
+            "one traced mode"
+        )
     if args.loadgen == "wrk" and wrk_binary() is None:
         parser.error("--loadgen wrk: wrk is not installed (apt-get install wrk)")
     return replace(
@@ -630,13 +729,14 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchSettings:
         output=args.output,
         keep=args.keep,
         profile_dir=args.profile,
+        modes=modes,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     # Piped into a log (make in CI, tee) the table keeps its shape instead of wrapping at 80 columns.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 170)
     if sys.platform != "linux":
         console.print("the bench reads /proc: it runs on Linux only")
         return 1

@@ -81,7 +81,7 @@ def synthetic_trace(
     return by_service
 
 
-def store_trace(database, by_service: dict[str, list[SpanProto]]) -> None:  # noqa: ANN001 - SpanDatabase
+def store_trace(database, by_service: dict[str, list[SpanProto]]) -> None:
     request = ExportTraceServiceRequest()
     for service, spans in by_service.items():
         resource_spans = ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])

@@ -14,7 +14,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-LOCALHOST = "127.0.0.1"
+from services.web import settings
+
+LOCALHOST = settings.LOCALHOST
 
 # The repository root: every process runs from here so that `services.*` and `tracehop` import.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,8 +31,9 @@ PORT_ENV_VARS: dict[str, str] = {
     "prometheus": "TRACEHOP_PROMETHEUS_PORT",
 }
 
-# Services that get their own PROMETHEUS_MULTIPROC_DIR and OTEL_SERVICE_NAME.
-SERVICES = ("users", "worker", "gateway")
+# The services (each gets its own PROMETHEUS_MULTIPROC_DIR and OTEL_SERVICE_NAME) and their default ports:
+# the services' own settings, so a default changes in one place.
+SERVICES = settings.SERVICES
 
 
 class StackConfigError(ValueError):
@@ -122,9 +125,9 @@ class StackLayout:
 class StackPorts:
     """The TCP ports of one local stack. `redis=None` means: pick a free port and remember it."""
 
-    gateway: int = 8080
-    users: int = 8081
-    worker_metrics: int = 9101
+    gateway: int = settings.DEFAULT_PORTS["gateway"]
+    users: int = settings.DEFAULT_PORTS["users"]
+    worker_metrics: int = settings.DEFAULT_PORTS["worker_metrics"]
     otlp: int = 4318
     query: int = 16686
     prometheus: int = 9090
@@ -174,27 +177,26 @@ def var_dir_from_env(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def log_dir_from_env(environ: Mapping[str, str] | None = None) -> Path:
-    """$TRACEHOP_LOG_DIR (default `logs`), absolute."""
-    environ = os.environ if environ is None else environ
-    return Path(environ.get("TRACEHOP_LOG_DIR") or "logs").absolute()
+    """$TRACEHOP_LOG_DIR (default `logs`), absolute: the directory the services write to."""
+    return Path(settings.log_dir(environ)).absolute()
 
 
 def query_url_from_env(environ: Mapping[str, str] | None = None) -> str:
     """Base URL of the trace query API: $TRACEHOP_QUERY_URL, else the local trace store's port."""
-    environ = os.environ if environ is None else environ
-    explicit = environ.get("TRACEHOP_QUERY_URL", "").strip()
-    if explicit:
-        return explicit.rstrip("/")
-    return f"http://{LOCALHOST}:{ports_from_env(environ).query}"
+    return _url_from_env("TRACEHOP_QUERY_URL", "query", environ)
 
 
 def gateway_url_from_env(environ: Mapping[str, str] | None = None) -> str:
     """Base URL of the gateway: $TRACEHOP_GATEWAY_URL, else 127.0.0.1 and the gateway's port."""
+    return _url_from_env("TRACEHOP_GATEWAY_URL", "gateway", environ)
+
+
+def _url_from_env(variable: str, port_name: str, environ: Mapping[str, str] | None) -> str:
     environ = os.environ if environ is None else environ
-    explicit = environ.get("TRACEHOP_GATEWAY_URL", "").strip()
+    explicit = environ.get(variable, "").strip()
     if explicit:
         return explicit.rstrip("/")
-    return f"http://{LOCALHOST}:{ports_from_env(environ).gateway}"
+    return f"http://{LOCALHOST}:{getattr(ports_from_env(environ), port_name)}"
 
 
 def free_port() -> int:
@@ -235,6 +237,9 @@ def embedded_redis_url(port: int) -> str:
     return f"redis://{LOCALHOST}:{port}/0"
 
 
+SEMCONV_STABILITY_OPT_IN = "http,database"
+
+
 def service_environment(
     ports: StackPorts,
     log_dir: Path,
@@ -264,6 +269,11 @@ def service_environment(
     # POSTs every process sends at 500 ms. A user's own choice wins.
     if "OTEL_BSP_SCHEDULE_DELAY" not in inherited:
         env["OTEL_BSP_SCHEDULE_DELAY"] = "1000"
+    # The stable HTTP and database semantic conventions: the instrumentations' default (the old ones)
+    # names the host three times on every server span (http.host, http.server_name, net.host.name);
+    # the stable set says each thing once, which is fewer attributes to collect and export per span.
+    if "OTEL_SEMCONV_STABILITY_OPT_IN" not in inherited:
+        env["OTEL_SEMCONV_STABILITY_OPT_IN"] = SEMCONV_STABILITY_OPT_IN
     env.update(overrides or {})
     return env
 

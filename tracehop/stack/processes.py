@@ -9,27 +9,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from pathlib import Path
 
-_PROC = Path("/proc")
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name, or None when the process is gone."""
-    try:
-        raw = (_PROC / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name is in parentheses and may itself contain spaces or parentheses.
-    return raw[raw.rindex(")") + 2 :].split()
+from services.metrics import proc_stat
 
 
 def process_exists(pid: int) -> bool:
     if pid <= 0:
         return False
-    if _PROC.is_dir():
-        fields = _stat_fields(pid)
-        return fields is not None and fields[0] != "Z"
+    if proc_stat.PROC.is_dir():
+        stat = proc_stat.read_stat(pid)
+        return stat is not None and not stat.zombie
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -41,17 +30,14 @@ def process_exists(pid: int) -> bool:
 
 def process_command_line(pid: int) -> str:
     """The command line of `pid` ("" when unknown or gone)."""
-    try:
-        return (_PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    return proc_stat.command_line(pid)
 
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group `pgid`."""
     if pgid <= 0:
         return []
-    if not _PROC.is_dir():
+    if not proc_stat.PROC.is_dir():
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
@@ -60,13 +46,10 @@ def group_members(pgid: int) -> list[int]:
             pass
         return [pgid]
     members = []
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        # fields: state, ppid, pgrp, ...
-        if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
+    for pid in proc_stat.pids():
+        stat = proc_stat.read_stat(pid)
+        if stat is not None and not stat.zombie and stat.pgid == pgid:
+            members.append(pid)
     return sorted(members)
 
 

@@ -61,6 +61,22 @@ def derive_prometheus_config(
     return derived
 
 
+def retention_time(source: Mapping[str, Any]) -> str:
+    """`storage.tsdb.retention.time` of the shared configuration ("15d").
+
+    The local stack runs Debian's Prometheus 2.42, which knows retention only as a command-line flag (the
+    config-file setting arrived in 3.8): the runner passes this value as --storage.tsdb.retention.time, so
+    the file stays the one place that says how long metrics are kept.
+    """
+    try:
+        value = source["storage"]["tsdb"]["retention"]["time"]
+    except (KeyError, TypeError):
+        raise PrometheusConfigError(
+            "the Prometheus configuration sets no storage.tsdb.retention.time"
+        ) from None
+    return str(value)
+
+
 def load_prometheus_config(path: Path = SOURCE_CONFIG) -> dict[str, Any]:
     with path.open(encoding="utf-8") as handle:
         loaded = yaml.safe_load(handle)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracehop.stack.config import StackLayout, StackPorts
+from tracehop.stack.prometheus_config import load_prometheus_config, retention_time
 
 GUNICORN_CONF = "services/web/gunicorn_conf.py"
 # Redis is the job queue and the job ledger: a job the gateway answered 201 for must survive a Redis crash.
@@ -154,7 +155,8 @@ def build_programs(
                     f"--web.listen-address=127.0.0.1:{ports.prometheus}",
                     f"--storage.tsdb.path={layout.prometheus_dir}",
                     "--enable-feature=exemplar-storage",
-                    "--storage.tsdb.retention.time=15d",
+                    # The shared file's value: Debian's Prometheus 2.42 reads retention only as a flag.
+                    f"--storage.tsdb.retention.time={retention_time(load_prometheus_config())}",
                 ],
                 priority=60,
                 stopwaitsecs=10,

@@ -1,7 +1,9 @@
 """Client of the Jaeger query API v3, as served by Jaeger 2.x and by our local trace store.
 
-Only documented v3 endpoints are used, with the snake_case parameter names every Jaeger 2.x release accepts,
-so the same code works against `python -m tracehop trace-store` and a real Jaeger without a switch.
+Only documented v3 endpoints are used, with the camelCase parameter names of Jaeger's published OpenAPI
+(`query.serviceName`, `query.searchDepth`, ...). Jaeger 2.19 made them canonical and kept the older
+snake_case names as deprecated aliases (`apiv3/query_parser.go`); the local store accepts both spellings
+too. So the same code works against `python -m tracehop trace-store` and a real Jaeger >= 2.19 unchanged.
 
 The answer is OTLP/JSON. `spans_from_otlp_json` turns it into flat `Span` values: the one parser shared by
 tests, the waterfall and anything else that reads traces back.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -195,32 +198,48 @@ class TraceQuery:
 
     def search(
         self,
-        service: str,
+        service: str | None,
         start: datetime,
         end: datetime,
         limit: int = 20,
         operation: str | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> dict[str, list[Span]]:
-        """Traces with a span of `service` (and `operation`) starting in [start, end], most recent first."""
-        params = {
-            "query.service_name": service,
-            "query.start_time_min": format_rfc3339(start),
-            "query.start_time_max": format_rfc3339(end),
-            "query.num_traces": str(limit),
-        }
-        if operation:
-            params["query.operation_name"] = operation
-        payload = self._get_json("/api/v3/traces", params)
+        """Traces with a span of `service` (and `operation`) starting in [start, end], most recent first.
+
+        `service` None searches every service. `attributes`: `key -> value` that one span must carry (its own,
+        its resource's, one of its events'); Jaeger also reads the special keys `error`, `span.kind`,
+        `span.status`, `scope.name` and `resource.<key>`.
+        """
+        payload = self._get_json(
+            "/api/v3/traces", search_params(service, start, end, limit, operation, attributes)
+        )
         return {} if payload is None else group_by_trace(spans_from_otlp_json(payload))
+
+    def trace_summaries(
+        self,
+        service: str | None,
+        start: datetime,
+        end: datetime,
+        limit: int = 20,
+        operation: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> list[TraceSummary]:
+        """One `TraceSummary` per matching trace (`GET /api/v3/trace-summaries`, Jaeger >= 2.19), in the
+        backend's order; same arguments as `search`, but no span is transferred."""
+        params = search_params(service, start, end, limit, operation, attributes)
+        payload = self._get_json("/api/v3/trace-summaries", params) or {}
+        return [TraceSummary.from_json(item) for item in payload.get("summaries") or []]
 
     def services(self) -> list[str]:
         """Names of the services the backend has seen, sorted."""
         payload = self._get_json("/api/v3/services") or {}
         return sorted(payload.get("services") or [])
 
-    def operations(self, service: str) -> list[tuple[str, str]]:
-        """(name, spanKind) of every operation of `service`, sorted."""
-        payload = self._get_json("/api/v3/operations", {"service": service}) or {}
+    def operations(self, service: str, span_kind: str | None = None) -> list[tuple[str, str]]:
+        """(name, spanKind) of every operation of `service` (of one kind: `server`, ...), sorted."""
+        params = {"service": service} | ({"spanKind": span_kind} if span_kind else {})
+        payload = self._get_json("/api/v3/operations", params) or {}
         return sorted((op.get("name", ""), op.get("spanKind", "")) for op in payload.get("operations") or [])
 
     def wait_for_trace(
@@ -263,6 +282,66 @@ class TraceQuery:
                 f"GET {response.url} -> {response.status_code}: {response.text.strip()[:500]}"
             )
         return response.json()
+
+
+def search_params(
+    service: str | None,
+    start: datetime,
+    end: datetime,
+    limit: int,
+    operation: str | None = None,
+    attributes: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Query string of a trace search under the canonical (camelCase) names of Jaeger's OpenAPI."""
+    params = {
+        "query.startTimeMin": format_rfc3339(start),
+        "query.startTimeMax": format_rfc3339(end),
+        "query.searchDepth": str(limit),
+    }
+    if service:
+        params["query.serviceName"] = service
+    if operation:
+        params["query.operationName"] = operation
+    if attributes:
+        # Jaeger reads a JSON object of strings (json.Unmarshal into map[string]string).
+        params["query.attributes"] = json.dumps(dict(attributes), separators=(",", ":"))
+    return params
+
+
+@dataclass(frozen=True)
+class TraceSummary:
+    """One entry of `GET /api/v3/trace-summaries`: a trace described without its spans."""
+
+    trace_id: str
+    root_service: str
+    root_operation: str
+    start_ns: int
+    end_ns: int
+    span_count: int
+    error_span_count: int
+    orphan_span_count: int
+    services: dict[str, tuple[int, int]]  # service -> (span count, error span count)
+
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> TraceSummary:
+        # proto3 JSON omits zero counts and writes the fixed64 times as decimal strings.
+        return cls(
+            trace_id=id_from_json(item.get("traceId")),
+            root_service=item.get("rootServiceName", ""),
+            root_operation=item.get("rootOperationName", ""),
+            start_ns=int(item.get("minStartTimeUnixNano", 0)),
+            end_ns=int(item.get("maxEndTimeUnixNano", 0)),
+            span_count=int(item.get("spanCount", 0)),
+            error_span_count=int(item.get("errorSpanCount", 0)),
+            orphan_span_count=int(item.get("orphanSpanCount", 0)),
+            services={
+                service.get("name", ""): (
+                    int(service.get("spanCount", 0)),
+                    int(service.get("errorSpanCount", 0)),
+                )
+                for service in item.get("services") or []
+            },
+        )
 
 
 def _describe_timeout(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -10,16 +9,6 @@ import requests
 from rich.console import Console
 
 from tracehop.traces.query import Span, TraceQuery
-
-TRACE_ID = re.compile(r"[0-9a-f]{32}")
-# W3C Trace Context: `version-trace_id-parent_id-flags`, the form of both `traceparent` and `traceresponse`.
-# Version 00 has exactly these four fields; a later version may append more, so only 00 is held to four.
-TRACE_CONTEXT = re.compile(
-    r"(?P<version>[0-9a-f]{2})-(?P<trace_id>[0-9a-f]{32})-(?P<parent_id>[0-9a-f]{16})-(?P<flags>[0-9a-f]{2})"
-    r"(?P<rest>-.*)?"
-)
-# What people paste: the header line as `curl -i` prints it, or just its value, maybe quoted.
-HEADER_NAME = re.compile(r"^(?:traceparent|traceresponse)\s*:\s*", re.IGNORECASE)
 
 # `make trace` without an id: the latest request that creates a user, as the trace store has it.
 DEFAULT_SERVICE = "gateway"
@@ -37,40 +26,16 @@ class TraceViewError(RuntimeError):
     """The trace cannot be shown; the message tells the user what to do."""
 
 
-def normalize_trace_id(raw: str) -> str:
-    """A trace id as the query API wants it (32 lowercase hex digits), from the forms people have it in.
-
-    Accepted: the 32 hex digits (`make traffic`, a JSON error's `trace_id`, a log line), or a whole
-    `traceparent` / `traceresponse` value `00-<trace id>-<span id>-<flags>`, with or without its header
-    name (`traceresponse: 00-…` as `curl -i` shows it), in any case, quoted or not.
-    """
-    text = _unquote(HEADER_NAME.sub("", _unquote(raw))).lower()
-    if TRACE_ID.fullmatch(text):
-        return _valid(text, raw)
-    match = TRACE_CONTEXT.fullmatch(text)
-    if match is None:
-        raise TraceViewError(
-            f"{raw!r} is not a trace id: give its 32 hex digits (as `make traffic` prints them) or a whole "
-            "traceparent/traceresponse value, 00-<trace id>-<span id>-<flags>"
-        )
-    if match["version"] == "ff" or (match["version"] == "00" and match["rest"]):
-        raise TraceViewError(f"{raw!r} is not a valid traceparent/traceresponse value (W3C Trace Context)")
-    return _valid(match["trace_id"], raw)
-
-
-def _unquote(text: str) -> str:
-    return text.strip().strip("'\"`").strip()
-
-
-def _valid(trace_id: str, raw: str) -> str:
-    if trace_id == "0" * 32:
-        raise TraceViewError(f"{raw!r}: an all-zero trace id is invalid (W3C Trace Context)")
-    return trace_id
-
-
-def latest_trace_id(query: TraceQuery, now: datetime | None = None) -> str:
+def latest_trace_id(
+    query: TraceQuery, now: datetime | None = None, just_sent: tuple[str, float] | None = None
+) -> str:
     """The trace of the latest `POST /api/users` the trace store holds, whoever sent it (make traffic,
-    curl, a browser) and however it ended."""
+    curl, a browser) and however it ended.
+
+    `just_sent` is (trace id, unix time) of a create this machine sent itself (`make traffic` saves its
+    run): right after it, its spans may still wait in the services' batch queues (up to the export delay)
+    and the store only knows older creates. It wins when it is newer than anything the store has.
+    """
     now = now or datetime.now(UTC)
     try:
         # Backends list the most recent traces first, but not all promise it: take a few, pick the latest.
@@ -88,6 +53,10 @@ def latest_trace_id(query: TraceQuery, now: datetime | None = None) -> str:
         for trace_id, spans in traces.items()
         if (creates := [span for span in spans if _is_default_root(span)])
     }
+    if just_sent is not None:
+        sent_id, sent_at = just_sent
+        if not started or sent_at * 1e9 > max(started.values()):
+            return sent_id
     if not started:
         raise TraceViewError(
             f"no trace id given, and no {DEFAULT_OPERATION} in the last {DEFAULT_LOOKBACK.days} days in the "

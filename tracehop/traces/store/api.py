@@ -1,14 +1,22 @@
-"""The Jaeger query API v3 subset we answer: its arguments parsed, its answers as OTLP/JSON.
+"""Jaeger's query API v3 as the trace store answers it: routes, answers, OTLP/JSON.
 
-Jaeger's conventions: hex ids, integer enums and 64-bit integers as decimal strings.
+Paths and answers follow Jaeger 2.20.0's HTTP gateway (cmd/jaeger/internal/extension/jaegerquery/internal/
+apiv3/http_gateway.go; `server.go` beside it for what no route matches) over its memory store; parameters
+are parsed in query_params.py. The conventions a client sees:
+- success: `application/json`, OTLP/JSON with hex ids, integer enums, 64-bit integers as decimal strings,
+  every span with a `status` (an empty one as `{}`), proto3 JSON elsewhere (an empty list left out, so no
+  services is `{}`);
+- errors come from Go's http.Error: `text/plain; charset=utf-8`, `X-Content-Type-Options: nosniff`, and a
+  body that is the JSON `{"error":{"httpCode":…,"message":…}}` plus a newline; an unknown trace and an
+  empty search are 404 "No traces found"; a path no route matches is 404 "404 page not found".
+tests/unit/jaeger_parity.py is the table of these answers, with the Jaeger file behind each.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -17,12 +25,144 @@ from google.protobuf import json_format
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
-from tracehop.traces.store.database import DEFAULT_NUM_TRACES, SpanDatabase, StoredSpan, TraceSearch
-from tracehop.traces.store.otlp import BadRequest
+from tracehop.traces.store.attribute_text import go_json
+from tracehop.traces.store.database import SpanDatabase, StoredSpan, TraceSearch, service_name
+from tracehop.traces.store.otlp import JSON, BadRequest
+from tracehop.traces.store.query_params import (
+    SPAN_KIND,
+    SearchParams,
+    check_get_trace_params,
+    get_param,
+    parse_search,
+    parse_trace_id,
+)
+from tracehop.traces.store.summaries import summarize_trace
+
+TEXT = "text/plain; charset=utf-8"
+NOT_FOUND_PAGE = "404 page not found\n"  # Go's http.NotFound body
+NO_TRACES = "No traces found"
+TRACES_PREFIX = "/api/v3/traces/"
+# Methods a GET route answers (Go's ServeMux matches HEAD with GET patterns).
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    content_type: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def answer_query(database: SpanDatabase, method: str, raw_path: str, query_string: str) -> Answer:
+    """The answer to one request under /api/. `raw_path` is still percent-encoded: a base64 trace id may
+    hold an encoded "/" (%2F), which must stay inside its path segment, as in Go's router."""
+    query = parse_qs(query_string, keep_blank_values=True)
+    route = _route(raw_path) if method in READ_METHODS else None
+    if route is None:
+        return Answer(404, TEXT, NOT_FOUND_PAGE.encode(), {"X-Content-Type-Options": "nosniff"})
+    handler, argument = route
+    try:
+        return handler(database, query, *argument)
+    except BadRequest as error:
+        return error_answer(error.status, str(error))
+
+
+def _route(raw_path: str) -> tuple[Any, tuple[str, ...]] | None:
+    if raw_path.startswith(TRACES_PREFIX):
+        segment = raw_path.removeprefix(TRACES_PREFIX)
+        # {trace_id} matches one non-empty segment (Go's ServeMux wildcard).
+        return (_get_trace, (unquote(segment),)) if segment and "/" not in segment else None
+    routes = {
+        "/api/v3/traces": _find_traces,
+        "/api/v3/trace-summaries": _find_trace_summaries,
+        "/api/v3/services": _get_services,
+        "/api/v3/operations": _get_operations,
+    }
+    return (routes[raw_path], ()) if raw_path in routes else None
+
+
+def error_answer(status: int, message: str) -> Answer:
+    """http.Error with a GRPCGatewayError body, as apiv3/http_gateway.go tryHandleError writes it."""
+    body = go_json({"error": {"httpCode": int(status), "message": message}}) + "\n"
+    return Answer(int(status), TEXT, body.encode(), {"X-Content-Type-Options": "nosniff"})
+
+
+def json_answer(document: Any) -> Answer:
+    return Answer(200, JSON, json.dumps(document, separators=(",", ":")).encode())
+
+
+# ------------------------------------------------------------------------------------------------ routes
+
+
+def _get_trace(database: SpanDatabase, query: Mapping[str, list[str]], trace_id_text: str) -> Answer:
+    trace_id = parse_trace_id(trace_id_text)
+    check_get_trace_params(query)
+    return _traces_answer(database, [database.trace(trace_id)])
+
+
+def _find_traces(database: SpanDatabase, query: Mapping[str, list[str]]) -> Answer:
+    search = trace_search(parse_search(query))
+    return _traces_answer(database, list(database.traces(database.find_trace_ids(search)).values()))
+
+
+def _find_trace_summaries(database: SpanDatabase, query: Mapping[str, list[str]]) -> Answer:
+    search = trace_search(parse_search(query))
+    traces = database.traces(database.find_trace_ids(search))
+    resources = database.bodies(
+        "resources", {span.resource_id for spans in traces.values() for span in spans}
+    )
+    services = {key: service_name(ResourceSpans.FromString(body)) for key, body in resources.items()}
+    summaries = [
+        summarize_trace((services[span.resource_id], SpanProto.FromString(span.body)) for span in spans)
+        for spans in traces.values()
+    ]
+    return json_answer({"summaries": summaries} if summaries else {})
+
+
+def _get_services(database: SpanDatabase, query: Mapping[str, list[str]]) -> Answer:
+    services = database.services()
+    return json_answer({"services": services} if services else {})
+
+
+def _get_operations(database: SpanDatabase, query: Mapping[str, list[str]]) -> Answer:
+    span_kind, _ = get_param(query, *SPAN_KIND)
+    service = query.get("service", [""])[0]
+    operations = [
+        # apiv3/http_gateway.go getOperations: a kind stored as "" is reported as internal.
+        {"name": name, "spanKind": kind or "internal"}
+        for name, kind in database.operations(service, span_kind)
+    ]
+    return json_answer({"operations": operations} if operations else {})
+
+
+def trace_search(params: SearchParams) -> TraceSearch:
+    return TraceSearch(
+        service=params.service,
+        start_min_ns=params.start_min_ns,
+        start_max_ns=params.start_max_ns,
+        operation=params.operation or None,
+        num_traces=params.depth,
+        duration_min_ns=params.duration_min_ns,
+        duration_max_ns=params.duration_max_ns,
+        attributes=params.attributes,
+    )
+
+
+def _traces_answer(database: SpanDatabase, traces: list[list[StoredSpan]]) -> Answer:
+    traces = [spans for spans in traces if spans]
+    if not traces:
+        return error_answer(HTTPStatus.NOT_FOUND, NO_TRACES)
+    # Several traces come back as one flat list, each trace's entries in turn (returnTraces).
+    resource_spans = [item for spans in traces for item in resource_spans_json(database, spans)]
+    return json_answer({"result": {"resourceSpans": resource_spans}})
+
+
+# ------------------------------------------------------------------------------------------ OTLP/JSON
 
 
 def span_to_json(span: SpanProto) -> dict[str, Any]:
-    """A span in OTLP/JSON as Jaeger writes it: defaults omitted, integer enums, hex ids."""
+    """A span in OTLP/JSON as Jaeger writes it: defaults omitted but `status`, integer enums, hex ids."""
     document = json_format.MessageToDict(span, use_integers_for_enums=True)
     # json_format writes bytes as base64 (proto3 JSON); OTLP/JSON wants lowercase hex.
     document["traceId"] = span.trace_id.hex()
@@ -32,177 +172,29 @@ def span_to_json(span: SpanProto) -> dict[str, Any]:
     for link, link_document in zip(span.links, document.get("links", []), strict=True):
         link_document["traceId"] = link.trace_id.hex()
         link_document["spanId"] = link.span_id.hex()
+    document.setdefault("status", {})  # pdata's JSON writes the status even when empty
     return document
 
 
 def resource_spans_json(database: SpanDatabase, spans: Sequence[StoredSpan]) -> list[dict[str, Any]]:
-    """Group stored spans into OTLP/JSON resourceSpans: one entry per resource, one scopeSpans per scope."""
+    """One trace's stored spans as OTLP/JSON resourceSpans: one entry per received resourceSpans entry,
+    one scopeSpans per received scopeSpans entry, in arrival order (`spans` come in that order)."""
     resources = database.bodies("resources", (span.resource_id for span in spans))
     scopes = database.bodies("scopes", (span.scope_id for span in spans))
-    grouped: dict[int, dict[int, list[dict[str, Any]]]] = {}
+    result: list[dict[str, Any]] = []
+    current_resource = current_scope = None
     for span in spans:
-        span_document = span_to_json(SpanProto.FromString(span.body))
-        grouped.setdefault(span.resource_id, {}).setdefault(span.scope_id, []).append(span_document)
-    result = []
-    for resource_id, by_scope in grouped.items():
-        document = json_format.MessageToDict(ResourceSpans.FromString(resources[resource_id]))
-        document.setdefault("resource", {})
-        document["scopeSpans"] = [
-            _scope_json(scopes[scope_id], scope_spans) for scope_id, scope_spans in by_scope.items()
-        ]
-        result.append(document)
+        if span.resource_chunk != current_resource:
+            current_resource, current_scope = span.resource_chunk, None
+            document = json_format.MessageToDict(ResourceSpans.FromString(resources[span.resource_id]))
+            document.setdefault("resource", {})
+            document["scopeSpans"] = []
+            result.append(document)
+        if span.scope_chunk != current_scope:
+            current_scope = span.scope_chunk
+            scope_document = json_format.MessageToDict(ScopeSpans.FromString(scopes[span.scope_id]))
+            scope_document.setdefault("scope", {})
+            scope_document["spans"] = []
+            result[-1]["scopeSpans"].append(scope_document)
+        result[-1]["scopeSpans"][-1]["spans"].append(span_to_json(SpanProto.FromString(span.body)))
     return result
-
-
-def _scope_json(body: bytes, spans: list[dict[str, Any]]) -> dict[str, Any]:
-    document = json_format.MessageToDict(ScopeSpans.FromString(body))
-    document.setdefault("scope", {})
-    document["spans"] = spans
-    return document
-
-
-# ----------------------------------------------------------------------------------- query API arguments
-
-_RFC3339 = re.compile(
-    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<fraction>\d{1,9}))?"
-    r"(?P<zone>[Zz]|[+-]\d{2}:\d{2})"
-)
-_DURATION_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9}
-_DURATION_UNITS_NS |= {"m": 60 * 10**9, "h": 3600 * 10**9}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def parse_rfc3339_ns(text: str) -> int:
-    """RFC 3339 timestamp (with up to nanosecond fraction, zone required, as Go's RFC3339Nano) -> ns."""
-    match = _RFC3339.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not an RFC 3339 timestamp like 2026-01-02T15:04:05Z")
-    zone = match["zone"].upper().replace("Z", "+00:00")
-    moment = datetime.fromisoformat(f"{match['date']}T{match['time']}{zone}")
-    fraction = (match["fraction"] or "").ljust(9, "0")
-    return int(moment.timestamp()) * 10**9 + int(fraction)
-
-
-def parse_go_duration_ns(text: str) -> int:
-    """Go duration string (`100ms`, `1.5s`, `1h2m`) -> nanoseconds, as Go's time.ParseDuration."""
-    body = text.strip().removeprefix("+")
-    if body == "0":
-        return 0
-    parts = _DURATION_PART.findall(body)
-    if not body or "".join(number + unit for number, unit in parts) != body:
-        raise ValueError(f"{text!r} is not a duration like 100ms, 1.5s or 2m")
-    return round(sum(float(number) * _DURATION_UNITS_NS[unit] for number, unit in parts))
-
-
-def query_param(query: Mapping[str, list[str]], *names: str) -> str:
-    """First non-empty value among snake_case and camelCase spellings of one parameter."""
-    for name in names:
-        values = query.get(name)
-        if values and values[0] != "":
-            return values[0]
-    return ""
-
-
-def parse_trace_search(query: Mapping[str, list[str]]) -> TraceSearch:
-    """Parse the query string of `GET /api/v3/traces` the way Jaeger's HTTP gateway does."""
-    service = query_param(query, "query.service_name", "query.serviceName")
-    start_min = query_param(query, "query.start_time_min", "query.startTimeMin")
-    start_max = query_param(query, "query.start_time_max", "query.startTimeMax")
-    if not start_min or not start_max:
-        raise BadRequest("query.start_time_min and query.start_time_max are required")
-    if not service:
-        raise BadRequest("query.service_name is required")
-    return TraceSearch(
-        service=service,
-        start_min_ns=_parsed(parse_rfc3339_ns, start_min, "query.start_time_min"),
-        start_max_ns=_parsed(parse_rfc3339_ns, start_max, "query.start_time_max"),
-        operation=query_param(query, "query.operation_name", "query.operationName") or None,
-        num_traces=_num_traces(query),
-        duration_min_ns=_optional_duration(query, "query.duration_min", "query.durationMin"),
-        duration_max_ns=_optional_duration(query, "query.duration_max", "query.durationMax"),
-    )
-
-
-def _parsed(parse: Any, value: str, name: str) -> Any:
-    try:
-        return parse(value)
-    except ValueError as error:
-        raise BadRequest(f"malformed parameter {name}: {error}") from None
-
-
-def _num_traces(query: Mapping[str, list[str]]) -> int:
-    names = ("query.num_traces", "query.numTraces", "query.search_depth", "query.searchDepth")
-    text = query_param(query, *names)
-    if not text:
-        return DEFAULT_NUM_TRACES
-    number = _parsed(int, text, "query.num_traces")
-    if number < 0:
-        raise BadRequest("malformed parameter query.num_traces: must not be negative")
-    return number or DEFAULT_NUM_TRACES
-
-
-def _optional_duration(query: Mapping[str, list[str]], *names: str) -> int | None:
-    text = query_param(query, *names)
-    return _parsed(parse_go_duration_ns, text, names[0]) if text else None
-
-
-def normalise_trace_id(text: str) -> str:
-    """Lowercase 32-hex trace id; shorter ids are left-padded with zeros as Jaeger does."""
-    if not re.fullmatch(r"[0-9a-fA-F]{1,32}", text):
-        raise BadRequest(f"malformed parameter trace_id: {text!r} is not a hex trace id of up to 32 digits")
-    return text.lower().rjust(32, "0")
-
-
-# ------------------------------------------------------------------------------------------------ answers
-
-
-def answer_query(database: SpanDatabase, path: str, query_string: str) -> tuple[int, dict[str, Any]]:
-    """The Jaeger query API v3 subset (traces by id, search, services, operations): (status, JSON body)."""
-    stripped = path.rstrip("/")
-    query = parse_qs(query_string, keep_blank_values=True)
-    try:
-        if stripped.startswith("/api/v3/traces/"):
-            return _get_trace(database, unquote(stripped.removeprefix("/api/v3/traces/")))
-        if stripped == "/api/v3/traces":
-            return _find_traces(database, query)
-        if stripped == "/api/v3/services":
-            return 200, {"services": database.services()}
-        if stripped == "/api/v3/operations":
-            operations = database.operations(
-                query_param(query, "service"), query_param(query, "span_kind", "spanKind")
-            )
-            return 200, {"operations": [{"name": name, "spanKind": kind} for name, kind in operations]}
-        return _error(HTTPStatus.NOT_FOUND, f"unknown path {path!r}")
-    except BadRequest as error:
-        return _error(error.status, str(error))
-
-
-def encode_json(document: Any) -> bytes:
-    """The query API's JSON encoding (compact, as the answers have always been)."""
-    return json.dumps(document, separators=(",", ":")).encode()
-
-
-def _get_trace(database: SpanDatabase, trace_id_text: str) -> tuple[int, dict[str, Any]]:
-    trace_id = normalise_trace_id(trace_id_text)
-    spans = database.trace(trace_id)
-    if not spans:
-        return _error(HTTPStatus.NOT_FOUND, f"trace not found: {trace_id}")
-    return _resource_spans(database, [spans])
-
-
-def _find_traces(database: SpanDatabase, query: Mapping[str, list[str]]) -> tuple[int, dict[str, Any]]:
-    search = parse_trace_search(query)
-    traces = database.traces(database.find_trace_ids(search))
-    if not traces:
-        return _error(HTTPStatus.NOT_FOUND, "No traces found")
-    return _resource_spans(database, list(traces.values()))
-
-
-def _resource_spans(database: SpanDatabase, traces: list[list[StoredSpan]]) -> tuple[int, dict[str, Any]]:
-    # Several traces come back as one flat list, each trace's resources in turn, as Jaeger does.
-    resource_spans = [item for spans in traces for item in resource_spans_json(database, spans)]
-    return 200, {"result": {"resourceSpans": resource_spans}}
-
-
-def _error(status: int, message: str) -> tuple[int, dict[str, Any]]:
-    return int(status), {"error": {"httpCode": int(status), "message": message}}

@@ -1,7 +1,11 @@
 """SQLite storage of spans: each span's serialized protobuf plus a few indexed columns.
 
 The resource and the instrumentation scope are stored once each and referenced, so a query (api.py)
-rebuilds the exact OTLP the store received.
+rebuilds the exact OTLP the store received, grouped as it arrived: like Jaeger's memory store
+(internal/storage/v2/memory/memory.go reshuffleResourceSpans, v2.20.0), each received resourceSpans entry
+and each scopeSpans entry in it is a "chunk", and a trace is answered chunk by chunk in arrival order.
+The `traces` table numbers traces in the order they were first received: searches answer the most recently
+received first, as Jaeger's ring buffer does (memory/tenant.go findTraceAndIds).
 """
 
 from __future__ import annotations
@@ -22,14 +26,17 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
 from tracehop.traces.store import indexing
+from tracehop.traces.store.attribute_text import as_string
+from tracehop.traces.store.query_params import DEFAULT_SEARCH_DEPTH
 from tracehop.traces.store.retention import Retention, prune
 from tracehop.traces.store.service_map import ServiceMap, build_service_map
+from tracehop.traces.store.span_filter import ScopeInfo, span_conditions
 
-DEFAULT_NUM_TRACES = 20
-UNKNOWN_SERVICE = "unknown_service"
+DEFAULT_NUM_TRACES = DEFAULT_SEARCH_DEPTH
 INT64_MAX = 2**63 - 1  # SQLite integers are signed 64-bit; OTLP timestamps are fixed64
-# Jaeger's /api/v3/operations reports kinds the way its v1 model names them.
-OPERATION_KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+# Span kinds as Jaeger's memory store records operations (memory/tenant.go fromOTELSpanKind): an
+# unspecified (or unknown) kind is "", which the API then reports as "internal".
+OPERATION_KINDS = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 
 
 _SCHEMA = """
@@ -48,18 +55,33 @@ CREATE TABLE IF NOT EXISTS spans (
     resource_id INTEGER NOT NULL REFERENCES resources (id),
     scope_id INTEGER NOT NULL REFERENCES scopes (id),
     body BLOB NOT NULL,
+    resource_chunk INTEGER NOT NULL DEFAULT 0,
+    scope_chunk INTEGER NOT NULL DEFAULT 0,
     UNIQUE (trace_id, span_id)
 );
 CREATE INDEX IF NOT EXISTS spans_by_service_start ON spans (service, start_ns);
 CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_ns);
+CREATE TABLE IF NOT EXISTS traces (
+    seq INTEGER PRIMARY KEY,
+    trace_id TEXT NOT NULL UNIQUE,
+    min_start_ns INTEGER NOT NULL,
+    max_start_ns INTEGER NOT NULL
+);
 """
-# Databases written before the attribute index (user_version 0) get it built once when opened.
-_SCHEMA_VERSION = 1
+# user_version 0: no attribute index; 1: no chunks, no traces table, attribute text before pdata's
+# AsString. Such databases are brought up to date once when opened (_migrate).
+_SCHEMA_VERSION = 2
+
+_UPSERT_TRACE = """
+INSERT INTO traces (trace_id, min_start_ns, max_start_ns) VALUES (?, ?, ?)
+ON CONFLICT (trace_id) DO UPDATE SET min_start_ns = MIN(min_start_ns, excluded.min_start_ns),
+                                     max_start_ns = MAX(max_start_ns, excluded.max_start_ns)
+"""
 
 _INSERT_SPAN = """
 INSERT OR REPLACE INTO spans (trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns,
-                              status_code, resource_id, scope_id, body)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              status_code, resource_id, scope_id, body, resource_chunk, scope_chunk)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 
@@ -67,11 +89,11 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 class TraceSearch:
     """Parameters of `GET /api/v3/traces`, times and durations in nanoseconds.
 
-    One span of the trace must meet the span conditions together (service, operation, durations,
-    attributes), as in Jaeger. `service` "" means any service (the viewer; the API requires one).
-    `attributes`: (key, value) pairs the span must carry (its own, its resource's or an event's).
-    `errors_only`: some span of the trace has status ERROR. `parent_service`: the span's parent is a span
-    of that service (a service-map edge parent -> `service`).
+    One span of the trace must meet the span conditions together (service, operation, window, durations,
+    attributes), with Jaeger's meaning (span_filter.py). `service` "" means any service.
+    `attributes`: `query.attributes` pairs, special keys (`error`, `span.kind`, ...) included.
+    `errors_only` (the viewer): some span of the trace has status ERROR. `parent_service` (the viewer's
+    service map): the span's parent is a span of that service (an edge parent -> `service`).
     """
 
     service: str
@@ -91,6 +113,8 @@ class StoredSpan:
     resource_id: int
     scope_id: int
     body: bytes
+    resource_chunk: int = 0  # the received resourceSpans entry it came in
+    scope_chunk: int = 0  # the received scopeSpans entry it came in
 
 
 class SpanDatabase:
@@ -110,8 +134,14 @@ class SpanDatabase:
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")  # durable enough for a local dev store
         self._connection.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
         self._connection.executescript(_SCHEMA + indexing.SCHEMA)
-        self._index_old_spans()
+        self._reindex_old_database()
+        (last_chunk,) = self._connection.execute(
+            "SELECT MAX(MAX(resource_chunk), MAX(scope_chunk)) FROM spans"
+        ).fetchone()
+        self._last_chunk = last_chunk or 0
+        self._scopes: dict[int, ScopeInfo] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -127,19 +157,30 @@ class SpanDatabase:
         with self._lock, self._connection:
             cursor = self._connection.cursor()
             terms: list[tuple[str, str, int]] = []
+            traces: list[tuple[str, int, int]] = []
             for resource_spans in request.resource_spans:
                 resource_id = self._intern_resource(resource_spans)
                 service = service_name(resource_spans)
+                resource_chunk = self._next_chunk()
                 for scope_spans in resource_spans.scope_spans:
                     scope_id = self._intern("scopes", _scope_key(scope_spans))
+                    chunks = (resource_chunk, self._next_chunk())
                     for span in scope_spans.spans:
                         # One execute per span (not executemany): the attribute rows need its rowid.
-                        cursor.execute(_INSERT_SPAN, _span_row(span, service, resource_id, scope_id))
+                        row = _span_row(span, service, resource_id, scope_id)
+                        cursor.execute(_INSERT_SPAN, (*row, *chunks))
                         rowid = cursor.lastrowid
                         terms.extend((key, value, rowid) for key, value in indexing.span_search_terms(span))
+                        traces.append((row[0], row[6], row[6]))
                         count += 1
             cursor.executemany(indexing.INSERT_SPAN_ATTRIBUTE, terms)
+            # In arrival order: a trace's number is that of its first span ever received.
+            cursor.executemany(_UPSERT_TRACE, traces)
         return count
+
+    def _next_chunk(self) -> int:
+        self._last_chunk += 1
+        return self._last_chunk
 
     def _intern(self, table: str, body: bytes) -> int:
         self._connection.execute(f"INSERT OR IGNORE INTO {table} (body) VALUES (?)", (body,))
@@ -154,7 +195,34 @@ class SpanDatabase:
         )
         return resource_id
 
-    def _index_old_spans(self) -> None:
+    def _migrate(self) -> None:
+        """Bring a database of an older store up to _SCHEMA_VERSION (before the new schema is applied)."""
+        with self._lock, self._connection:
+            (version,) = self._connection.execute("PRAGMA user_version").fetchone()
+            columns = {row[1] for row in self._connection.execute("PRAGMA table_info(spans)")}
+            if version >= _SCHEMA_VERSION or not columns:
+                return  # up to date, or a new database
+            if "resource_chunk" not in columns:
+                for column in ("resource_chunk", "scope_chunk"):
+                    self._connection.execute(
+                        f"ALTER TABLE spans ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+                    )
+                # Spans stored before chunks keep the grouping they were answered with: by resource, by scope.
+                self._connection.execute(
+                    "UPDATE spans SET resource_chunk = resource_id, scope_chunk = scope_id"
+                )
+            self._connection.executescript(_SCHEMA)
+            self._connection.execute(
+                "INSERT OR IGNORE INTO traces (trace_id, min_start_ns, max_start_ns)"
+                " SELECT trace_id, MIN(start_ns), MAX(start_ns) FROM spans"
+                " GROUP BY trace_id ORDER BY MIN(rowid)"
+            )
+            # The attribute index is rebuilt below: its text is pdata's AsString now, links included.
+            for table in ("span_attributes", "resource_attributes"):
+                self._connection.execute(f"DROP TABLE IF EXISTS {table}")
+            self._connection.execute("PRAGMA user_version = 0")
+
+    def _reindex_old_database(self) -> None:
         """Build the attribute index of spans stored by a version of the store that had none."""
         with self._lock, self._connection:
             (version,) = self._connection.execute("PRAGMA user_version").fetchone()
@@ -177,70 +245,65 @@ class SpanDatabase:
         return self.traces([trace_id]).get(trace_id, [])
 
     def traces(self, trace_ids: Sequence[str]) -> dict[str, list[StoredSpan]]:
-        """Spans of each trace, keyed in the order of `trace_ids`, each sorted by start time."""
+        """Spans of each trace, keyed in the order of `trace_ids`, each in the order received."""
         found: dict[str, list[StoredSpan]] = {trace_id: [] for trace_id in trace_ids}
         if not trace_ids:
             return found
         marks = ",".join("?" * len(trace_ids))
         with self._lock:
             rows = self._connection.execute(
-                f"SELECT trace_id, resource_id, scope_id, body FROM spans WHERE trace_id IN ({marks})"
-                " ORDER BY start_ns, span_id",
+                "SELECT trace_id, resource_id, scope_id, body, resource_chunk, scope_chunk FROM spans"
+                f" WHERE trace_id IN ({marks}) ORDER BY resource_chunk, scope_chunk, rowid",
                 list(trace_ids),
             ).fetchall()
-        for trace_id, resource_id, scope_id, body in rows:
-            found[trace_id].append(StoredSpan(resource_id, scope_id, body))
+        for trace_id, *stored in rows:
+            found[trace_id].append(StoredSpan(*stored))
         return {trace_id: spans for trace_id, spans in found.items() if spans}
 
     def find_trace_ids(self, search: TraceSearch) -> list[str]:
-        """Traces with at least one span meeting every span condition, most recent first (as Jaeger does).
+        """Traces with one span meeting every span condition, the most recently received first (as Jaeger).
 
-        The matching spans are read newest first and their trace ids collected until `num_traces` are
-        found: the same order as grouping by trace and sorting by its latest matching span, but it reads a
-        few hundred index entries instead of every span in the window. Each attribute drives an index
-        lookup (key, value) -> span rows, so a search by attribute reads the matching spans only.
+        A search that names a service, an operation or attributes first collects the matching spans'
+        traces through the indexes, then walks the traces newest first; one without (a time window only)
+        walks the traces newest first and asks each for a matching span, stopping at `num_traces`.
         """
-        sql = "SELECT s.trace_id FROM spans AS s WHERE s.start_ns BETWEEN ? AND ?"
-        args: list[Any] = [search.start_min_ns, search.start_max_ns]
-        if search.service:
-            sql += " AND s.service = ?"
-            args.append(search.service)
-        if search.operation:
-            sql += " AND s.name = ?"
-            args.append(search.operation)
-        if search.duration_min_ns is not None:
-            sql += " AND s.end_ns - s.start_ns >= ?"
-            args.append(search.duration_min_ns)
-        if search.duration_max_ns is not None:
-            sql += " AND s.end_ns - s.start_ns <= ?"
-            args.append(search.duration_max_ns)
-        for key, value in search.attributes:
-            sql += (
-                " AND (s.rowid IN (SELECT span_rowid FROM span_attributes WHERE key = ? AND value = ?)"
-                " OR s.resource_id IN"
-                " (SELECT resource_id FROM resource_attributes WHERE key = ? AND value = ?))"
-            )
-            args += [key, value, key, value]
+        selective = bool(search.service or search.operation or search.attributes or search.parent_service)
+        scopes = self._scope_infos() if search.attributes else {}
+        conditions, args = span_conditions(search, scopes, by_trace=not selective)
         if search.parent_service:
-            sql += (
+            conditions += (
                 " AND EXISTS (SELECT 1 FROM spans AS p WHERE p.trace_id = s.trace_id"
                 " AND p.span_id = s.parent_span_id AND p.service = ?)"
             )
             args.append(search.parent_service)
+        if selective:
+            matching = f"t.trace_id IN (SELECT s.trace_id FROM spans AS s WHERE 1{conditions})"
+        else:
+            matching = f"EXISTS (SELECT 1 FROM spans AS s WHERE s.trace_id = t.trace_id{conditions})"
+        sql = (
+            "SELECT t.trace_id FROM traces AS t WHERE t.max_start_ns >= ? AND t.min_start_ns <= ?"
+            f" AND {matching}"
+        )
+        args = [search.start_min_ns, search.start_max_ns, *args]
         if search.errors_only:
             sql += (
-                " AND EXISTS (SELECT 1 FROM spans AS e WHERE e.trace_id = s.trace_id AND e.status_code = 2)"
+                " AND EXISTS (SELECT 1 FROM spans AS e WHERE e.trace_id = t.trace_id AND e.status_code = 2)"
             )
-        sql += " ORDER BY s.start_ns DESC"
-        found: dict[str, None] = {}
+        sql += " ORDER BY t.seq DESC LIMIT ?"
+        args.append(search.num_traces)
         with self._lock:
-            cursor = self._connection.execute(sql, args)
-            for (trace_id,) in cursor:
-                found[trace_id] = None
-                if len(found) >= search.num_traces:
-                    break
-            cursor.close()
-        return list(found)
+            return [trace_id for (trace_id,) in self._connection.execute(sql, args)]
+
+    def _scope_infos(self) -> dict[int, ScopeInfo]:
+        """Every stored scope's name, version and attribute texts (scopes are few and never deleted)."""
+        with self._lock:
+            known = max(self._scopes, default=0)
+            rows = self._connection.execute("SELECT id, body FROM scopes WHERE id > ?", (known,)).fetchall()
+            for scope_id, body in rows:
+                scope = ScopeSpans.FromString(body).scope
+                attributes = {item.key: as_string(item.value) for item in scope.attributes}
+                self._scopes[scope_id] = ScopeInfo(scope.name, scope.version, attributes)
+            return dict(self._scopes)
 
     def service_map(
         self, start_min_ns: int, start_max_ns: int, trace_ids: Sequence[str] | None = None
@@ -255,19 +318,27 @@ class SpanDatabase:
             return prune(self._connection, retention, now_ns)
 
     def services(self) -> list[str]:
-        with self._lock:
-            return [
-                row[0] for row in self._connection.execute("SELECT DISTINCT service FROM spans ORDER BY 1")
-            ]
-
-    def operations(self, service: str, span_kind: str = "") -> list[tuple[str, str]]:
-        """(name, kind) of the operations of `service`; kinds in Jaeger's lowercase words."""
+        """Names of the services seen, sorted; a resource without service.name names none (as Jaeger)."""
         with self._lock:
             rows = self._connection.execute(
-                "SELECT DISTINCT name, kind FROM spans WHERE service = ? ORDER BY name, kind", (service,)
+                "SELECT DISTINCT service FROM spans WHERE service != '' ORDER BY 1"
+            )
+            return [row[0] for row in rows]
+
+    def operations(self, service: str, span_kind: str = "") -> list[tuple[str, str]]:
+        """(name, kind) of the operations of `service`, sorted, as Jaeger's memory store keeps them.
+
+        `kind` is "server", "client", ... or "" for an unspecified kind; `span_kind` keeps those whose kind
+        is exactly that text (memory/memory.go GetOperations compares the raw stored kind).
+        """
+        if not service:
+            return []
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT DISTINCT name, kind FROM spans WHERE service = ?", (service,)
             ).fetchall()
-        operations = [(name, OPERATION_KINDS.get(kind, "internal")) for name, kind in rows]
-        return [op for op in operations if not span_kind or op[1] == span_kind.lower()]
+        operations = sorted({(name, OPERATION_KINDS.get(kind, "")) for name, kind in rows})
+        return [op for op in operations if not span_kind or op[1] == span_kind]
 
     def bodies(self, table: str, ids: Iterable[int]) -> dict[int, bytes]:
         """Serialized resources or scopes by id (`table` is "resources" or "scopes")."""
@@ -294,8 +365,8 @@ def _scope_key(scope_spans: ScopeSpans) -> bytes:
 
 
 def service_name(resource_spans: ResourceSpans) -> str:
-    """`service.name` of the resource, or `unknown_service` as the SDK specification says."""
-    return _string_attribute(resource_spans.resource.attributes, "service.name") or UNKNOWN_SERVICE
+    """`service.name` of the resource if it is a string, else "" (memory.go getServiceNameFromResource)."""
+    return _string_attribute(resource_spans.resource.attributes, "service.name")
 
 
 def _string_attribute(attributes: Iterable[KeyValue], key: str) -> str:

@@ -1,19 +1,22 @@
 """What the store indexes besides the span columns: attribute values, for search by `key=value`.
 
-Jaeger's tag search (`query.attributes` in API v3, "Tags" in its UI) matches a span that carries the
-key with that value among its own attributes, its process (resource) attributes or the fields of one of
-its logs (events). Values are compared as text: `200` finds an integer 200, `true` a boolean true. So each
-span's attribute and event attribute values are stored once more as (key, text) rows that point at the
-span's row, and each resource's attributes as (key, text) rows that point at the resource.
+Jaeger's attribute search (`query.attributes` in API v3, "Tags" in its UI) matches a span that carries the
+key with that value among its own attributes, its resource's, its scope's, or those of one of its events or
+links (internal/storage/v2/memory/tenant.go findKeyValInTrace, Jaeger v2.20.0). Values compare as text, the
+text pdata's `AsString` gives (attribute_text.py): `200` finds an integer 200, `true` a boolean true. So each
+span's, event's and link's attribute values are stored once more as (key, text) rows that point at the
+span's row, and each resource's attributes as (key, text) rows that point at the resource. Scopes are few:
+span_filter.py matches them in Python.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
+
+from tracehop.traces.store.attribute_text import as_string
 
 # WITHOUT ROWID with the search key first: one b-tree per table that is both the data and the index.
 SCHEMA = """
@@ -32,33 +35,16 @@ INSERT_RESOURCE_ATTRIBUTE = (
 )
 
 
-def attribute_text(value: AnyValue) -> str | None:
-    """An attribute value as the text a search compares it with (None: not searchable, e.g. bytes)."""
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return "true" if value.bool_value else "false"
-    if kind == "int_value":
-        return str(value.int_value)
-    if kind == "double_value":
-        return repr(value.double_value)
-    if kind == "array_value":
-        items = [attribute_text(item) for item in value.array_value.values]
-        return json.dumps(items, separators=(",", ":"))
-    return None
-
-
 def searchable(attributes: Iterable[KeyValue]) -> Iterator[tuple[str, str]]:
     for attribute in attributes:
-        text = attribute_text(attribute.value)
-        if text is not None:
-            yield attribute.key, text
+        yield attribute.key, as_string(attribute.value)
 
 
 def span_search_terms(span: SpanProto) -> set[tuple[str, str]]:
-    """(key, text) of the span's attributes and of its events' attributes."""
+    """(key, text) of the span's attributes and of its events' and links' attributes."""
     terms = set(searchable(span.attributes))
     for event in span.events:
         terms.update(searchable(event.attributes))
+    for link in span.links:
+        terms.update(searchable(link.attributes))
     return terms

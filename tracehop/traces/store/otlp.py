@@ -21,6 +21,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
+from tracehop.traces.store import otlp_json_fast
+
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 TRACES_PATH = "/v1/traces"
@@ -70,6 +72,15 @@ def parse_otlp_json(body: bytes) -> ExportTraceServiceRequest:
         raise BadRequest(f"body is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise BadRequest("OTLP/JSON body must be an object with a resourceSpans list")
+    try:
+        # What exporters send, decoded five times faster than by json_format (otlp_json_fast.py).
+        return otlp_json_fast.decode(document)
+    except otlp_json_fast.NotCanonical:
+        return parse_otlp_json_document(document)
+
+
+def parse_otlp_json_document(document: dict[str, Any]) -> ExportTraceServiceRequest:
+    """The general decoder (json_format), for any document the fast one does not take."""
     for span in _json_spans(document):
         _hex_ids_to_base64(span)
         for link in _json_list(span, "links"):

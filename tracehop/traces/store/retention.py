@@ -87,6 +87,7 @@ def prune(connection: sqlite3.Connection, retention: Retention, now_ns: int) -> 
     if deleted:
         # The attribute index has no key by span: one pass removes the rows of every deleted span.
         connection.execute("DELETE FROM span_attributes WHERE span_rowid NOT IN (SELECT rowid FROM spans)")
+        connection.execute("DELETE FROM traces WHERE trace_id NOT IN (SELECT trace_id FROM spans)")
     return deleted
 
 

@@ -15,11 +15,10 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, render_te
 
 from tracehop.traces.logs import read_trace_logs
 from tracehop.traces.query import Span, spans_from_otlp_json
-from tracehop.traces.store.api import normalise_trace_id, resource_spans_json
+from tracehop.traces.store.api import resource_spans_json
 from tracehop.traces.store.database import SpanDatabase
-from tracehop.traces.store.otlp import BadRequest
 from tracehop.traces.store.service_map import ServiceMap
-from tracehop.traces.view import TraceViewError, normalize_trace_id
+from tracehop.traces.trace_id import InvalidTraceId, normalise_trace_id
 from tracehop.traces.viewer import metrics_links, service_map_view
 from tracehop.traces.viewer.scatter import scatter
 from tracehop.traces.viewer.search_form import (
@@ -131,8 +130,8 @@ def find_trace() -> Any:
     """The paste box: a trace id, or a traceparent / traceresponse value."""
     text = request.args.get("id", "")
     try:
-        trace_id = normalize_trace_id(text)  # the same reading of an id as `make trace ID=…`
-    except TraceViewError as error:
+        trace_id = normalise_trace_id(text)  # the same reading of an id as `make trace ID=…`
+    except InvalidTraceId as error:
         return render_template("not_found.html", title="Not a trace id", message=str(error), text=""), 400
     return redirect(f"/trace/{trace_id}", code=303)
 
@@ -141,7 +140,7 @@ def _load_trace_page(trace_id_text: str) -> TracePage | tuple[str, int]:
     """The trace's page model, or the error page to answer instead."""
     try:
         trace_id = normalise_trace_id(trace_id_text)
-    except BadRequest as error:
+    except InvalidTraceId as error:
         return render_template("not_found.html", title="Not a trace id", message=str(error), text=""), 400
     spans = _spans([trace_id]).get(trace_id)
     if not spans:

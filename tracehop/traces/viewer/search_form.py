@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from tracehop.traces.store.api import parse_go_duration_ns
 from tracehop.traces.store.database import TraceSearch
+from tracehop.traces.store.query_params import parse_go_duration_ns
 
 LOOKBACKS = {"5m": 5 * 60, "15m": 15 * 60, "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "all": None}
 LOOKBACK_LABELS = {
