@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import SHAPES_ENV, RunningStack, start_private_stack, stop_in_background
 from tests.integration.expected_trees import CREATE_USER_TREE, REPORT_TREE
+from tests.integration.stack import SHAPES_ENV, RunningStack, start_private_stack, stop_in_background
 from tests.integration.test_core_traces import create_user
 
 pytestmark = pytest.mark.integration
