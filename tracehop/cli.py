@@ -24,6 +24,7 @@ from tracehop.stack.compose import ComposeError
 from tracehop.stack.config import (
     StackConfigError,
     gateway_url_from_env,
+    last_traffic_path,
     log_dir_from_env,
     parse_port,
     query_url_from_env,
@@ -198,7 +199,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     else:
         records = run_traffic(base_url, args.count, out, seed=args.seed)
     print_table(out, traffic_table(records))
-    last_traffic = var_dir_from_env() / "last_traffic.json"
+    last_traffic = last_traffic_path()
     save_traffic(last_traffic, base_url, records)
     out.print(f"trace ids saved to {last_traffic}; [bold]make trace[/] shows the latest POST /api/users.")
     unexpected = [record for record in records if not record.as_expected]
@@ -217,7 +218,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.trace_id:
         trace_id = normalise_trace_id(args.trace_id)
     else:
-        just_sent = latest_saved_create(var_dir_from_env() / "last_traffic.json")
+        just_sent = latest_saved_create(last_traffic_path())
         trace_id = latest_trace_id(TraceQuery(query_url), just_sent=just_sent)
     show_trace(trace_id, query_url, out, timeout=args.wait, follow_links=not args.no_links)
     return EXIT_OK

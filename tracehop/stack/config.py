@@ -94,10 +94,6 @@ class StackLayout:
     def traces_db(self) -> Path:
         return self.var_dir / "traces.sqlite3"
 
-    @property
-    def last_traffic(self) -> Path:
-        return self.var_dir / "last_traffic.json"
-
     def program_output(self, program: str) -> Path:
         """stdout and stderr of one supervised program."""
         return self.var_dir / f"{program}.out"
@@ -174,6 +170,11 @@ def var_dir_from_env(environ: Mapping[str, str] | None = None) -> Path:
     """$TRACEHOP_VAR_DIR (default `var`), absolute, relative paths taken from the current directory."""
     environ = os.environ if environ is None else environ
     return Path(environ.get("TRACEHOP_VAR_DIR") or "var").absolute()
+
+
+def last_traffic_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where `make traffic` saves its run and `make trace` (no id) reads its last create."""
+    return var_dir_from_env(environ) / "last_traffic.json"
 
 
 def log_dir_from_env(environ: Mapping[str, str] | None = None) -> Path:
