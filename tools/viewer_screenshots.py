@@ -31,7 +31,7 @@ VIEWPORT = {"width": 1440, "height": 900}
 
 def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="tracehop-screenshots-"))
-    names = ("gateway", "users", "worker_metrics", "otlp", "query", "prometheus", "redis")
+    names = ("gateway", "users", "worker_metrics", "worker_b_metrics", "otlp", "query", "prometheus", "redis")
     stack = LocalStack(
         root / "var",
         root / "logs",

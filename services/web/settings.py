@@ -55,6 +55,9 @@ def env_bool(name: str, default: bool) -> bool:
 # bench and the tests take them from here.
 SERVICES = ("gateway", "users", "worker")
 DEFAULT_PORTS = {"gateway": 8080, "users": 8081, "worker_metrics": 9101}
+# The worker service's pool size (TRACEHOP_WORKER_CONCURRENCY) when none is set; the local stack splits it
+# over its two worker programs (tracehop/stack/worker_programs.py).
+DEFAULT_WORKER_CONCURRENCY = 2
 LOCALHOST = "127.0.0.1"
 
 
@@ -145,7 +148,7 @@ def worker_config() -> dict[str, object]:
         "broker_url": broker_url(),
         "result_backend": redis_url(),
         "visibility_timeout_s": env_int("TRACEHOP_VISIBILITY_TIMEOUT_S", 3600),
-        "worker_concurrency": env_int("TRACEHOP_WORKER_CONCURRENCY", 2),
+        "worker_concurrency": env_int("TRACEHOP_WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY),
         "task_default_queue": env_str("TRACEHOP_CELERY_QUEUE", "celery"),
         "beat_interval_s": env_float("TRACEHOP_BEAT_INTERVAL_S", 60.0),
         # Tests shorten the poison job's life with a smaller number.

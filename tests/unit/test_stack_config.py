@@ -36,6 +36,7 @@ PORTS = {
     "gateway": 18080,
     "users": 18081,
     "worker_metrics": 19101,
+    "worker_b_metrics": 19102,
     "otlp": 14318,
     "query": 26686,
     "prometheus": 19090,
@@ -65,9 +66,9 @@ def test_an_unknown_port_name_is_refused() -> None:
 
 
 def test_free_ports_are_distinct() -> None:
-    ports = free_ports(7)
+    ports = free_ports(8)
 
-    assert len(set(ports)) == 7
+    assert len(set(ports)) == 8
 
 
 def test_a_socket_path_too_long_for_unix_sockets_is_refused(tmp_path: Path) -> None:
@@ -96,20 +97,33 @@ SHARED = {
             "static_configs": [{"targets": ["gateway:8080"], "labels": {"service": "gateway"}}],
         },
         {"job_name": "users", "metrics_path": "/metrics", "static_configs": [{"targets": ["users:8081"]}]},
-        {"job_name": "worker", "static_configs": [{"targets": ["worker:9101"]}]},
+        {"job_name": "worker", "static_configs": [{"targets": ["worker:9101", "worker-b:9101"]}]},
     ],
 }
 
 
-def test_each_target_is_rewritten_to_the_port_of_its_job() -> None:
+def test_each_target_is_rewritten_to_the_port_of_its_program() -> None:
     derived = derive_prometheus_config(SHARED, scrape_ports(StackPorts.from_mapping(PORTS)))
 
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in derived["scrape_configs"]}
     assert targets == {
         "gateway": ["127.0.0.1:18080"],
         "users": ["127.0.0.1:18081"],
-        "worker": ["127.0.0.1:19101"],
+        # Both worker programs are targets of the one worker job.
+        "worker": ["127.0.0.1:19101", "127.0.0.1:19102"],
     }
+
+
+def test_a_worker_program_the_stack_does_not_run_is_not_scraped() -> None:
+    ports = scrape_ports(StackPorts.from_mapping(PORTS), programs=["worker"])
+
+    (worker,) = [
+        job
+        for job in derive_prometheus_config(SHARED, ports)["scrape_configs"]
+        if job["job_name"] == "worker"
+    ]
+
+    assert worker["static_configs"][0]["targets"] == ["127.0.0.1:19101"]
 
 
 def test_global_settings_job_options_and_labels_are_kept_other_sections_dropped() -> None:
@@ -123,10 +137,13 @@ def test_global_settings_job_options_and_labels_are_kept_other_sections_dropped(
     assert SHARED["scrape_configs"][0]["static_configs"][0]["targets"] == ["gateway:8080"]
 
 
-def test_an_unknown_job_name_is_a_clear_error() -> None:
-    shared = {"scrape_configs": [*SHARED["scrape_configs"], {"job_name": "billing", "static_configs": []}]}
+def test_an_unknown_target_is_a_clear_error() -> None:
+    billing = {"job_name": "billing", "static_configs": [{"targets": ["billing:9000"]}]}
+    shared = {"scrape_configs": [*SHARED["scrape_configs"], billing]}
 
-    with pytest.raises(PrometheusConfigError, match="'billing'.*known jobs: gateway, users, worker"):
+    with pytest.raises(
+        PrometheusConfigError, match="'billing:9000'.*known hosts: gateway, users, worker, worker-b"
+    ):
         derive_prometheus_config(shared, scrape_ports(StackPorts()))
 
 
@@ -206,7 +223,16 @@ def prometheus_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_every_program_is_configured(tmp_path: Path, prometheus_on_path: Path) -> None:
     programs = parse_with_supervisord(make_stack(tmp_path).write_config())
 
-    assert list(programs) == ["redis", "trace-store", "users", "worker", "beat", "gateway", "prometheus"]
+    assert list(programs) == [
+        "redis",
+        "trace-store",
+        "users",
+        "worker",
+        "worker-b",
+        "beat",
+        "gateway",
+        "prometheus",
+    ]
     assert "--port 16379 --bind 127.0.0.1" in programs["redis"].command
     assert "-m tracehop trace-store --otlp-port 14318 --query-port 26686" in programs["trace-store"].command
     assert "-b 127.0.0.1:18081 --env OTEL_SERVICE_NAME=users 'services.users:create_app()'" in (
@@ -245,12 +271,55 @@ def test_the_worker_pool_goes_on_the_command_line(
 ) -> None:
     # On the command line, where Celery looks for gevent before it imports anything (monkey-patching).
     programs = parse_with_supervisord(make_stack(tmp_path, inherited_env=environment).write_config())
-    assert programs["worker"].command.endswith(f"worker --loglevel INFO --pool {pool}")
+    for name in ("worker", "worker-b"):
+        assert f"worker --loglevel INFO --pool {pool} -n {name}@%h" in programs[name].command
 
 
 def test_an_unknown_worker_pool_is_a_clear_error(tmp_path: Path, prometheus_on_path: Path) -> None:
     stack = make_stack(tmp_path, inherited_env={}, env_overrides={"TRACEHOP_WORKER_POOL": "eventlets"})
     with pytest.raises(StackError, match="TRACEHOP_WORKER_POOL='eventlets': choose one of prefork, threads"):
+        stack.write_config()
+
+
+def test_the_worker_service_is_two_nodes_sharing_its_pool(tmp_path: Path, prometheus_on_path: Path) -> None:
+    stack = make_stack(tmp_path, inherited_env={"TRACEHOP_WORKER_CONCURRENCY": "5"})
+    programs = parse_with_supervisord(stack.write_config())
+
+    first, second = programs["worker"].environment, programs["worker-b"].environment
+    # The service's pool is unchanged in total: 3 + 2.
+    assert (first["TRACEHOP_WORKER_CONCURRENCY"], second["TRACEHOP_WORKER_CONCURRENCY"]) == ("3", "2")
+    # Each its own /metrics and multiprocess directory (a worker empties its directory when it starts).
+    assert (first["TRACEHOP_WORKER_METRICS_PORT"], second["TRACEHOP_WORKER_METRICS_PORT"]) == (
+        "19101",
+        "19102",
+    )
+    assert first["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "var" / "prom-worker")
+    assert second["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "var" / "prom-worker-b")
+    # One service: the same name in traces, logs/worker.log and the same queue.
+    assert first["OTEL_SERVICE_NAME"] == second["OTEL_SERVICE_NAME"] == "worker"
+    probes = {probe.component: probe.url for probe in stack.probes()}
+    assert (probes["worker"], probes["worker-b"]) == (
+        "http://127.0.0.1:19101/metrics",
+        "http://127.0.0.1:19102/metrics",
+    )
+    assert stack.worker_metrics_urls == [probes["worker"], probes["worker-b"]]
+
+
+def test_a_pool_of_one_runs_one_worker_program(tmp_path: Path, prometheus_on_path: Path) -> None:
+    stack = make_stack(tmp_path, inherited_env={}, env_overrides={"TRACEHOP_WORKER_CONCURRENCY": "1"})
+
+    programs = parse_with_supervisord(stack.write_config())
+
+    assert "worker-b" not in programs and "worker-b" not in stack.components
+    assert programs["worker"].environment["TRACEHOP_WORKER_CONCURRENCY"] == "1"
+    assert "worker_b_metrics" not in stack.urls
+
+
+@pytest.mark.parametrize("raw", ["0", "two"])
+def test_a_bad_worker_concurrency_is_a_clear_error(tmp_path: Path, raw: str) -> None:
+    stack = make_stack(tmp_path, inherited_env={"TRACEHOP_WORKER_CONCURRENCY": raw})
+
+    with pytest.raises(StackError, match=f"TRACEHOP_WORKER_CONCURRENCY='{raw}'"):
         stack.write_config()
 
 

@@ -26,6 +26,7 @@ PORT_ENV_VARS: dict[str, str] = {
     "gateway": "TRACEHOP_GATEWAY_PORT",
     "users": "TRACEHOP_USERS_PORT",
     "worker_metrics": "TRACEHOP_WORKER_METRICS_PORT",
+    "worker_b_metrics": "TRACEHOP_WORKER_B_METRICS_PORT",
     "otlp": "TRACEHOP_OTLP_PORT",
     "query": "TRACEHOP_QUERY_PORT",
     "prometheus": "TRACEHOP_PROMETHEUS_PORT",
@@ -106,9 +107,9 @@ class StackLayout:
     def beat_schedule_files(self) -> list[Path]:
         return sorted(self.var_dir.glob(f"{self.beat_schedule.name}*"))
 
-    def multiproc_dir(self, service: str) -> Path:
-        """PROMETHEUS_MULTIPROC_DIR of one service."""
-        return self.var_dir / f"prom-{service}"
+    def multiproc_dir(self, program: str) -> Path:
+        """PROMETHEUS_MULTIPROC_DIR of one program (the gunicorn services: of their every process)."""
+        return self.var_dir / f"prom-{program}"
 
     def check_socket_path(self) -> None:
         if len(str(self.supervisor_socket)) > MAX_SOCKET_PATH:
@@ -124,6 +125,8 @@ class StackPorts:
     gateway: int = settings.DEFAULT_PORTS["gateway"]
     users: int = settings.DEFAULT_PORTS["users"]
     worker_metrics: int = settings.DEFAULT_PORTS["worker_metrics"]
+    # The second worker program's /metrics (tracehop/stack/worker_programs.py); the services never read it.
+    worker_b_metrics: int = 9102
     otlp: int = 4318
     query: int = 16686
     prometheus: int = 9090
@@ -218,8 +221,8 @@ def free_ports(count: int) -> list[int]:
 
 def free_stack_ports() -> StackPorts:
     """A whole set of free ports, for a private stack (integration tests)."""
-    gateway, users, worker_metrics, otlp, query, prometheus, redis = free_ports(7)
-    return StackPorts(gateway, users, worker_metrics, otlp, query, prometheus, redis)
+    gateway, users, worker_metrics, worker_b_metrics, otlp, query, prometheus, redis = free_ports(8)
+    return StackPorts(gateway, users, worker_metrics, worker_b_metrics, otlp, query, prometheus, redis)
 
 
 def port_is_taken(port: int) -> bool:

@@ -42,9 +42,11 @@ from tracehop.stack.prometheus_config import write_local_prometheus_config
 from tracehop.stack.readiness import ReadinessProbe
 from tracehop.stack.supervisor_client import ProcessInfo, SupervisorClient, SupervisorUnavailable
 from tracehop.stack.supervisord_conf import build_programs, render_supervisord_conf, worker_pool
+from tracehop.stack.worker_programs import WorkerProgram, split_pool, worker_concurrency
 
 # Components in the order they come up: each one's dependencies are before it.
-COMPONENT_ORDER = ("redis", "trace-store", "users", "worker", "beat", "gateway", "prometheus")
+# The worker service runs as two programs (worker_programs.py): `worker-b` only with a pool of two or more.
+COMPONENT_ORDER = ("redis", "trace-store", "users", "worker", "worker-b", "beat", "gateway", "prometheus")
 
 # Program states after which supervisord will not try again on its own.
 GAVE_UP_STATES = ("FATAL",)
@@ -191,10 +193,19 @@ class LocalStack:
         return embedded_redis_url(self.ports.redis or 0)
 
     @property
+    def worker_programs(self) -> list[WorkerProgram]:
+        """The worker service's programs: its pool (TRACEHOP_WORKER_CONCURRENCY) split over two nodes."""
+        try:
+            return split_pool(worker_concurrency({**self._inherited_env, **self.env}))
+        except ValueError as error:
+            raise StackError(str(error)) from None
+
+    @property
     def components(self) -> list[str]:
         """Names of the supervised programs, in start order."""
         skipped = {
             "redis": not self.embeds_redis,
+            "worker-b": len(self.worker_programs) < 2,
             "beat": not self.runs_beat,
             "prometheus": not self.runs_prometheus,
         }
@@ -202,7 +213,8 @@ class LocalStack:
 
     @property
     def urls(self) -> dict[str, str]:
-        """Where to reach each part: keys gateway, users, worker_metrics, otlp, query, redis, prometheus."""
+        """Where to reach each part: keys gateway, users, worker_metrics (worker_b_metrics with a second
+        worker program), otlp, query, redis, prometheus."""
         ports = self.ports
         urls = {
             "gateway": f"http://127.0.0.1:{ports.gateway}",
@@ -212,6 +224,8 @@ class LocalStack:
             "query": f"http://127.0.0.1:{ports.query}",
             "redis": self.redis_url,
         }
+        if "worker-b" in self.components:
+            urls["worker_b_metrics"] = f"http://127.0.0.1:{ports.worker_b_metrics}/metrics"
         if self.runs_prometheus:
             urls["prometheus"] = f"http://127.0.0.1:{ports.prometheus}"
         return urls
@@ -223,6 +237,12 @@ class LocalStack:
             self.ports, self.layout.log_dir, self.redis_url, self._inherited_env, self._env_overrides
         )
 
+    @property
+    def worker_metrics_urls(self) -> list[str]:
+        """/metrics of every worker program: the worker service's counts are their sum."""
+        urls = self.urls
+        return [urls[key] for key in ("worker_metrics", "worker_b_metrics") if key in urls]
+
     def component_url(self, component: str) -> str:
         """The URL a person would open for a component (what the tables show)."""
         urls = self.urls
@@ -231,6 +251,7 @@ class LocalStack:
             "trace-store": urls["query"],
             "users": urls["users"],
             "worker": urls["worker_metrics"],
+            "worker-b": urls.get("worker_b_metrics", ""),
             "gateway": urls["gateway"],
             "beat": "",  # serves nothing: it only publishes jobs on schedule
             "prometheus": urls.get("prometheus", ""),
@@ -243,6 +264,7 @@ class LocalStack:
             "trace-store": f"{urls['query']}/api/v3/services",
             "users": f"{urls['users']}/healthz",
             "worker": urls["worker_metrics"],
+            "worker-b": urls.get("worker_b_metrics", ""),
             # /readyz, not /healthz: it answers 200 only once users and Redis answer the gateway.
             "gateway": f"{urls['gateway']}/readyz",
             "prometheus": f"{urls.get('prometheus', '')}/-/ready",
@@ -355,12 +377,16 @@ class LocalStack:
         layout.var_dir.mkdir(parents=True, exist_ok=True)
         if self.runs_prometheus:
             write_local_prometheus_config(
-                layout.prometheus_config, self.ports, scrape_interval=self._scrape_interval
+                layout.prometheus_config,
+                self.ports,
+                scrape_interval=self._scrape_interval,
+                programs=self.components,
             )
         try:
             pool = worker_pool({**self._inherited_env, **self.env})
         except ValueError as error:
             raise StackError(str(error)) from None
+        workers = self.worker_programs
         programs = build_programs(
             layout,
             self.ports,
@@ -369,6 +395,7 @@ class LocalStack:
             prometheus_binary=self.prometheus_binary,
             beat=self.runs_beat,
             worker_pool=pool,
+            workers=workers,
         )
         layout.supervisord_conf.write_text(render_supervisord_conf(programs, layout), encoding="utf-8")
         return layout.supervisord_conf
@@ -387,9 +414,9 @@ class LocalStack:
         self._choose_redis_port()
         self.check_ports_free()
         # prometheus_client's multiprocess files of a previous run would be counted again.
-        for service in SERVICES:
-            shutil.rmtree(layout.multiproc_dir(service), ignore_errors=True)
-            layout.multiproc_dir(service).mkdir()
+        for program in dict.fromkeys([*SERVICES, *(worker.name for worker in self.worker_programs)]):
+            shutil.rmtree(layout.multiproc_dir(program), ignore_errors=True)
+            layout.multiproc_dir(program).mkdir()
         # The tail shown on failure must come from this run.
         for name in self.components:
             layout.program_output(name).write_text("")
@@ -413,6 +440,8 @@ class LocalStack:
             "otlp": ports.otlp,
             "query": ports.query,
         }
+        if "worker-b" in self.components:
+            wanted["worker_b_metrics"] = ports.worker_b_metrics
         if self.runs_prometheus:
             wanted["prometheus"] = ports.prometheus
         taken = [

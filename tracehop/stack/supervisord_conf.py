@@ -12,8 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.web import settings
 from tracehop.stack.config import StackLayout, StackPorts
 from tracehop.stack.prometheus_config import load_prometheus_config, retention_time
+from tracehop.stack.worker_programs import WorkerProgram, split_pool
 
 GUNICORN_CONF = "services/web/gunicorn_conf.py"
 # Redis is the job queue and the job ledger: a job the gateway answered 201 for must survive a Redis crash.
@@ -62,9 +64,10 @@ def build_programs(
     python: str = sys.executable,
     beat: bool = True,
     worker_pool: str = "prefork",
+    workers: Sequence[WorkerProgram] = tuple(split_pool(settings.DEFAULT_WORKER_CONCURRENCY)),
 ) -> list[Program]:
     """The stack's programs. No redis without `redis_binary` (REDIS_URL given), no prometheus without
-    `prometheus_binary` (none on PATH), no celery beat with `beat=False`."""
+    `prometheus_binary` (none on PATH), no celery beat with `beat=False`; one program per worker node."""
     programs: list[Program] = []
     if redis_binary is not None:
         if ports.redis is None:
@@ -110,25 +113,36 @@ def build_programs(
                 priority=priority,
             )
         )
-    programs.append(
-        Program(
-            name="worker",
-            command=[
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "services.worker.celery_app",
-                "worker",
-                *("--loglevel", "INFO"),
-                # On the command line, not in the configuration: Celery monkey-patches for gevent only
-                # when `--pool gevent` is in argv, before it imports anything else.
-                *("--pool", worker_pool),
-            ],
-            environment={**service_env, **_per_service_env(layout, "worker")},
-            priority=40,
+    # The worker service: one program per Celery node, each with its share of the pool, its own /metrics
+    # port and multiprocess directory (worker_programs.py says why two).
+    metrics_ports = {"worker": ports.worker_metrics, "worker-b": ports.worker_b_metrics}
+    for worker in workers:
+        programs.append(
+            Program(
+                name=worker.name,
+                command=[
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "services.worker.celery_app",
+                    "worker",
+                    *("--loglevel", "INFO"),
+                    # On the command line, not in the configuration: Celery monkey-patches for gevent only
+                    # when `--pool gevent` is in argv, before it imports anything else.
+                    *("--pool", worker_pool),
+                    *("-n", worker.node_name),
+                ],
+                environment={
+                    **service_env,
+                    **_per_service_env(layout, "worker"),
+                    "PROMETHEUS_MULTIPROC_DIR": str(layout.multiproc_dir(worker.name)),
+                    "TRACEHOP_WORKER_METRICS_PORT": str(metrics_ports[worker.name]),
+                    "TRACEHOP_WORKER_CONCURRENCY": str(worker.concurrency),
+                },
+                priority=40,
+            )
         )
-    )
     if beat:
         programs.append(
             Program(
