@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 
 from tracehop.bench.load import BuiltinLoad, UserMix
-from tracehop.bench.procs import snapshot, usage_between
+from tracehop.bench.procs import service_groups, snapshot, usage_between
 from tracehop.slow_clients import slow_client_phase
 from tracehop.stack.config import free_stack_ports
 from tracehop.stack.runner import LocalStack
@@ -46,7 +46,8 @@ def start(name: str, worker_class: str, root: Path) -> LocalStack:
 
 
 def window(stack: LocalStack, duration_s: float, connections: int) -> dict[str, float]:
-    groups = {status.component: status.pid for status in stack.status() if status.component in SERVICES}
+    groups = service_groups({status.component: status.pid for status in stack.status()})
+    groups = {service: pgids for service, pgids in groups.items() if service in SERVICES}
     before = snapshot(groups)
     result = BuiltinLoad(stack.urls["gateway"], UserMix(), duration_s, connections=connections).run()
     after = snapshot(groups)

@@ -50,5 +50,5 @@ def test_usage_sums_processes_and_counts_a_new_one_from_zero():
 def test_snapshot_finds_this_process_by_its_group():
     me = read_process(os.getpid(), with_pss=True)
     assert me is not None and me.rss_mb > 1 and me.cpu_s > 0
-    found = snapshot({"pytest": os.getpgid(0)}, with_pss=True)
+    found = snapshot({"pytest": (os.getpgid(0),)}, with_pss=True)
     assert os.getpid() in found["pytest"]

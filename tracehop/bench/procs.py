@@ -1,17 +1,19 @@
 """CPU and memory of the stack's processes, read from /proc (Linux only, like the bench itself).
 
-supervisord makes each program the leader of its own process group, so a service's processes (gunicorn
+supervisord makes each program the leader of its own process group, so a program's processes (gunicorn
 master + workers, celery main + pool children) are exactly the members of the group whose id is the
-program's pid. One scan of /proc per snapshot finds them all.
+program's pid, and a service's are those of its programs' groups (the worker service has two programs,
+tracehop/stack/worker_programs.py). One scan of /proc per snapshot finds them all.
 """
 
 from __future__ import annotations
 
 import resource
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from services.metrics import proc_stat
+from tracehop.stack.worker_programs import service_of
 
 PROC = proc_stat.PROC
 CLOCK_TICKS = proc_stat.CLOCK_TICKS
@@ -58,9 +60,22 @@ def read_process(pid: int, with_pss: bool = False) -> ProcessSample | None:
     )
 
 
-def snapshot(groups: Mapping[str, int], with_pss: bool = False) -> dict[str, dict[int, ProcessSample]]:
-    """{component: {pid: sample}} for every process whose group is one of `groups` ({component: pgid})."""
-    by_group = {pgid: name for name, pgid in groups.items()}
+def service_groups(program_pids: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+    """{service: its programs' process groups} from {program: pid} (a program's pid is its group's id):
+    `worker` and `worker-b` are both the worker service, so its CPU and memory are their sum."""
+    groups: dict[str, tuple[int, ...]] = {}
+    for program, pid in program_pids.items():
+        if pid:
+            service = service_of(program)
+            groups[service] = (*groups.get(service, ()), pid)
+    return groups
+
+
+def snapshot(
+    groups: Mapping[str, Collection[int]], with_pss: bool = False
+) -> dict[str, dict[int, ProcessSample]]:
+    """{component: {pid: sample}} for every process whose group is one of `groups` ({component: pgids})."""
+    by_group = {pgid: name for name, pgids in groups.items() for pgid in pgids}
     found: dict[str, dict[int, ProcessSample]] = {name: {} for name in groups}
     for pid in proc_stat.pids():
         sample = read_process(pid)

@@ -201,33 +201,33 @@ def profile_window(
     from tracehop.bench.runner import make_load
 
     services = [s for s in PROFILED if s in bench.groups and (bench.traced or s != "trace-store")]
-    spies = {}
+    spies: dict[str, list[tuple[subprocess.Popen, Path]]] = {}
     for service in services:
-        output = out_dir / f"{bench.mode}-{service}.txt"
-        command = [
-            _py_spy(),
-            "record",
-            "--pid",
-            str(bench.groups[service]),
-            "--subprocesses",
-            "--gil",
-            "--nonblocking",
-            # Without it py-spy shortens paths per sys.path entry, and the opentelemetry namespace
-            # package's files come out as "trace/__init__.py" or "common/...": impossible to classify.
-            "--full-filenames",
-            "--rate",
-            str(SAMPLE_RATE_HZ),
-            "--duration",
-            str(round(settings.duration_s)),
-            "--format",
-            "raw",
-            "--output",
-            str(output),
-        ]
-        spies[service] = (
-            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
-            output,
-        )
+        # One py-spy per program of the service (the worker service has two), merged below.
+        for pgid in bench.groups[service]:
+            output = out_dir / f"{bench.mode}-{service}-{pgid}.txt"
+            command = [
+                _py_spy(),
+                "record",
+                "--pid",
+                str(pgid),
+                "--subprocesses",
+                "--gil",
+                "--nonblocking",
+                # Without it py-spy shortens paths per sys.path entry, and the opentelemetry namespace
+                # package's files come out as "trace/__init__.py" or "common/...": impossible to classify.
+                "--full-filenames",
+                "--rate",
+                str(SAMPLE_RATE_HZ),
+                "--duration",
+                str(round(settings.duration_s)),
+                "--format",
+                "raw",
+                "--output",
+                str(output),
+            ]
+            spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            spies.setdefault(service, []).append((spy, output))
     time.sleep(1.0)  # py-spy attaches to every process before the load starts
     before = procs.snapshot(bench.groups)
     load = make_load(bench, settings, SATURATION, None).start()
@@ -240,12 +240,18 @@ def profile_window(
         if result.ok
     }
     summaries: dict[str, Any] = {}
-    for service, (spy, output) in spies.items():
-        _, errors = spy.communicate(timeout=settings.duration_s + 60)
-        if spy.returncode != 0 or not output.exists():
-            raise RuntimeError(f"py-spy failed for {service}: {errors.decode(errors='replace').strip()}")
-        summary = summarise_collapsed(output.read_text())
-        summaries[service] = summary.as_dict(result.ok, measured.get(service))
+    for service, service_spies in spies.items():
+        raw = []
+        for spy, output in service_spies:
+            _, errors = spy.communicate(timeout=settings.duration_s + 60)
+            if spy.returncode != 0 or not output.exists():
+                raise RuntimeError(f"py-spy failed for {service}: {errors.decode(errors='replace').strip()}")
+            raw.append(output.read_text())
+            output.unlink()
+        # One file per service, as `resummarise` reads it: collapsed stacks add up line by line.
+        merged = "".join(text if text.endswith("\n") or not text else text + "\n" for text in raw)
+        (out_dir / f"{bench.mode}-{service}.txt").write_text(merged)
+        summaries[service] = summarise_collapsed(merged).as_dict(result.ok, measured.get(service))
     wait_for_drain(bench.redis, time.monotonic(), settings.drain_timeout_s)
     return {"load": result.as_dict(), "proc_cpu_ms_per_req": measured, "services": summaries}
 

@@ -168,7 +168,7 @@ class BenchStack:
     http: requests.Session
     reader: TraceStoreReader
     query: TraceQuery
-    groups: dict[str, int] = field(default_factory=dict)  # component -> process group id
+    groups: dict[str, tuple[int, ...]] = field(default_factory=dict)  # service -> its process groups
     shapes: dict[str, TraceShape] = field(default_factory=dict)  # root span name -> shape
     kind_roots: dict[str, str] = field(default_factory=dict)  # "create"/"get" -> root span name
 
@@ -202,9 +202,9 @@ def start_bench_stack(mode: str, root: Path) -> BenchStack:
     stack.start(timeout=START_TIMEOUT_S)
     http = requests.Session()
     http.trust_env = False  # loopback only, whatever proxy the environment names
-    groups = {status.component: status.pid for status in stack.status() if status.pid}
+    groups = procs.service_groups({status.component: status.pid for status in stack.status()})
     supervisord_pid = int(stack.layout.supervisord_pidfile.read_text().strip())
-    groups["supervisord"] = os.getpgid(supervisord_pid)  # it daemonised: leader of its own group
+    groups["supervisord"] = (os.getpgid(supervisord_pid),)  # it daemonised: leader of its own group
     return BenchStack(
         mode=mode,
         stack=stack,
