@@ -21,4 +21,5 @@ def test_short_chaos_loses_no_job_and_every_service_comes_back(tmp_path):
     # A careful client (same Idempotency-Key, retried for 20 s) got its user created, nearly always.
     assert report["responses_by_status"].get("201", 0) >= 0.98 * report["requests"]
     assert [f["name"] for f in report["faults"]] == [f.name for f in chaos.SHORT_FAULTS]
-    assert all(f["recovery_s"] is not None for f in report["faults"]), report["faults"]
+    assert all(f["service_back_s"] is not None for f in report["faults"]), report["faults"]
+    assert all(f["process_replaced_s"] is not None for f in report["faults"]), report["faults"]

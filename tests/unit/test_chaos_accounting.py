@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tracehop.bench import chaos
 
 
@@ -25,7 +27,9 @@ def request(index: int, window: str, status: int | str = 201) -> chaos.Request:
 
 
 def test_a_pending_job_is_lost_listed_with_its_trace_and_traces_are_counted_per_window():
-    fault = chaos.FaultResult("worker main process SIGKILLed", at_s=5.0, recovery_s=2.0)
+    fault = chaos.FaultResult(
+        chaos.WORKER_KILLED, at_s=5.0, service_back_s=0.1, process_replaced_s=3.2, back_within_target=True
+    )
     replay = request(4, fault.name)
     replay.replayed = True  # its job ran in an earlier attempt's trace: neither complete nor incomplete
     requests = [
@@ -46,3 +50,52 @@ def test_a_pending_job_is_lost_listed_with_its_trace_and_traces_are_counted_per_
     assert window["incomplete_examples"] == ["t2"]
     assert report["traces"]["baseline_complete"] == 1
     assert any("LOST job job-2" in line and "t2" in line for line in chaos.summary_lines(report))
+
+
+class Replacing(chaos.Chaos):
+    """Only what `_wait_recovered` asks the stack: the program's pid, which changes after a few asks."""
+
+    def __init__(self, old_pid: int, new_after: int) -> None:
+        self.asked = 0
+        self.old_pid, self.new_after = old_pid, new_after
+
+    def pid(self, program: str) -> int:
+        self.asked += 1
+        return self.old_pid if self.asked <= self.new_after else self.old_pid + 1
+
+
+def failing_for(calls: int):
+    count = iter(range(10**6))
+    return lambda: "down" if next(count) < calls else None
+
+
+def test_the_service_is_back_before_its_process_is_replaced_when_another_process_serves():
+    # The other worker node runs the probe job at once; the killed node's new process answers later.
+    chaos_ = Replacing(old_pid=100, new_after=4)
+    back, replaced, unavailable = chaos_._wait_recovered(
+        failing_for(0), failing_for(2), "worker", 100, time.monotonic()
+    )
+    assert back is not None and replaced is not None
+    assert back < replaced
+    assert unavailable == 0.0
+
+
+def test_a_service_only_its_process_serves_is_back_when_the_process_is_replaced():
+    # beat: no service check; an HTTP service: its readiness probe is the service check.
+    for service in (None, "readiness"):
+        readiness = failing_for(3)
+        check = readiness if service else None
+        back, replaced, unavailable = Replacing(100, 1)._wait_recovered(
+            check, readiness, "beat", 100, time.monotonic()
+        )
+        assert back == replaced is not None
+        assert unavailable > 0  # the three failed probes
+
+
+def test_a_kill_whose_service_came_back_late_is_shown_as_not_met():
+    fault = chaos.FaultResult("users master SIGKILLed", 5.0, 2.6, 2.6, back_within_target=False)
+    report = chaos.account(FakeChaos([], {}, set()), [fault], [], rate=10, duration=30, env={})  # type: ignore[arg-type]
+    lines = chaos.summary_lines(report)
+    assert "service back within 2 s: 0 of 1 kills; NOT MET: users master SIGKILLed" in lines
+    table = chaos.report_table(report)
+    assert [cell for cell in table.columns[3].cells] == ["", "NOT MET"]
