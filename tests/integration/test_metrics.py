@@ -20,7 +20,8 @@ def test_every_service_serves_metrics(running_stack: RunningStack):
     urls = running_stack.stack.urls
     gateway = requests.get(f"{urls['gateway']}/metrics", timeout=5).text
     users = requests.get(f"{urls['users']}/metrics", timeout=5).text
-    worker = requests.get(urls["worker_metrics"], timeout=5).text
+    # Either worker node may have run the job: the service's counts are both nodes' pages.
+    worker = "".join(requests.get(url, timeout=5).text for url in running_stack.stack.worker_metrics_urls)
     assert "http_request_duration_seconds_bucket" in gateway
     assert "http_request_duration_seconds_bucket" in users
     assert "tracehop_jobs_total" in worker
@@ -28,11 +29,12 @@ def test_every_service_serves_metrics(running_stack: RunningStack):
 
 def test_worker_job_metrics_count_across_prefork_children(running_stack: RunningStack):
     def succeeded() -> float:
-        text = requests.get(running_stack.stack.urls["worker_metrics"], timeout=5).text
-        for line in text.splitlines():
-            if line.startswith('tracehop_jobs_total{state="succeeded",task="send_welcome_email"}'):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        total = 0.0
+        for url in running_stack.stack.worker_metrics_urls:  # both worker nodes, as Prometheus sums them
+            for line in requests.get(url, timeout=5).text.splitlines():
+                if line.startswith('tracehop_jobs_total{state="succeeded",task="send_welcome_email"}'):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
 
     before = succeeded()
     job_ids = []
@@ -45,14 +47,18 @@ def test_worker_job_metrics_count_across_prefork_children(running_stack: Running
 
 
 def test_prometheus_scrapes_every_service(running_stack: RunningStack, prometheus_url: str):
+    # The worker job has two targets: the worker service's two nodes.
+    wanted = {"gateway": ["1"], "users": ["1"], "worker": ["1", "1"]}
     deadline = time.monotonic() + 30
     while True:
         result = requests.get(f"{prometheus_url}/api/v1/query", params={"query": "up"}, timeout=5).json()
-        up = {sample["metric"]["job"]: sample["value"][1] for sample in result["data"]["result"]}
-        if up == {"gateway": "1", "users": "1", "worker": "1"} or time.monotonic() > deadline:
+        up: dict[str, list[str]] = {}
+        for sample in result["data"]["result"]:
+            up.setdefault(sample["metric"]["job"], []).append(sample["value"][1])
+        if up == wanted or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert up == {"gateway": "1", "users": "1", "worker": "1"}
+    assert up == wanted
 
 
 def _resources(url: str) -> dict[str, dict[tuple[int, str], float]]:
@@ -79,7 +85,9 @@ def test_every_process_of_every_service_reports_its_resources(running_stack: Run
     pages = {
         "gateway": (f"{urls['gateway']}/metrics", "master", "worker", "gunicorn"),
         "users": (f"{urls['users']}/metrics", "master", "worker", "gunicorn"),
+        # Each worker node's page describes its own processes (main and children).
         "worker": (urls["worker_metrics"], "main", "child", "celery"),
+        "worker-b": (urls["worker_b_metrics"], "main", "child", "celery"),
     }
     for service, (url, root_role, child_role, command) in pages.items():
         resources = _resources(url)

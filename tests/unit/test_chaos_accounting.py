@@ -99,3 +99,14 @@ def test_a_kill_whose_service_came_back_late_is_shown_as_not_met():
     assert "service back within 2 s: 0 of 1 kills; NOT MET: users master SIGKILLed" in lines
     table = chaos.report_table(report)
     assert [cell for cell in table.columns[3].cells] == ["", "NOT MET"]
+
+
+def test_the_service_is_back_only_after_its_last_failure():
+    # An orphaned worker answers at first, stops before the new master serves: back is the LAST recovery.
+    answers = iter([None, "down", "down", None, None])
+    back, replaced, unavailable = Replacing(100, 1)._wait_recovered(
+        lambda: next(answers), failing_for(0), "users", 100, time.monotonic()
+    )
+    assert replaced is not None and back is not None
+    assert back > replaced  # replaced at the second check, back at the fourth
+    assert unavailable > 0

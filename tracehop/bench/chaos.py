@@ -84,7 +84,7 @@ class Fault:
 
 
 # One of the worker service's two programs (tracehop/stack/worker_programs.py); the other consumes on.
-WORKER_KILLED = "worker main process SIGKILLed (node worker; worker-b consumes on)"
+WORKER_KILLED = "worker main process SIGKILLed (node worker of 2)"
 FULL_FAULTS = [
     Fault("gateway master SIGKILLed", "gateway", "kill"),
     Fault("users master SIGKILLed", "users", "kill"),
@@ -235,9 +235,12 @@ class Chaos:
     def _wait_recovered(
         self, service: Check | None, readiness: Check, program: str, old_pid: int, t0: float
     ) -> tuple[float | None, float | None, float]:
-        """Seconds until the service answers again, until a process other than `old_pid` passes the
-        readiness probe (old_pid 0: any process), and how long the service check failed meanwhile. With
-        no service check (beat), the service is back when its process is."""
+        """Seconds until the service answers again for good, until a process other than `old_pid` passes
+        the readiness probe (old_pid 0: any process), and how long the service check failed meanwhile.
+
+        "For good": the first answer after the LAST failed check seen before the process was replaced (an
+        orphaned gunicorn worker may answer at first and stop before the new master serves). With no
+        service check (beat), the service is back when its process is."""
         service_back: float | None = None
         replaced: float | None = None
         unavailable = 0.0
@@ -246,15 +249,18 @@ class Chaos:
             ready = readiness() is None
             serving = ready if service in (None, readiness) else service() is None
             now = time.monotonic()
-            if not serving:
-                unavailable += now - last
-            last = now
             if replaced is None:
                 new_pid = self.pid(program)
                 if ready and (old_pid == 0 or (new_pid and new_pid != old_pid)):
                     replaced = round(now - t0, 2)
-            if service_back is None and serving and (service is not None or replaced is not None):
+            if service is None:
+                serving = replaced is not None
+            if not serving:
+                unavailable += now - last
+                service_back = None
+            elif service_back is None:
                 service_back = round(now - t0, 2)
+            last = now
             if service_back is not None and replaced is not None:
                 break
             time.sleep(0.05)
