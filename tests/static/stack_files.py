@@ -43,6 +43,8 @@ PLACEHOLDER_PASSWORD = "static-check-placeholder"
 # ---------------------------------------------------------------------------------------- the contract
 
 PYTHON_SERVICES = SERVICES  # the Python services: the same image, the same log and metrics contract
+# The compose services that run the image: the worker service is two Celery nodes (worker, worker-b).
+PYTHON_CONTAINERS = (*SERVICES, "worker-b")
 
 # Fields every log line carries (contract, "Log lines"); access-log lines (message "request") add these.
 CONTRACT_LOG_FIELDS = ("ts", "level", "service", "message", "logger", "trace_id", "span_id")
@@ -73,7 +75,8 @@ CONTRACT_COMMANDS = {
     "services.gateway:create_app()",
     "users": "gunicorn -c services/web/gunicorn_conf.py -b {bind} --env OTEL_SERVICE_NAME=users "
     "services.users:create_app()",
-    "worker": "celery -A services.worker.celery_app worker --loglevel INFO",
+    "worker": "celery -A services.worker.celery_app worker --loglevel INFO -n worker@%h",
+    "worker-b": "celery -A services.worker.celery_app worker --loglevel INFO -n worker-b@%h",
 }
 
 
@@ -159,6 +162,15 @@ def service_listen_ports(service: dict[str, Any]) -> set[int]:
     if environment.get("TRACEHOP_WORKER_METRICS_PORT"):
         ports.add(int(environment["TRACEHOP_WORKER_METRICS_PORT"]))
     return ports
+
+
+def service_name(service: dict[str, Any]) -> str | None:
+    """The OTEL_SERVICE_NAME a compose service's processes report (gunicorn's comes as `--env`)."""
+    command = service.get("command") or []
+    for flag, value in zip(command, command[1:], strict=False):
+        if flag == "--env" and value.startswith("OTEL_SERVICE_NAME="):
+            return value.split("=", 1)[1]
+    return (service.get("environment") or {}).get("OTEL_SERVICE_NAME")
 
 
 def metrics_listen_address(service: dict[str, Any]) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.static import stack_files
-from tests.static.stack_files import CONTRACT_COMMANDS, PYTHON_SERVICES, REPO_ROOT
+from tests.static.stack_files import CONTRACT_COMMANDS, PYTHON_CONTAINERS, REPO_ROOT
 
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_?KEY|PRIVATE", re.IGNORECASE)
 
@@ -196,7 +196,7 @@ def test_state_lives_in_named_volumes(compose: dict[str, Any]):
 # --------------------------------------------------------------------------------- the Python services
 
 
-@pytest.mark.parametrize("name", PYTHON_SERVICES)
+@pytest.mark.parametrize("name", PYTHON_CONTAINERS)
 def test_services_start_with_the_contract_commands(compose_services: dict[str, dict[str, Any]], name: str):
     service = compose_services[name]
     command = service["command"]
@@ -207,13 +207,13 @@ def test_services_start_with_the_contract_commands(compose_services: dict[str, d
         assert stack_files.split_host_port(bind)[0] == "0.0.0.0", f"{name} must listen beyond its container"
 
 
-def test_one_image_serves_the_three_python_services(compose_services: dict[str, dict[str, Any]]):
-    images = {compose_services[name]["image"] for name in PYTHON_SERVICES}
-    builds = {str(compose_services[name].get("build", {}).get("context")) for name in PYTHON_SERVICES}
+def test_one_image_serves_every_python_container(compose_services: dict[str, dict[str, Any]]):
+    images = {compose_services[name]["image"] for name in PYTHON_CONTAINERS}
+    builds = {str(compose_services[name].get("build", {}).get("context")) for name in PYTHON_CONTAINERS}
     assert len(images) == 1 and builds == {str(REPO_ROOT)}, f"one image from the Dockerfile, got {images}"
 
 
-@pytest.mark.parametrize("name", PYTHON_SERVICES)
+@pytest.mark.parametrize("name", PYTHON_CONTAINERS)
 def test_services_are_wired_to_the_stack(compose_services: dict[str, dict[str, Any]], name: str):
     environment = compose_services[name]["environment"]
     wiring = {
@@ -236,7 +236,7 @@ def test_services_are_wired_to_the_stack(compose_services: dict[str, dict[str, A
         )
 
 
-@pytest.mark.parametrize("name", PYTHON_SERVICES)
+@pytest.mark.parametrize("name", PYTHON_CONTAINERS)
 def test_services_log_into_the_shared_logs_directory(compose_services: dict[str, dict[str, Any]], name: str):
     service = compose_services[name]
     log_dir = service["environment"]["TRACEHOP_LOG_DIR"]

@@ -69,8 +69,10 @@ def test_every_target_is_a_compose_service_serving_metrics_on_that_port(compose_
         host, port = stack_files.split_host_port(target)
         assert host in compose_services, f"job {job}: target {target} is not a service of docker-compose.yml"
         # One name per service everywhere: the job label, the Loki `service` label, the span's service.name
-        # (Grafana's trace -> metrics link maps service.name onto job).
-        assert host == job, f"job {job} scrapes {target}: name the job after the service"
+        # (Grafana's trace -> metrics link maps service.name onto job). A service of several containers
+        # (the worker's two nodes) is one job with a target per container.
+        name = stack_files.service_name(compose_services[host])
+        assert name == job, f"job {job} scrapes {target}, whose service.name is {name}: name the job after it"
         address = stack_files.metrics_listen_address(compose_services[host])
         assert address is not None, f"job {job}: service {host} serves no /metrics that tests can see"
         listen_host, listen_port = stack_files.split_host_port(address)
@@ -112,9 +114,19 @@ def test_prometheus_keeps_15_days_and_exemplars(compose_services: dict[str, Any]
 
 
 def test_worker_health_check_asks_the_metrics_port(compose_services: dict[str, Any]):
-    worker = compose_services["worker"]
-    port = stack_files.split_host_port(stack_files.metrics_listen_address(worker))[1]
-    assert f":{port}/metrics" in " ".join(worker["healthcheck"]["test"])
+    for node in ("worker", "worker-b"):
+        worker = compose_services[node]
+        port = stack_files.split_host_port(stack_files.metrics_listen_address(worker))[1]
+        assert f":{port}/metrics" in " ".join(worker["healthcheck"]["test"]), node
+
+
+def test_both_worker_nodes_are_scraped_and_share_the_pool(compose_services: dict[str, Any]):
+    """The worker service is two containers consuming one queue, each half of the pool of 2."""
+    targets = [target for job, target in stack_files.prometheus_targets() if job == "worker"]
+    assert sorted(stack_files.split_host_port(target)[0] for target in targets) == ["worker", "worker-b"]
+    nodes = [compose_services[name] for name in ("worker", "worker-b")]
+    assert [node["environment"]["TRACEHOP_WORKER_CONCURRENCY"] for node in nodes] == ["1", "1"]
+    assert {node["environment"].get("TRACEHOP_CELERY_QUEUE") for node in nodes} == {None}
 
 
 # ---------------------------------------------------------------------------------------- PromQL we ship
