@@ -203,6 +203,14 @@ class Chaos:
 
     # -- the faults --------------------------------------------------------------------------------------
 
+    def warm_up_probes(self, timeout_s: float = 60.0) -> None:
+        """One probe job through the worker service before the first fault: the probe's own broker
+        connection and the first job's imports are not part of any recovery."""
+        deadline = time.monotonic() + timeout_s
+        while (problem := self.jobs.check()) is not None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker service runs no probe job: {problem}")
+
     def pid(self, program: str) -> int:
         for info in self.supervisor.processes():
             if info.name == program:
@@ -324,6 +332,7 @@ def run_chaos(
     stack.start(timeout=120)
     try:
         chaos = Chaos(stack, rate, console)
+        chaos.warm_up_probes()
         stop = threading.Event()
         started = time.monotonic()
         loader = threading.Thread(target=chaos.load, args=(stop, started), daemon=True)
