@@ -221,6 +221,8 @@ class Chaos:
         result = FaultResult(fault.name, round(time.monotonic() - started, 1))
         self.window = fault.name
         pid = self.pid(fault.program)
+        if not pid:  # os.kill(0, …) would signal our own process group
+            raise RuntimeError(f"{fault.program} is not RUNNING: cannot inject {fault.name!r}")
         readiness = next(p for p in self.stack.probes() if p.component == fault.program).check
         service = service_check(fault.program, readiness, self.jobs)
         if fault.action == "kill":
