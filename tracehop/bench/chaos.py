@@ -11,7 +11,7 @@ What it does, as an outside tester would:
 3. meanwhile runs the faults one after another — each component SIGKILLed (supervisord restarts it),
    Redis killed and restarted from its append-only file, the trace backend paused (SIGSTOP) — and
    measures for each two times: "service back in", until its SERVICE answers again, whichever process
-   answers (service_checks.py: for the worker, a job completes), which the issue's 2 s target is about;
+   answers (service_checks.py: for the worker, jobs complete), which the issue's 2 s target is about;
    and "process replaced in", until a NEW process passes the program's readiness probe;
 4. then accounts for everything: responses by status, jobs accepted vs finished (every job that is not
    SUCCESS or FAILURE is listed with its trace id), traces complete or not per fault window.
@@ -43,7 +43,7 @@ import requests
 from rich.console import Console
 from rich.table import Table
 
-from tracehop.bench.service_checks import Check, JobRoundTrip, service_check
+from tracehop.bench.service_checks import Check, JobsComplete, service_check
 from tracehop.stack.config import free_ports
 from tracehop.stack.runner import LocalStack
 from tracehop.stack.supervisor_client import SupervisorClient
@@ -146,10 +146,11 @@ class Chaos:
         self.http.trust_env = False
         self.supervisor = SupervisorClient(stack.layout.supervisor_socket, timeout=30)
         env = stack.env
-        self.jobs = JobRoundTrip(
+        self.jobs = JobsComplete(
             env.get("CELERY_BROKER_URL") or stack.redis_url,
             stack.redis_url,
             env.get("TRACEHOP_CELERY_QUEUE") or "celery",
+            stack.worker_metrics_urls,
         )
         self._lock = threading.Lock()
 
