@@ -64,7 +64,11 @@ def pool_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     finally:
         running.http.close()
         running.stack.stop()
-    output = running.stack.layout.program_output("worker").read_text()
+    # Both worker programs' output: each is a node of its own, and either may have run the jobs.
+    output = "".join(
+        running.stack.layout.program_output(worker.name).read_text()
+        for worker in running.stack.worker_programs
+    )
     yield PoolRun(pool, running, created["trace_id"], report["trace_id"], output, worker_pids)
 
 
