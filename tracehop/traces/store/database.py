@@ -87,11 +87,13 @@ ON CONFLICT (trace_id) DO UPDATE SET min_start_ns = MIN(min_start_ns, excluded.m
                                      max_start_ns = MAX(max_start_ns, excluded.max_start_ns)
 """
 
-_INSERT_SPAN = """
-INSERT OR REPLACE INTO spans (trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns,
-                              status_code, resource_id, scope_id, body, resource_chunk, scope_chunk)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
+# A new span goes in with INSERT OR IGNORE; one received before (an exporter's retry) is then replaced
+# (_replace_earlier_copy): the common case costs one statement.
+_SPAN_COLUMNS = """spans (trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns,
+                       status_code, resource_id, scope_id, body, resource_chunk, scope_chunk)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_INSERT_SPAN = "INSERT OR IGNORE INTO " + _SPAN_COLUMNS
+_REPLACE_SPAN = "INSERT OR REPLACE INTO " + _SPAN_COLUMNS
 _EARLIER_COPY = "SELECT rowid, body FROM spans WHERE trace_id = ? AND span_id = ?"
 # Write transactions wait this long for a writer outside the store (the sqlite3 shell) before failing;
 # reads never wait for a writer in WAL mode, but wait as long while SQLite recovers the WAL after a crash.
@@ -208,8 +210,8 @@ class SpanDatabase:
     def insert(self, request: ExportTraceServiceRequest) -> int:
         """Store every span of one export request in one transaction; return how many.
 
-        INSERT OR REPLACE on (trace_id, span_id): an exporter retrying a batch it thinks failed must not
-        duplicate spans.
+        One row per (trace_id, span_id): an exporter retrying a batch it thinks failed must not duplicate
+        spans; the copy received last replaces the earlier one.
         """
         count = 0
         with self._lock, self._connection:
@@ -225,9 +227,10 @@ class SpanDatabase:
                     chunks = (resource_chunk, self._next_chunk())
                     for span in scope_spans.spans:
                         # One execute per span (not executemany): the attribute rows need its rowid.
-                        row = _span_row(span, service, resource_id, scope_id)
-                        self._forget_earlier_copy(cursor, row[0], row[1])
-                        cursor.execute(_INSERT_SPAN, (*row, *chunks))
+                        row = (*_span_row(span, service, resource_id, scope_id), *chunks)
+                        cursor.execute(_INSERT_SPAN, row)
+                        if cursor.rowcount == 0:  # received before
+                            self._replace_earlier_copy(cursor, row, terms)
                         rowid = cursor.lastrowid
                         terms.extend((key, value, rowid) for key, value in indexing.span_search_terms(span))
                         traces.append((row[0], row[6], row[6]))
@@ -238,13 +241,16 @@ class SpanDatabase:
         return count
 
     @staticmethod
-    def _forget_earlier_copy(cursor: sqlite3.Cursor, trace_id: str, span_id: str) -> None:
-        """A span received again (an exporter's retry) replaces its earlier copy under a new rowid: the
-        earlier copy's attribute rows go with it, else a search could match them forever."""
-        earlier = cursor.execute(_EARLIER_COPY, (trace_id, span_id)).fetchone()
-        if earlier is not None:
-            rowid, body = earlier
-            cursor.executemany(indexing.DELETE_SPAN_ATTRIBUTE, indexing.span_rows(rowid, body))
+    def _replace_earlier_copy(
+        cursor: sqlite3.Cursor, row: tuple[Any, ...], pending_terms: list[tuple[str, str, int]]
+    ) -> None:
+        """A span received again (an exporter's retry) replaces its earlier copy, under a new rowid (it
+        takes its place in arrival order); the earlier copy's attribute rows go with it, else a search
+        could match them forever (those still pending too, when the copy came in the same request)."""
+        rowid, body = cursor.execute(_EARLIER_COPY, row[:2]).fetchone()
+        cursor.executemany(indexing.DELETE_SPAN_ATTRIBUTE, indexing.span_rows(rowid, body))
+        pending_terms[:] = [term for term in pending_terms if term[2] != rowid]
+        cursor.execute(_REPLACE_SPAN, row)
 
     def _next_chunk(self) -> int:
         self._last_chunk += 1
