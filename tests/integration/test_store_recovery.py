@@ -29,7 +29,9 @@ from tests.integration.expected_trees import CREATE_USER_TREE
 from tests.integration.fault_tools import Programs, metric_value
 from tests.integration.stack import RunningStack, private_stack
 from tests.integration.test_faults_dependencies import metrics_urls
+from tests.waiting import eventually
 from tools.store_restart import stack_like_spans
+from tracehop.stack.runner import NOT_SERVING, ComponentStatus
 
 ENV = {"GUNICORN_WORKERS": "1", "OTEL_BSP_SCHEDULE_DELAY": "200", "TRACEHOP_MAIL_LATENCY_MS": "1"}
 # From the new process's start to its first answer. Measured on a quiet machine: ~0.3 s.
@@ -180,3 +182,29 @@ def test_a_query_during_a_large_export_is_not_answered_behind_it(stack: RunningS
     assert len(latencies) >= 3, f"the export took {export_s:.2f} s, queries answered meanwhile: {latencies}"
     assert max(latencies) < export_s / 3
     assert time.monotonic() - began >= export_s
+
+
+def test_status_does_not_call_a_store_that_does_not_answer_running(stack: RunningStack):
+    """A store that is alive but answers nothing (SIGSTOPped: what a wedged process looks like) is RUNNING
+    to supervisord; `make status` says NOT SERVING until it answers again."""
+    programs = Programs(stack.stack)
+    pid = programs.pid("trace-store")
+
+    def store_status() -> ComponentStatus:
+        (status,) = [s for s in stack.stack.status() if s.component == "trace-store"]
+        return status
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stopped = store_status()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert (stopped.state, stopped.ready) == (NOT_SERVING, False), stopped
+    assert stopped.problem == "timed out"
+
+    def ready_status() -> ComponentStatus | None:
+        status = store_status()
+        return status if status.ready else None
+
+    resumed = eventually(ready_status, 30, "the store answering again")
+    assert (resumed.state, resumed.pid) == ("RUNNING", pid)
