@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import requests
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -65,8 +66,6 @@ def stack_like_spans(traces: int, seed: int = 0) -> list[ReadableSpan]:
         provider = TracerProvider(resource=Resource.create({"service.name": service, "host.name": "bench"}))
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         tracers[service] = provider.get_tracer("tools.store_restart", "1.0")
-    from opentelemetry import trace
-
     for number in range(traces):
         user_id = rng.randrange(1, 10**6)
         http = {"http.request.method": "POST", "url.scheme": "http", "server.port": 8080}
