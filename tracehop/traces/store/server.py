@@ -271,7 +271,10 @@ class RunningTraceStore:
     def _housekeeping(self) -> None:
         if self._stop_pruning.wait(FIRST_PRUNE_DELAY_S):
             return
-        self._query_app.warm_up()
+        try:
+            self._query_app.warm_up()
+        except Exception as error:  # the viewer's own first page will say it again; retention goes on
+            sys.stderr.write(f"trace store: building the trace viewer failed: {error!r}\n")
         while True:
             try:
                 deleted = self.database.prune(self.retention, time.time_ns())
