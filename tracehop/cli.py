@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
-from rich.markup import escape
-
-from tracehop.console import make_console, print_table
-from tracehop.stack import compose
-from tracehop.stack.compose import ComposeError
 from tracehop.stack.config import (
     StackConfigError,
     gateway_url_from_env,
@@ -30,31 +26,13 @@ from tracehop.stack.config import (
     query_url_from_env,
     var_dir_from_env,
 )
-from tracehop.stack.prometheus_config import PrometheusConfigError
-from tracehop.stack.runner import LocalStack, StackError, StackStartError
-from tracehop.stack.view import (
-    NEXT_STEPS,
-    components_table,
-    failure_panel,
-    published_ports_table,
-    start_progress,
-    urls_table,
-)
-from tracehop.traces.logs import logs_table, read_trace_logs
-from tracehop.traces.query import TraceQuery
-from tracehop.traces.store.retention import RetentionError
-from tracehop.traces.trace_id import InvalidTraceId, normalise_trace_id
-from tracehop.traces.view import WAIT_SECONDS, TraceViewError, latest_trace_id, show_trace
-from tracehop.traffic import (
-    DEFAULT_COUNT,
-    TrafficError,
-    latest_saved_create,
-    run_fault_traffic,
-    run_traffic,
-    save_traffic,
-    traffic_table,
-)
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# Each command imports what it needs when it runs, not this module: `python -m tracehop trace-store` is
+# how supervisord restarts the trace store after a crash, and rich, requests, the stack runner and the
+# traffic generator (0.3 s of CPU on a quiet machine, over 1 s on a loaded one) are none of its business.
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_NOT_RUNNING = 3
@@ -65,27 +43,60 @@ TRACE_ID_HELP = "32 hex digits, or a whole traceparent/traceresponse value (00-<
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
 
-# Failures a user can cause or fix (stack not running, port taken, unknown trace...): one line, no traceback.
-EXPECTED_ERRORS = (
-    StackError,
-    StackConfigError,
-    ComposeError,
-    PrometheusConfigError,
-    TrafficError,
-    TraceViewError,
-    InvalidTraceId,
-    RetentionError,
-    requests.RequestException,
-)
 
-out = make_console()
-err = make_console(stderr=True)
+def expected_errors() -> tuple[type[Exception], ...]:
+    """Failures a user can cause or fix (stack not running, port taken, unknown trace...): one line, no
+    traceback. Their modules are imported here, once something failed, not at every start."""
+    import requests
+
+    from tracehop.stack.compose import ComposeError
+    from tracehop.stack.prometheus_config import PrometheusConfigError
+    from tracehop.stack.runner import StackError
+    from tracehop.traces.store.retention import RetentionError
+    from tracehop.traces.trace_id import InvalidTraceId
+    from tracehop.traces.view import TraceViewError
+    from tracehop.traffic import TrafficError
+
+    return (
+        StackError,
+        StackConfigError,
+        ComposeError,
+        PrometheusConfigError,
+        TrafficError,
+        TraceViewError,
+        InvalidTraceId,
+        RetentionError,
+        requests.RequestException,
+    )
+
+
+@functools.cache
+def consoles() -> tuple[Console, Console]:
+    """(stdout, stderr) rich consoles, made at their first use."""
+    from tracehop.console import make_console
+
+    return make_console(), make_console(stderr=True)
 
 
 # -------------------------------------------------------------------------------------------- stack
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from tracehop.console import print_table
+    from tracehop.stack import compose
+    from tracehop.stack.runner import LocalStack, StackStartError
+    from tracehop.stack.view import (
+        NEXT_STEPS,
+        components_table,
+        failure_panel,
+        published_ports_table,
+        start_progress,
+        urls_table,
+    )
+
+    out, err = consoles()
     if compose.wants_compose():
         out.print("A Docker engine answers: starting the full stack with [bold]docker compose[/].")
         started = time.monotonic()
@@ -134,6 +145,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from tracehop.stack import compose
+    from tracehop.stack.runner import LocalStack
+
+    out, err = consoles()
     if compose.wants_compose():
         compose.compose_down()
         out.print("docker compose stack stopped.")
@@ -150,6 +165,12 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from tracehop.console import print_table
+    from tracehop.stack import compose
+    from tracehop.stack.runner import LocalStack
+    from tracehop.stack.view import components_table, published_ports_table
+
+    out, err = consoles()
     if compose.wants_compose():
         print_table(out, published_ports_table(compose.published_ports(compose.compose_ps())))
         return EXIT_OK
@@ -167,6 +188,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_urls(args: argparse.Namespace) -> int:
+    from tracehop.console import print_table
+    from tracehop.stack import compose
+    from tracehop.stack.runner import LocalStack
+    from tracehop.stack.view import published_ports_table, urls_table
+
+    out, _ = consoles()
     if compose.wants_compose():
         print_table(out, published_ports_table(compose.published_ports(compose.compose_ps())))
         return EXIT_OK
@@ -193,6 +220,10 @@ def _hide_password(url: str) -> str:
 
 
 def cmd_traffic(args: argparse.Namespace) -> int:
+    from tracehop.console import print_table
+    from tracehop.traffic import run_fault_traffic, run_traffic, save_traffic, traffic_table
+
+    out, err = consoles()
     base_url = (args.base_url or gateway_url_from_env()).rstrip("/")
     if args.faults:
         records = run_fault_traffic(base_url, out, seed=args.seed)
@@ -212,6 +243,12 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from tracehop.traces.query import TraceQuery
+    from tracehop.traces.trace_id import normalise_trace_id
+    from tracehop.traces.view import latest_trace_id, show_trace
+    from tracehop.traffic import latest_saved_create
+
+    out, _ = consoles()
     query_url = (args.query_url or query_url_from_env()).rstrip("/")
     # No id: the latest POST /api/users in the trace store, so it works after a curl as after make traffic
     # (whose last create may not have reached the store yet: its saved run says which it was).
@@ -225,6 +262,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from tracehop.console import print_table
+    from tracehop.traces.logs import logs_table, read_trace_logs
+    from tracehop.traces.trace_id import normalise_trace_id
+
+    out, err = consoles()
     trace_id = normalise_trace_id(args.trace_id)
     log_dir = Path(args.log_dir).absolute() if args.log_dir else log_dir_from_env()
     lines = read_trace_logs(log_dir, trace_id)
@@ -308,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("urls", help="where each component listens").set_defaults(handler=cmd_urls)
 
     traffic = commands.add_parser("traffic", help="send a bounded mix of requests and print their trace ids")
-    traffic.add_argument("--count", type=_positive_int, default=DEFAULT_COUNT, help="number of requests")
+    traffic.add_argument("--count", type=_positive_int, help="number of requests")
     traffic.add_argument("--base-url", help="gateway URL (default: $TRACEHOP_GATEWAY_URL or 127.0.0.1:$PORT)")
     traffic.add_argument("--seed", type=int, help="seed of the random names and ids (repeatable runs)")
     traffic.add_argument(
@@ -323,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trace.add_argument("trace_id", nargs="?", metavar="TRACE_ID", help=TRACE_ID_HELP)
     trace.add_argument("--query-url", help="query API (default: $TRACEHOP_QUERY_URL or 127.0.0.1:$PORT)")
-    trace.add_argument("--wait", type=float, default=WAIT_SECONDS, help="seconds to wait for late spans")
+    trace.add_argument("--wait", type=float, help="seconds to wait for late spans")
     trace.add_argument(
         "--no-links", action="store_true", help="do not follow span links into the traces they connect"
     )
@@ -355,6 +397,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     # Environment defaults are read here, not at parser build time, so a bad value is a clear error
     # of this command only.
+    # Defaults that live in a command's own module, imported only when that command runs.
+    if args.command == "traffic" and args.count is None:
+        from tracehop.traffic import DEFAULT_COUNT
+
+        args.count = DEFAULT_COUNT
+    if args.command == "trace" and args.wait is None:
+        from tracehop.traces.view import WAIT_SECONDS
+
+        args.wait = WAIT_SECONDS
     if args.command == "trace-store":
         if args.otlp_port is None:
             args.otlp_port = _port_from_env("TRACEHOP_OTLP_PORT", 4318)
@@ -368,9 +419,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
-    except EXPECTED_ERRORS as error:
-        err.print(f"[red]error:[/] {escape(str(error))}")
-        return EXIT_FAILED
     except KeyboardInterrupt:
-        err.print("interrupted")
+        consoles()[1].print("interrupted")
         return EXIT_INTERRUPTED
+    except Exception as error:
+        if not isinstance(error, expected_errors()):
+            raise
+        from rich.markup import escape
+
+        consoles()[1].print(f"[red]error:[/] {escape(str(error))}")
+        return EXIT_FAILED

@@ -1,4 +1,4 @@
-"""The viewer's pages without a browser (Flask's test client): what they show, what they refuse, that
+"""The viewer's pages without a browser (werkzeug's test client): what they show, what they refuse, that
 everything from a request is escaped and the security headers are there. The browser tests
 (tests/integration/test_trace_viewer.py) drive the same pages in Chromium against the real stack."""
 
@@ -8,13 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+from werkzeug.test import Client
 
 from tests.unit.test_trace_store_search import CLIENT, CONSUMER, PRODUCER, SERVER, export, span, tid
 from tracehop.traces.query import spans_from_otlp_json
 from tracehop.traces.store.database import SpanDatabase
 from tracehop.traces.store.query_app import create_query_app
 from tracehop.traces.tree import build_tree, tree_lines
-from tracehop.traces.viewer.app import CONTENT_SECURITY_POLICY
+from tracehop.traces.viewer.security import CONTENT_SECURITY_POLICY
 
 HOSTILE = "<script>alert(1)</script>\"'&"
 
@@ -45,7 +46,7 @@ def client(tmp_path: Path):
     }
     (log_dir / "worker.log").write_text(json.dumps(line) + "\n")
     app = create_query_app(database, log_dir, "http://127.0.0.1:9090")
-    yield app.test_client()
+    yield Client(app)
     database.close()
 
 

@@ -11,9 +11,11 @@ received first, as Jaeger's ring buffer does (memory/tenant.go findTraceAndIds).
 from __future__ import annotations
 
 import os
+import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 from tracehop.traces.store import indexing
 from tracehop.traces.store.attribute_text import as_string
 from tracehop.traces.store.query_params import DEFAULT_SEARCH_DEPTH
-from tracehop.traces.store.retention import Retention, prune
+from tracehop.traces.store.retention import (
+    PRUNE_CHUNK_TRACES,
+    Retention,
+    age_cutoff,
+    count_cutoff,
+    delete_oldest_traces,
+)
 from tracehop.traces.store.service_map import ServiceMap, build_service_map
 from tracehop.traces.store.span_filter import ScopeInfo, span_conditions
 
@@ -67,6 +75,7 @@ CREATE TABLE IF NOT EXISTS traces (
     min_start_ns INTEGER NOT NULL,
     max_start_ns INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS traces_by_max_start ON traces (max_start_ns);
 """
 # user_version 0: no attribute index; 1: no chunks, no traces table, attribute text before pdata's
 # AsString. Such databases are brought up to date once when opened (_migrate).
@@ -78,11 +87,19 @@ ON CONFLICT (trace_id) DO UPDATE SET min_start_ns = MIN(min_start_ns, excluded.m
                                      max_start_ns = MAX(max_start_ns, excluded.max_start_ns)
 """
 
-_INSERT_SPAN = """
-INSERT OR REPLACE INTO spans (trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns,
-                              status_code, resource_id, scope_id, body, resource_chunk, scope_chunk)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
+# A new span goes in with INSERT OR IGNORE; one received before (an exporter's retry) is then replaced
+# (_replace_earlier_copy): the common case costs one statement.
+_SPAN_COLUMNS = """spans (trace_id, span_id, parent_span_id, service, name, kind, start_ns, end_ns,
+                       status_code, resource_id, scope_id, body, resource_chunk, scope_chunk)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_INSERT_SPAN = "INSERT OR IGNORE INTO " + _SPAN_COLUMNS
+_REPLACE_SPAN = "INSERT OR REPLACE INTO " + _SPAN_COLUMNS
+_EARLIER_COPY = "SELECT rowid, body FROM spans WHERE trace_id = ? AND span_id = ?"
+# Write transactions wait this long for a writer outside the store (the sqlite3 shell) before failing;
+# reads never wait for a writer in WAL mode, but wait as long while SQLite recovers the WAL after a crash.
+BUSY_TIMEOUT_MS = 5000
+# Read connections kept open between queries; more are opened while more queries run at once.
+IDLE_READERS = 4
 
 
 @dataclass(frozen=True)
@@ -118,22 +135,28 @@ class StoredSpan:
 
 
 class SpanDatabase:
-    """SQLite storage of spans.
+    """SQLite storage of spans: one writer, and readers of their own for queries.
 
-    One connection guarded by a lock: the HTTP servers start a thread per request, so per-thread
-    connections would pile up, and SQLite serialises writers anyway. WAL lets an outside reader (the
-    sqlite3 shell) look without blocking exports.
+    Writes (ingest, retention) go through one connection guarded by a lock: SQLite has one writer at a
+    time anyway, and the HTTP servers start a thread per request, so per-thread connections would pile up.
+    Queries use read connections from a small pool: in WAL mode a reader sees the last committed state and
+    never waits for the writer, so a query is answered while a large export or a prune is being written
+    (before, they shared the writer's lock and a restarted store answered nothing until every service's
+    retried backlog was in). An in-memory database cannot be shared between connections: there, reads
+    take the writer's connection and lock.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         path = os.fspath(path)
-        if path != ":memory:":
+        self._path = path
+        self._in_memory = path == ":memory:"
+        if not self._in_memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer's
         self._connection = sqlite3.connect(path, check_same_thread=False)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")  # durable enough for a local dev store
-        self._connection.execute("PRAGMA busy_timeout=5000")
+        self._connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._migrate()
         self._connection.executescript(_SCHEMA + indexing.SCHEMA)
         self._reindex_old_database()
@@ -142,16 +165,53 @@ class SpanDatabase:
         ).fetchone()
         self._last_chunk = last_chunk or 0
         self._scopes: dict[int, ScopeInfo] = {}
+        self._scopes_lock = threading.Lock()
+        self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._closed = False
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one query, its statements in one read transaction (one consistent snapshot)."""
+        if self._in_memory:
+            with self._lock:
+                yield self._connection
+            return
+        try:
+            connection = self._idle_readers.get_nowait()
+        except queue.Empty:
+            connection = self._open_reader()
+        try:
+            connection.execute("BEGIN")
+            try:
+                yield connection
+            finally:
+                connection.execute("COMMIT")
+        except BaseException:
+            connection.close()  # in an unknown state: not given out again
+            raise
+        if self._closed or self._idle_readers.qsize() >= IDLE_READERS:
+            connection.close()
+        else:
+            self._idle_readers.put(connection)
+
+    def _open_reader(self) -> sqlite3.Connection:
+        # Autocommit mode (isolation_level None): _reading opens and ends each read transaction itself.
+        connection = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return connection
 
     def close(self) -> None:
+        self._closed = True
+        while not self._idle_readers.empty():
+            self._idle_readers.get_nowait().close()
         with self._lock:
             self._connection.close()
 
     def insert(self, request: ExportTraceServiceRequest) -> int:
         """Store every span of one export request in one transaction; return how many.
 
-        INSERT OR REPLACE on (trace_id, span_id): an exporter retrying a batch it thinks failed must not
-        duplicate spans.
+        One row per (trace_id, span_id): an exporter retrying a batch it thinks failed must not duplicate
+        spans; the copy received last replaces the earlier one.
         """
         count = 0
         with self._lock, self._connection:
@@ -167,8 +227,10 @@ class SpanDatabase:
                     chunks = (resource_chunk, self._next_chunk())
                     for span in scope_spans.spans:
                         # One execute per span (not executemany): the attribute rows need its rowid.
-                        row = _span_row(span, service, resource_id, scope_id)
-                        cursor.execute(_INSERT_SPAN, (*row, *chunks))
+                        row = (*_span_row(span, service, resource_id, scope_id), *chunks)
+                        cursor.execute(_INSERT_SPAN, row)
+                        if cursor.rowcount == 0:  # received before
+                            self._replace_earlier_copy(cursor, row, terms)
                         rowid = cursor.lastrowid
                         terms.extend((key, value, rowid) for key, value in indexing.span_search_terms(span))
                         traces.append((row[0], row[6], row[6]))
@@ -177,6 +239,18 @@ class SpanDatabase:
             # In arrival order: a trace's number is that of its first span ever received.
             cursor.executemany(_UPSERT_TRACE, traces)
         return count
+
+    @staticmethod
+    def _replace_earlier_copy(
+        cursor: sqlite3.Cursor, row: tuple[Any, ...], pending_terms: list[tuple[str, str, int]]
+    ) -> None:
+        """A span received again (an exporter's retry) replaces its earlier copy, under a new rowid (it
+        takes its place in arrival order); the earlier copy's attribute rows go with it, else a search
+        could match them forever (those still pending too, when the copy came in the same request)."""
+        rowid, body = cursor.execute(_EARLIER_COPY, row[:2]).fetchone()
+        cursor.executemany(indexing.DELETE_SPAN_ATTRIBUTE, indexing.span_rows(rowid, body))
+        pending_terms[:] = [term for term in pending_terms if term[2] != rowid]
+        cursor.execute(_REPLACE_SPAN, row)
 
     def _next_chunk(self) -> int:
         self._last_chunk += 1
@@ -233,11 +307,7 @@ class SpanDatabase:
             rows = self._connection.execute("SELECT rowid, body FROM spans").fetchall()
             self._connection.executemany(
                 indexing.INSERT_SPAN_ATTRIBUTE,
-                [
-                    (key, value, rowid)
-                    for rowid, body in rows
-                    for key, value in indexing.span_search_terms(SpanProto.FromString(body))
-                ],
+                [row for rowid, body in rows for row in indexing.span_rows(rowid, body)],
             )
             self._connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
@@ -250,8 +320,8 @@ class SpanDatabase:
         if not trace_ids:
             return found
         marks = ",".join("?" * len(trace_ids))
-        with self._lock:
-            rows = self._connection.execute(
+        with self._reading() as connection:
+            rows = connection.execute(
                 "SELECT trace_id, resource_id, scope_id, body, resource_chunk, scope_chunk FROM spans"
                 f" WHERE trace_id IN ({marks}) ORDER BY resource_chunk, scope_chunk, rowid",
                 list(trace_ids),
@@ -291,14 +361,15 @@ class SpanDatabase:
             )
         sql += " ORDER BY t.seq DESC LIMIT ?"
         args.append(search.num_traces)
-        with self._lock:
-            return [trace_id for (trace_id,) in self._connection.execute(sql, args)]
+        with self._reading() as connection:
+            return [trace_id for (trace_id,) in connection.execute(sql, args)]
 
     def _scope_infos(self) -> dict[int, ScopeInfo]:
         """Every stored scope's name, version and attribute texts (scopes are few and never deleted)."""
-        with self._lock:
+        with self._scopes_lock:
             known = max(self._scopes, default=0)
-            rows = self._connection.execute("SELECT id, body FROM scopes WHERE id > ?", (known,)).fetchall()
+            with self._reading() as connection:
+                rows = connection.execute("SELECT id, body FROM scopes WHERE id > ?", (known,)).fetchall()
             for scope_id, body in rows:
                 scope = ScopeSpans.FromString(body).scope
                 attributes = {item.key: as_string(item.value) for item in scope.attributes}
@@ -309,20 +380,33 @@ class SpanDatabase:
         self, start_min_ns: int, start_max_ns: int, trace_ids: Sequence[str] | None = None
     ) -> ServiceMap:
         """Services and cross-service calls of the spans starting in the window (see service_map.py)."""
-        with self._lock:
-            return build_service_map(self._connection, start_min_ns, start_max_ns, trace_ids)
+        with self._reading() as connection:
+            return build_service_map(connection, start_min_ns, start_max_ns, trace_ids)
 
     def prune(self, retention: Retention, now_ns: int) -> int:
-        """Delete whole traces beyond `retention` (by age, then by span count); return how many spans."""
-        with self._lock, self._connection:
-            return prune(self._connection, retention, now_ns)
+        """Delete whole traces beyond `retention` (by age, then by span count); return how many spans.
+
+        Chunk by chunk (retention.py): the writer's lock is let go between chunks, so exports go on.
+        """
+        deleted = self._delete_traces_before(age_cutoff(retention, now_ns))
+        with self._reading() as connection:
+            cutoff = count_cutoff(connection, retention)
+        return deleted + self._delete_traces_before(cutoff)
+
+    def _delete_traces_before(self, cutoff_ns: int | None) -> int:
+        deleted = 0
+        while cutoff_ns is not None:
+            with self._lock, self._connection:
+                traces, spans = delete_oldest_traces(self._connection, cutoff_ns, PRUNE_CHUNK_TRACES)
+            deleted += spans
+            if traces < PRUNE_CHUNK_TRACES:
+                break
+        return deleted
 
     def services(self) -> list[str]:
         """Names of the services seen, sorted; a resource without service.name names none (as Jaeger)."""
-        with self._lock:
-            rows = self._connection.execute(
-                "SELECT DISTINCT service FROM spans WHERE service != '' ORDER BY 1"
-            )
+        with self._reading() as connection:
+            rows = connection.execute("SELECT DISTINCT service FROM spans WHERE service != '' ORDER BY 1")
             return [row[0] for row in rows]
 
     def operations(self, service: str, span_kind: str = "") -> list[tuple[str, str]]:
@@ -333,8 +417,8 @@ class SpanDatabase:
         """
         if not service:
             return []
-        with self._lock:
-            rows = self._connection.execute(
+        with self._reading() as connection:
+            rows = connection.execute(
                 "SELECT DISTINCT name, kind FROM spans WHERE service = ?", (service,)
             ).fetchall()
         operations = sorted({(name, OPERATION_KINDS.get(kind, "")) for name, kind in rows})
@@ -346,8 +430,8 @@ class SpanDatabase:
         if not wanted:
             return {}
         marks = ",".join("?" * len(wanted))
-        with self._lock:
-            rows = self._connection.execute(f"SELECT id, body FROM {table} WHERE id IN ({marks})", wanted)
+        with self._reading() as connection:
+            rows = connection.execute(f"SELECT id, body FROM {table} WHERE id IN ({marks})", wanted)
             return dict(rows.fetchall())
 
 

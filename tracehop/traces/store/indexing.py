@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS resource_attributes (
 ) WITHOUT ROWID;
 """
 INSERT_SPAN_ATTRIBUTE = "INSERT OR IGNORE INTO span_attributes (key, value, span_rowid) VALUES (?, ?, ?)"
+# A span's rows go when the span goes (retention) or is replaced (a re-sent span): found by their key.
+DELETE_SPAN_ATTRIBUTE = "DELETE FROM span_attributes WHERE key = ? AND value = ? AND span_rowid = ?"
 INSERT_RESOURCE_ATTRIBUTE = (
     "INSERT OR IGNORE INTO resource_attributes (key, value, resource_id) VALUES (?, ?, ?)"
 )
@@ -48,3 +50,8 @@ def span_search_terms(span: SpanProto) -> set[tuple[str, str]]:
     for link in span.links:
         terms.update(searchable(link.attributes))
     return terms
+
+
+def span_rows(rowid: int, body: bytes) -> list[tuple[str, str, int]]:
+    """The span_attributes rows of the stored span `body` at `rowid`."""
+    return [(key, value, rowid) for key, value in span_search_terms(SpanProto.FromString(body))]

@@ -7,6 +7,10 @@ Whole traces go, oldest first, so a trace is never shown half pruned:
 - by count: when more than `max_spans` spans are stored, the oldest traces until about 90% of it remains
   (the margin keeps the store from pruning a little after every export).
 
+Pruning never holds up the store (database.py): its limits are read on a read connection, and traces go
+in chunks of PRUNE_CHUNK_TRACES, each its own short write transaction, so an export waits for one chunk at
+most and queries not at all; the first prune runs FIRST_PRUNE_DELAY_S after the store starts.
+
 Setting: `TRACEHOP_TRACE_RETENTION="max_age=7d,max_spans=500000"`; either part may be left out (it keeps
 its default), and `0` turns that limit off. Durations are Go-style (`90m`, `36h`) or days (`7d`).
 """
@@ -19,11 +23,18 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from tracehop.traces.store import indexing
+
 ENV_VARIABLE = "TRACEHOP_TRACE_RETENTION"
 DEFAULT_MAX_AGE_NS = 7 * 24 * 3600 * 10**9
 DEFAULT_MAX_SPANS = 500_000
 KEEP_FRACTION = 0.9  # pruning by count leaves this much of max_spans
 PRUNE_INTERVAL_S = 60.0
+# The first prune waits this long after the store starts: the first seconds belong to answering queries
+# and taking in the backlog the services queued while the store was down.
+FIRST_PRUNE_DELAY_S = 2.0
+# Traces deleted per write transaction: ingest waits for one chunk at most, never for a whole prune.
+PRUNE_CHUNK_TRACES = 200
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)(ns|us|ms|s|m|h|d)")
 _UNITS_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
@@ -71,32 +82,48 @@ def retention_from_env(environ: Mapping[str, str] | None = None) -> Retention:
     return parse_retention(environ.get(ENV_VARIABLE, ""))
 
 
-def prune(connection: sqlite3.Connection, retention: Retention, now_ns: int) -> int:
-    """Delete the traces beyond `retention` (caller holds the transaction); return how many spans went."""
-    deleted = 0
-    if retention.max_age_ns:
-        deleted += _delete_traces_before(connection, now_ns - retention.max_age_ns)
-    if retention.max_spans:
-        (total,) = connection.execute("SELECT COUNT(*) FROM spans").fetchone()
-        if total > retention.max_spans:
-            keep = max(1, int(retention.max_spans * KEEP_FRACTION))
-            (cutoff,) = connection.execute(
-                "SELECT start_ns FROM spans ORDER BY start_ns DESC LIMIT 1 OFFSET ?", (keep - 1,)
-            ).fetchone()
-            deleted += _delete_traces_before(connection, cutoff)
-    if deleted:
-        # The attribute index has no key by span: one pass removes the rows of every deleted span.
-        connection.execute("DELETE FROM span_attributes WHERE span_rowid NOT IN (SELECT rowid FROM spans)")
-        connection.execute("DELETE FROM traces WHERE trace_id NOT IN (SELECT trace_id FROM spans)")
-    return deleted
+def age_cutoff(retention: Retention, now_ns: int) -> int | None:
+    """Traces whose newest span started before this go by age (None: no age limit)."""
+    return now_ns - retention.max_age_ns if retention.max_age_ns else None
 
 
-def _delete_traces_before(connection: sqlite3.Connection, cutoff_ns: int) -> int:
-    """Delete the traces whose every span started before `cutoff_ns`."""
-    cursor = connection.execute(
-        "DELETE FROM spans WHERE trace_id IN ("
-        " SELECT trace_id FROM spans WHERE start_ns < ?"
-        " EXCEPT SELECT trace_id FROM spans WHERE start_ns >= ?)",
-        (cutoff_ns, cutoff_ns),
+def count_cutoff(connection: sqlite3.Connection, retention: Retention) -> int | None:
+    """Traces whose newest span started before this go by count (None: within the limit)."""
+    if not retention.max_spans:
+        return None
+    (total,) = connection.execute("SELECT COUNT(*) FROM spans").fetchone()
+    if total <= retention.max_spans:
+        return None
+    keep = max(1, int(retention.max_spans * KEEP_FRACTION))
+    (cutoff,) = connection.execute(
+        "SELECT start_ns FROM spans ORDER BY start_ns DESC LIMIT 1 OFFSET ?", (keep - 1,)
+    ).fetchone()
+    return cutoff
+
+
+def delete_oldest_traces(connection: sqlite3.Connection, cutoff_ns: int, limit: int) -> tuple[int, int]:
+    """Delete up to `limit` of the traces whose every span started before `cutoff_ns`, oldest first (the
+    caller holds the write transaction); return (traces, spans) deleted.
+
+    A trace's newest start is kept in `traces` (database.py), so the traces to go are found through its
+    index, and their spans' attribute rows by their key (recomputed from the spans, indexing.py): the work
+    is proportional to what goes, not to what the store holds.
+    """
+    trace_ids = [
+        trace_id
+        for (trace_id,) in connection.execute(
+            "SELECT trace_id FROM traces WHERE max_start_ns < ? ORDER BY max_start_ns LIMIT ?",
+            (cutoff_ns, limit),
+        )
+    ]
+    if not trace_ids:
+        return 0, 0
+    marks = ",".join("?" * len(trace_ids))
+    spans = connection.execute(f"SELECT rowid, body FROM spans WHERE trace_id IN ({marks})", trace_ids)
+    connection.executemany(
+        indexing.DELETE_SPAN_ATTRIBUTE,
+        [row for rowid, body in spans for row in indexing.span_rows(rowid, body)],
     )
-    return cursor.rowcount
+    deleted = connection.execute(f"DELETE FROM spans WHERE trace_id IN ({marks})", trace_ids).rowcount
+    connection.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", trace_ids)
+    return len(trace_ids), deleted

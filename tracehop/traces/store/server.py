@@ -37,7 +37,7 @@ from tracehop.traces.store.otlp import (
     decompress,
 )
 from tracehop.traces.store.query_app import create_query_app, make_query_server
-from tracehop.traces.store.retention import PRUNE_INTERVAL_S, Retention
+from tracehop.traces.store.retention import FIRST_PRUNE_DELAY_S, PRUNE_INTERVAL_S, Retention
 
 SHUTDOWN_POLL_SECONDS = 0.05  # how quickly serve_forever notices a shutdown request
 
@@ -181,8 +181,12 @@ class _StoreServer(ThreadingHTTPServer):
 
 
 class RunningTraceStore:
-    """Both servers serving from background threads, and the pruner that applies the retention;
-    `stop()` (or leaving the `with`) shuts them down.
+    """Both servers serving from background threads, and the housekeeping thread that applies the
+    retention; `stop()` (or leaving the `with`) shuts them down.
+
+    What a store restarted after a crash does first is answer: the query API reads on connections of its
+    own (database.py), the viewer's Flask app is built and the first prune runs only FIRST_PRUNE_DELAY_S
+    after the start, off the request threads, and the prune goes chunk by chunk.
 
     The query port serves the query API and the trace viewer (which shows log lines from `log_dir` and
     links to Prometheus at `prometheus_url` when given).
@@ -205,15 +209,13 @@ class RunningTraceStore:
         self._servers: list[Any] = []
         try:
             self._servers.append(_StoreServer((host, otlp_port), OtlpHandler, self.database))
-            app = create_query_app(self.database, log_dir, prometheus_url)
-            self._servers.append(make_query_server(host, query_port, app))
+            self._query_app = create_query_app(self.database, log_dir, prometheus_url)
+            self._servers.append(make_query_server(host, query_port, self._query_app))
         except OSError:
             self._close()
             raise
         self._stop_pruning = threading.Event()
-        self._pruner = threading.Thread(
-            target=self._prune_periodically, name="trace-store-pruner", daemon=True
-        )
+        self._pruner = threading.Thread(target=self._housekeeping, name="trace-store-pruner", daemon=True)
         self._pruner.start()
         self._threads = [
             threading.Thread(
@@ -266,7 +268,13 @@ class RunningTraceStore:
             thread.join()
         self._close()
 
-    def _prune_periodically(self) -> None:
+    def _housekeeping(self) -> None:
+        if self._stop_pruning.wait(FIRST_PRUNE_DELAY_S):
+            return
+        try:
+            self._query_app.warm_up()
+        except Exception as error:  # the viewer's own first page will say it again; retention goes on
+            sys.stderr.write(f"trace store: building the trace viewer failed: {error!r}\n")
         while True:
             try:
                 deleted = self.database.prune(self.retention, time.time_ns())

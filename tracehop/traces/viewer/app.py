@@ -7,11 +7,12 @@ its URL; the search and the service map have JSON twins (`/search.json`, `/servi
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, render_template, request
 
 from tracehop.traces.logs import read_trace_logs
 from tracehop.traces.query import Span, spans_from_otlp_json
@@ -28,17 +29,13 @@ from tracehop.traces.viewer.search_form import (
     form_as_typed,
     parse_search_form,
 )
+from tracehop.traces.viewer.security import SECURITY_HEADERS
 from tracehop.traces.viewer.summaries import TraceSummary, newest_first, summarise
 from tracehop.traces.viewer.trace_page import TracePage, build_trace_page, service_colours
 
 EXTENSION = "trace_viewer"
 MAP_TRACE_LIMIT = 100_000  # traces a filtered service map considers
 
-# Scripts and styles only from the page's own files: an injected <script> or style="" does nothing.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-)
 
 blueprint = Blueprint("viewer", __name__, static_folder="static", template_folder="templates")
 
@@ -67,10 +64,25 @@ def _spans(trace_ids: list[str]) -> dict[str, list[Span]]:
 
 @blueprint.after_app_request
 def _security_headers(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers.update(SECURITY_HEADERS)
     return response
+
+
+def create_viewer_app(
+    database: SpanDatabase, log_dir: Path | None = None, prometheus_url: str | None = None
+) -> Flask:
+    """The viewer as a Flask app: what the query port serves outside /api/ (store/query_app.py)."""
+    app = Flask(__name__, static_folder=None)  # the blueprint serves /static
+    app.extensions[EXTENSION] = ViewerSources(database, log_dir, prometheus_url)
+
+    @app.errorhandler(500)
+    def internal_error(error: Exception) -> Response:
+        # A bug answers 500 with a message, never a traceback page.
+        sys.stderr.write(f"trace store: {request.method} {request.path} failed: {error!r}\n")
+        return Response(f"internal error: {error}\n", status=500, content_type="text/plain; charset=utf-8")
+
+    app.register_blueprint(blueprint)
+    return app
 
 
 @blueprint.app_context_processor
