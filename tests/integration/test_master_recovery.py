@@ -1,22 +1,46 @@
-"""A gunicorn master SIGKILLed (users, then gateway): the service keeps answering and the new master binds
-its port at once, on a private stack. How fast, under load, is `make chaos`'s to measure."""
+"""A gunicorn master SIGKILLed (users, then gateway) under a steady stream of requests, on a private stack:
+the service answers throughout, the orphaned workers stop once the new master's workers serve, `status`
+never calls the new master RUNNING before its own workers listen, and nothing is left behind.
+
+What "answers throughout" means here, honestly: every request gets its 201, at worst after ONE immediate
+retry with the same Idempotency-Key (a connection the kernel queued on a listener in the microseconds
+before it closed is reset: services/web/worker_listeners.py), and the longest time without a 201 stays
+well under the 2 s of issue 14. Before this change users had 3.2 s requests (connections queued on new
+workers still loading the app) and resets when its orphans stopped, and the gateway answered nobody for
+~5 s (gunicorn's gevent worker exits with its master).
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pytest
 import requests
 
+from services.web.listening_sockets import listens_on
 from tests.integration.fault_tools import Programs
-from tests.integration.stack import RunningStack, private_stack
+from tests.integration.stack import RunningStack, private_stack, start_private_stack
+from tests.waiting import eventually
+from tracehop.stack.processes import children, group_members, process_exists
 from tracehop.stack.runner import NOT_SERVING
 
-ENV = {"GUNICORN_WORKERS": "1", "OTEL_BSP_SCHEDULE_DELAY": "200", "TRACEHOP_MAIL_LATENCY_MS": "1"}
+# Longer than any boot on a loaded machine: orphans that stop before it ends stopped because they saw
+# the new master's workers serve, not because their time was up.
+ORPHAN_GRACE_S = 60.0
+ENV = {
+    "GUNICORN_WORKERS": "2",
+    "OTEL_BSP_SCHEDULE_DELAY": "200",
+    "TRACEHOP_MAIL_LATENCY_MS": "1",
+    "TRACEHOP_ORPHAN_GRACE_S": str(ORPHAN_GRACE_S),
+}
+STREAMS = 4
+LONGEST_GAP_S = 1.0  # without any 201, from the kill until the orphans are gone
 
 
 @pytest.fixture(scope="module")
@@ -25,43 +49,122 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         yield running
 
 
-@pytest.mark.parametrize("program", ["users", "gateway"])
-def test_a_killed_master_is_replaced_without_a_port_fight(stack: RunningStack, program: str):
-    programs = Programs(stack.stack)
-    old_master = programs.pid(program)
-    os.kill(old_master, signal.SIGKILL)
-    failures, answered_after_kill = [], 0
-    deadline = time.monotonic() + 60
-    new_master = 0
-    while time.monotonic() < deadline:
+@dataclass
+class Stream:
+    """STREAMS threads creating users through the gateway, each request on a new connection (so each
+    one is a new pick among the port's listeners), retried once at once on failure."""
+
+    gateway: str
+    answered_at: list[float] = field(default_factory=list)
+    first_failures: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Stream:
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(STREAMS)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            key = str(uuid.uuid4())
+            outcome = self._create(key)
+            if outcome != "201":
+                self.first_failures.append(outcome)
+                outcome = self._create(key)
+                if outcome != "201":
+                    self.lost.append(outcome)
+            time.sleep(0.02)
+
+    def _create(self, key: str) -> str:
         try:
-            response = stack.http.post(
-                f"{stack.gateway}/api/users",
-                json={"name": "Ada", "email": "ada@example.org"},
-                headers={"Idempotency-Key": str(uuid.uuid4())},
-                timeout=5,
+            response = requests.post(
+                f"{self.gateway}/api/users",
+                json={"name": "Ada", "email": f"ada-{key[:8]}@example.org"},
+                headers={"Idempotency-Key": key, "Connection": "close"},
+                timeout=10,
             )
-            ok = response.status_code == 201
-        except requests.RequestException:
-            ok = False
-        answered_after_kill += ok
-        if not ok:
-            failures.append(time.monotonic())
-        # `status` never calls a process RUNNING whose probe fails.
-        for status in stack.stack.status():
-            assert status.state != "RUNNING" or status.ready, status
-            assert status.state != NOT_SERVING or not status.ready, status
-        new_master = next(s.pid for s in stack.stack.status() if s.component == program)
-        if new_master not in (0, old_master) and ok and not stack.stack.status()[0].problem:
-            break
-        time.sleep(0.1)
-    assert new_master not in (0, old_master), f"{program} was not restarted"
-    assert answered_after_kill, f"{program} never answered again"
-    # The new master bound its port at the first try (SO_REUSEPORT), and users' old workers said why
-    # they went on serving.
-    output = stack.stack.layout.program_output(program).read_text()
-    assert "Connection in use" not in output
-    if (
-        program == "users"
-    ):  # gthread workers serve on; the gateway's gevent door worker stops (gunicorn's rule)
-        assert "master gone: serving on" in (stack.log_dir / f"{program}.log").read_text()
+        except requests.RequestException as error:
+            return f"{type(error).__name__}: {error}"
+        if response.status_code == 201:
+            self.answered_at.append(time.monotonic())
+        return str(response.status_code)
+
+    def longest_gap(self, since: float) -> float:
+        times = sorted(t for t in self.answered_at if t >= since)
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=float("inf"))
+
+
+def serving_workers(master: int, port: int) -> list[int]:
+    return [child for child in children(master) if listens_on(child, port)]
+
+
+@pytest.mark.parametrize("program", ["users", "gateway"])
+def test_a_killed_master_costs_no_answer(stack: RunningStack, program: str):
+    programs = Programs(stack.stack)
+    port = getattr(stack.stack.ports, program)
+    old_master = programs.pid(program)
+    orphans = eventually(lambda: serving_workers(old_master, port), 30, f"{program}'s workers listening")
+    with Stream(stack.gateway) as stream:
+        eventually(lambda: len(stream.answered_at) >= 10, 30, "the stream answered")
+        killed_at = time.monotonic()
+        os.kill(old_master, signal.SIGKILL)
+        seen_orphans_answer_for_it = False
+        deadline = killed_at + ORPHAN_GRACE_S - 5
+        while any(process_exists(pid) for pid in orphans):
+            assert time.monotonic() < deadline, f"{program}'s orphans {orphans} outlived the boot"
+            (status,) = [s for s in stack.stack.status() if s.component == program]
+            if status.pid not in (0, old_master):
+                own_workers_serve = bool(serving_workers(status.pid, port))
+                # `status` calls it ready only once its own workers listen, never on the orphans' answers.
+                assert own_workers_serve or not status.ready, status
+                if not own_workers_serve and status.state == NOT_SERVING:
+                    seen_orphans_answer_for_it = True
+            time.sleep(0.05)
+        orphans_gone_at = time.monotonic()
+        time.sleep(1.0)  # a little of the new master's service alone
+    assert not stream.lost, f"requests that failed twice: {stream.lost}"
+    assert len(stream.first_failures) <= 2, f"first attempts that failed: {stream.first_failures}"
+    gap = stream.longest_gap(since=killed_at - 1.0)
+    assert gap < LONGEST_GAP_S, f"{gap:.2f} s without a 201 ({len(stream.answered_at)} answered)"
+    # The new master serves on its own now; the orphans said why they stayed and why they went.
+    (status,) = [s for s in stack.stack.status() if s.component == program]
+    assert status.ready and status.pid != old_master, status
+    assert serving_workers(status.pid, port)
+    log = (stack.log_dir / f"{program}.log").read_text()
+    assert "master gone: serving on" in log
+    assert "master gone, a new worker serves: stopping" in log
+    assert "Connection in use" not in stack.stack.layout.program_output(program).read_text()
+    assert orphans_gone_at - killed_at < ORPHAN_GRACE_S - 5
+    print(
+        f"{program}: {len(stream.answered_at)} answered, longest gap {gap:.2f} s, first attempts failed: "
+        f"{stream.first_failures}, orphans gone {orphans_gone_at - killed_at:.1f} s after the kill, "
+        f"status showed NOT SERVING while they answered: {seen_orphans_answer_for_it}"
+    )
+
+
+def test_stopping_the_stack_leaves_no_orphan_behind(tmp_path):
+    """A master killed, and the stack stopped before its successor serves: its orphans would serve on for
+    their whole grace, holding the port; `stop` stops them too."""
+    running = start_private_stack(tmp_path, ENV)
+    try:
+        programs = Programs(running.stack)
+        old_master = programs.pid("users")
+        orphans = eventually(
+            lambda: serving_workers(old_master, running.stack.ports.users), 30, "users' workers listening"
+        )
+        os.kill(old_master, signal.SIGKILL)
+        eventually(
+            lambda: "master gone: serving on" in (running.log_dir / "users.log").read_text(), 10, "orphaned"
+        )
+    finally:
+        running.http.close()
+        running.stack.stop()
+    assert not [pid for pid in orphans if process_exists(pid)], orphans
+    assert not group_members(old_master)
