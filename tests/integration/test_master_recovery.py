@@ -2,12 +2,12 @@
 the service answers throughout, the orphaned workers stop once the new master's workers serve, `status`
 never calls the new master RUNNING before its own workers listen, and nothing is left behind.
 
-What "answers throughout" means here, honestly: every request gets its 201, at worst after ONE immediate
-retry with the same Idempotency-Key (a connection the kernel queued on a listener in the microseconds
-before it closed is reset: services/web/worker_listeners.py), and the longest time without a 201 stays
-well under the 2 s of issue 14. Before this change users had 3.2 s requests (connections queued on new
-workers still loading the app) and resets when its orphans stopped, and the gateway answered nobody for
-~5 s (gunicorn's gevent worker exits with its master).
+What "answers throughout" means here, honestly: every request is answered, at worst after ONE immediate
+retry with the same Idempotency-Key; at most one first attempt fails (a connection the kernel queued on
+a listener in the microseconds before it closed is reset: services/web/worker_listeners.py); and the
+longest time without an answer stays well under the 2 s of issue 14. Before this change users had
+3.2 s requests (connections queued on new workers still loading the app) and resets when its orphans
+stopped, and the gateway answered nobody for ~5 s (gunicorn's gevent worker exits with its master).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -41,7 +41,10 @@ ENV = {
     "TRACEHOP_ORPHAN_GRACE_S": str(ORPHAN_GRACE_S),
 }
 STREAMS = 4
-LONGEST_GAP_S = 1.0  # without any 201, from the kill until the orphans are gone
+# From the kill until the orphans are gone: the longest time without any answer, and the slowest request
+# (one that waits on a listener nobody accepts from yet takes as long as a worker's boot: 3.2 s before).
+LONGEST_GAP_S = 1.0
+SLOWEST_S = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +55,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 
 @dataclass
 class Stream:
-    """STREAMS threads creating users through the gateway, each request on a new connection (so each
-    one is a new pick among the port's listeners), retried once at once on failure."""
+    """Threads sending requests, each on a new connection (so each one is a new pick among the port's
+    listeners), each retried once at once on failure: half create users through the gateway (the whole
+    path, users included), half ask the killed service's own /healthz (its listeners, nothing else)."""
 
     gateway: str
+    service: str
     answered_at: list[float] = field(default_factory=list)
+    durations: list[tuple[float, float]] = field(default_factory=list)  # (started, seconds) per attempt
     first_failures: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __enter__(self) -> Stream:
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(STREAMS)]
+        calls = [self._create_user, self._health] * (STREAMS // 2)
+        self._threads = [threading.Thread(target=self._run, args=(call,), daemon=True) for call in calls]
         for thread in self._threads:
             thread.start()
         return self
@@ -72,30 +79,43 @@ class Stream:
         for thread in self._threads:
             thread.join(timeout=30)
 
-    def _run(self) -> None:
+    def _run(self, call: Callable[[str], requests.Response]) -> None:
         while not self._stop.is_set():
             key = str(uuid.uuid4())
-            outcome = self._create(key)
-            if outcome != "201":
+            outcome = self._attempt(call, key)
+            if outcome != "ok":
                 self.first_failures.append(outcome)
-                outcome = self._create(key)
-                if outcome != "201":
+                outcome = self._attempt(call, key)
+                if outcome != "ok":
                     self.lost.append(outcome)
             time.sleep(0.02)
 
-    def _create(self, key: str) -> str:
+    def _create_user(self, key: str) -> requests.Response:
+        return requests.post(
+            f"{self.gateway}/api/users",
+            json={"name": "Ada", "email": f"ada-{key[:8]}@example.org"},
+            headers={"Idempotency-Key": key, "Connection": "close"},
+            timeout=10,
+        )
+
+    def _health(self, key: str) -> requests.Response:
+        return requests.get(f"{self.service}/healthz", headers={"Connection": "close"}, timeout=10)
+
+    def _attempt(self, call: Callable[[str], requests.Response], key: str) -> str:
+        started = time.monotonic()
         try:
-            response = requests.post(
-                f"{self.gateway}/api/users",
-                json={"name": "Ada", "email": f"ada-{key[:8]}@example.org"},
-                headers={"Idempotency-Key": key, "Connection": "close"},
-                timeout=10,
-            )
+            response = call(key)
         except requests.RequestException as error:
             return f"{type(error).__name__}: …{str(error)[-60:]}"
-        if response.status_code == 201:
-            self.answered_at.append(time.monotonic())
-        return str(response.status_code)
+        finally:
+            self.durations.append((started, time.monotonic() - started))
+        if response.status_code not in (200, 201):
+            return f"{response.request.method} {response.status_code}"
+        self.answered_at.append(time.monotonic())
+        return "ok"
+
+    def slowest(self, since: float) -> float:
+        return max(seconds for started, seconds in self.durations if started >= since)
 
     def longest_gap(self, since: float) -> float:
         times = sorted(t for t in self.answered_at if t >= since)
@@ -112,7 +132,7 @@ def test_a_killed_master_costs_no_answer(stack: RunningStack, program: str):
     port = getattr(stack.stack.ports, program)
     old_master = programs.pid(program)
     orphans = eventually(lambda: serving_workers(old_master, port), 30, f"{program}'s workers listening")
-    with Stream(stack.gateway) as stream:
+    with Stream(stack.gateway, stack.stack.urls[program]) as stream:
         eventually(lambda: len(stream.answered_at) >= 10, 30, "the stream answered")
         killed_at = time.monotonic()
         os.kill(old_master, signal.SIGKILL)
@@ -131,9 +151,11 @@ def test_a_killed_master_costs_no_answer(stack: RunningStack, program: str):
         orphans_gone_at = time.monotonic()
         time.sleep(1.0)  # a little of the new master's service alone
     assert not stream.lost, f"requests that failed twice: {Counter(stream.lost)}"
-    assert len(stream.first_failures) <= 2, f"first attempts that failed: {Counter(stream.first_failures)}"
+    assert len(stream.first_failures) <= 1, f"first attempts that failed: {Counter(stream.first_failures)}"
     gap = stream.longest_gap(since=killed_at - 1.0)
-    assert gap < LONGEST_GAP_S, f"{gap:.2f} s without a 201 ({len(stream.answered_at)} answered)"
+    assert gap < LONGEST_GAP_S, f"{gap:.2f} s without an answer ({len(stream.answered_at)} answered)"
+    slowest = stream.slowest(since=killed_at - 1.0)
+    assert slowest < SLOWEST_S, f"a request took {slowest:.2f} s"
     # The new master serves on its own now; the orphans said why they stayed and why they went.
     (status,) = [s for s in stack.stack.status() if s.component == program]
     assert status.ready and status.pid != old_master, status
@@ -144,15 +166,16 @@ def test_a_killed_master_costs_no_answer(stack: RunningStack, program: str):
     assert "Connection in use" not in stack.stack.layout.program_output(program).read_text()
     assert orphans_gone_at - killed_at < ORPHAN_GRACE_S - 5
     print(
-        f"{program}: {len(stream.answered_at)} answered, longest gap {gap:.2f} s, first attempts failed: "
+        f"{program}: {len(stream.answered_at)} answered, longest gap {gap:.2f} s, slowest {slowest:.2f} s, "
+        f"first attempts failed: "
         f"{stream.first_failures}, orphans gone {orphans_gone_at - killed_at:.1f} s after the kill, "
         f"status showed NOT SERVING while they answered: {seen_orphans_answer_for_it}"
     )
 
 
 def test_stopping_the_stack_leaves_no_orphan_behind(tmp_path):
-    """A master killed, and the stack stopped before its successor serves: its orphans would serve on for
-    their whole grace, holding the port; `stop` stops them too."""
+    """A master killed, and its successor stopped before it serves: its orphans serve on for their whole
+    grace, holding the port; `stop` (make down) stops them too."""
     running = start_private_stack(tmp_path, ENV)
     try:
         programs = Programs(running.stack)
@@ -164,6 +187,9 @@ def test_stopping_the_stack_leaves_no_orphan_behind(tmp_path):
         eventually(
             lambda: "master gone: serving on" in (running.log_dir / "users.log").read_text(), 10, "orphaned"
         )
+        # The new master stopped before its workers serve: nobody takes over from the orphans.
+        programs.stop("users")
+        assert all(process_exists(pid) for pid in orphans), "the orphans stopped without a successor"
     finally:
         running.http.close()
         running.stack.stop()
