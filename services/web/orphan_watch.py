@@ -9,8 +9,10 @@ without a master.
 
 It stops — gracefully, closing its listener first — as soon as a listening socket appears on its port that
 was not there when its master died: our workers listen only once they accept, so that is the new master's
-worker serving. Or when TRACEHOP_ORPHAN_GRACE_S (default 15 s) have passed, whoever serves by then: an
-orphan must not outlive a stack that was stopped meanwhile by much.
+worker serving. Or when TRACEHOP_ORPHAN_GRACE_S (default 60 s) have passed, whoever serves by then: a
+new master that never comes up (stopped, failing) must not leave orphans serving for good. 60 s, not the
+15 s it was: at a load average of 17 on the 2-core development machine a new master's workers took 19 s
+to serve, and an orphan that stops before them leaves a gap.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def tracing_disabled() -> bool:
 
 def orphan_grace_s() -> float:
     """How long a gunicorn worker whose master died may serve on at most (services/web/orphan_watch.py)."""
-    return env_float("TRACEHOP_ORPHAN_GRACE_S", 15.0)
+    return env_float("TRACEHOP_ORPHAN_GRACE_S", 60.0)
 
 
 def prometheus_multiproc_dir() -> str | None:
