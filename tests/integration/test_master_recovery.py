@@ -215,3 +215,28 @@ def test_stopping_the_stack_leaves_no_orphan_behind(tmp_path):
         running.stack.stop()
     assert not [pid for pid in orphans if process_exists(pid)], orphans
     assert not group_members(old_master)
+
+
+def test_a_running_master_whose_workers_do_not_answer_is_not_serving(stack: RunningStack):
+    """supervisord calls users' master RUNNING (it lives); its workers, stopped, hold their listeners and
+    answer nothing: `status` must say NOT SERVING, then ready again once they go on."""
+    master = Programs(stack.stack).pid("users")
+    workers = serving_workers(master, stack.stack.ports.users)
+    assert workers
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        (status,) = eventually(
+            lambda: [s for s in stack.stack.status() if s.component == "users" and s.state == NOT_SERVING],
+            15,
+            "users NOT SERVING",
+        )
+        assert status.pid == master and not status.ready and status.problem, status
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    eventually(
+        lambda: [s for s in stack.stack.status() if s.component == "users" and s.ready],
+        30,
+        "users ready again",
+    )
