@@ -59,7 +59,7 @@ class OrphanWatch:
         for listener in self.worker.sockets:
             try:
                 port = listener.getsockname()[1]
-            except (OSError, IndexError, TypeError):
+            except (OSError, AttributeError, IndexError, TypeError):
                 continue  # a closed socket, or a unix socket: no port to watch
             inodes |= listening_inodes(port)
         return inodes

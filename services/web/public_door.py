@@ -67,7 +67,6 @@ class PublicDoorWorker(ListensWhenReady, GeventWorker):
         # connections over the limit are accepted, answered 503 and closed instead of left waiting.
         self.worker_connections = self.limits.max_connections + REFUSAL_HEADROOM
         self.open_connections = 0
-        self.orphan_watch = OrphanWatch(self)
 
     def notify(self) -> None:
         Worker.notify(self)  # the heartbeat only: GeventWorker.notify would exit with the master
@@ -75,6 +74,7 @@ class PublicDoorWorker(ListensWhenReady, GeventWorker):
             self.alive = False
 
     def run(self) -> None:
+        self.orphan_watch = OrphanWatch(self)
         # gevent patched the socket module in init_process: the listeners opened now are gevent's.
         self.sockets = [_plain_gevent_socket(listener) for listener in self.listen_now()]
         servers = []
