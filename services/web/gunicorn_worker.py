@@ -1,5 +1,6 @@
-"""The users service's gunicorn worker: gthread, listening only while it accepts, and serving on for a
-while after its master died, so a killed master or a restarted worker costs no answer.
+"""The users service's gunicorn worker: gthread, listening only while it accepts (so no connection waits
+on a worker still loading the app), and serving on after its master died until a new master's worker
+serves (so a killed master costs no answer).
 
 How it listens: services/web/worker_listeners.py. When an orphan stops: services/web/orphan_watch.py.
 The hooks used are ThreadWorker's own methods: `run` (the worker's main loop, which gunicorn documents as
