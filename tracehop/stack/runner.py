@@ -364,7 +364,7 @@ class LocalStack:
         port = {"gateway": self.ports.gateway, "users": self.ports.users}.get(component)
         if port is None or a_child_listens(master_pid, port):
             return None
-        return f"its workers do not listen on {port} yet (a previous master's orphaned workers answer)"
+        return f"its workers do not listen on {port} yet; a previous master's orphaned workers answer"
 
     def output_tail(self, program: str, lines: int = OUTPUT_TAIL_LINES) -> str:
         """The last lines a program wrote to stdout/stderr ("" when it wrote nothing)."""
