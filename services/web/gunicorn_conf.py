@@ -21,6 +21,7 @@ if not settings.prometheus_multiproc_dir():
 from services.metrics import multiprocess
 from services.metrics.span_export_metrics import CountingSpanExporter
 from services.telemetry import gunicorn_hooks
+from services.web.worker_listeners import ListensWhenReady
 
 # gthread: a few threads per process serve I/O-bound requests (the gateway waits on users and Redis)
 # without the memory of more processes. Both are tunable without editing this file.
@@ -36,9 +37,10 @@ accesslog = None  # the app writes one JSON access line per request itself, insi
 # gunicorn's control socket defaults to one path per user: two services on one host would fight over it.
 control_socket_disable = True
 # A master killed outright (SIGKILL, OOM) leaves its workers running, holding the port: without SO_REUSEPORT
-# the master supervisord starts next fails with "Connection in use" (two failed restarts, 11 s of 503 in the
-# report of issue 14). With it the new master binds at once, while the orphans serve on until it is up
-# (gunicorn_worker.py).
+# the master supervisord starts next failed with "Connection in use" (two failed restarts, 11 s of 503 in
+# the report of issue 14). With it gunicorn gives each worker a listening socket of its own, so the new
+# master's workers listen beside the orphans, which serve on until one of them does (orphan_watch.py).
+# Our workers open that socket only once they accept (worker_listeners.py).
 reuse_port = True
 
 
@@ -52,8 +54,21 @@ def on_starting(server):
 
 
 def post_fork(server, worker):
+    withdraw_listeners_until_ready(worker)
+    start_telemetry(worker)
+
+
+def start_telemetry(worker):
     # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
-    gunicorn_hooks.post_fork(server, worker, wrap_exporter=CountingSpanExporter)
+    gunicorn_hooks.post_fork(None, worker, wrap_exporter=CountingSpanExporter)
+
+
+def withdraw_listeners_until_ready(worker):
+    # First thing after the fork: gunicorn opened this worker's listener a moment ago, before the app is
+    # loaded; our workers open it again when they accept (worker_listeners.py). Other worker classes
+    # (TRACEHOP_GATEWAY_WORKER_CLASS=gthread for tools/door_compare.py) keep gunicorn's.
+    if isinstance(worker, ListensWhenReady):
+        worker.withdraw_listeners()
 
 
 def worker_exit(server, worker):

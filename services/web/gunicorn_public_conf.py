@@ -9,7 +9,7 @@ The users service stays on gthread (gunicorn_conf.py): only the gateway talks to
 
 from services.web import settings
 from services.web.gunicorn_conf import *  # noqa: F403 - this file is gunicorn_conf.py with another worker
-from services.web.gunicorn_conf import post_fork as _shared_post_fork
+from services.web.gunicorn_conf import start_telemetry, withdraw_listeners_until_ready
 
 # TRACEHOP_GATEWAY_WORKER_CLASS=gthread brings back the old worker, for the comparison in
 # tools/door_compare.py only: it has none of the limits, and eight slow clients stop it.
@@ -19,8 +19,8 @@ worker_class = settings.env_str("TRACEHOP_GATEWAY_WORKER_CLASS", "services.web.p
 def post_fork(server, worker):
     # Telemetry starts in post_worker_init instead: gevent patches threading and sockets only after the
     # fork, and the span processor's thread and its exporter's connection must be gevent's.
-    pass
+    withdraw_listeners_until_ready(worker)
 
 
 def post_worker_init(worker):
-    _shared_post_fork(None, worker)
+    start_telemetry(worker)

@@ -1,33 +1,40 @@
-"""A gunicorn worker that keeps serving for a while after its master died, so a killed master costs no
-downtime.
+"""The users service's gunicorn worker: gthread, listening only while it accepts (so no connection waits
+on a worker still loading the app), and serving on after its master died until a new master's worker
+serves (so a killed master costs no answer).
 
-A gunicorn master killed outright (SIGKILL, OOM) leaves its workers behind; gunicorn's own workers notice
-within a second that their parent changed and stop. supervisord starts a new master at once, but it
-needs seconds to import the app and fork its workers (5-9 s on a busy 2-core machine), and until then
-nobody answers on the port: the users service was unavailable ~9 s in `make chaos`.
-
-With `reuse_port` (gunicorn_conf.py) the new master binds the port while the orphans still hold it, and
-the kernel spreads new connections over both. So an orphan keeps serving — it is a complete worker, only
-without a master — for TRACEHOP_ORPHAN_GRACE_S (default 15 s), then stops the usual graceful way.
+How it listens: services/web/worker_listeners.py. When an orphan stops: services/web/orphan_watch.py.
+The hooks used are ThreadWorker's own methods: `run` (the worker's main loop, which gunicorn documents as
+the method to override), `is_parent_alive` (asked once per loop turn) and `set_accept_enabled` (called
+with False when the loop ends, and when the worker is at its connection limit).
 """
 
 from __future__ import annotations
 
-import os
-import time
-
 from gunicorn.workers.gthread import ThreadWorker
 
-from services.web import settings
+from services.web.orphan_watch import OrphanWatch
+from services.web.worker_listeners import ListensWhenReady, accept_queued
 
 
-class OrphanTolerantThreadWorker(ThreadWorker):
-    _orphaned_at: float | None = None
+class OrphanTolerantThreadWorker(ListensWhenReady, ThreadWorker):
+    def run(self) -> None:
+        self.orphan_watch = OrphanWatch(self)
+        self.sockets = self.listen_now()
+        super().run()
 
     def is_parent_alive(self) -> bool:
-        if self.ppid == os.getppid():
+        if self.orphan_watch.keep_serving():
             return True
-        if self._orphaned_at is None:
-            self._orphaned_at = time.monotonic()
-            self.log.warning("master gone: serving on until its successor is up, then stopping: %s", self)
-        return time.monotonic() - self._orphaned_at < settings.env_float("TRACEHOP_ORPHAN_GRACE_S", 15.0)
+        self.alive = False  # stop as after SIGTERM: keep-alive connections close after their request
+        return False
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        if enabled or self.alive:
+            super().set_accept_enabled(enabled)  # at the connection limit: the listener stays open
+            return
+        # Stopping: take what the kernel already queued for us, then leave the port's group.
+        for listener in self.sockets:
+            accept_queued(listener, self.accept)
+        super().set_accept_enabled(False)
+        for listener in self.sockets:
+            listener.close()

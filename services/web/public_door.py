@@ -12,6 +12,13 @@ public door needs (services/web/door_limits.py):
 - at most `max_connections` connections per process: one more is answered 503 and closed.
 
 Only HTTP/1.x without TLS is served (the gateway's port; TLS ends in front of it, if anywhere).
+
+Like users' worker it listens only while it accepts (services/web/worker_listeners.py) and serves on when
+its master dies (services/web/orphan_watch.py). gunicorn's gevent worker instead exits as soon as its
+parent changes (in `notify`), which left the gateway without an answer for ~5 s after its master was
+SIGKILLed. So `notify` here only heartbeats and asks the orphan watch, and `run` is gunicorn's
+GeventWorker.run (the method gunicorn documents for a worker class to override) for our case — a
+StreamServer per listener, no TLS — with the listener opened at its start and closed first when stopping.
 """
 
 from __future__ import annotations
@@ -20,10 +27,15 @@ import errno
 import io
 import socket
 import time
+from functools import partial
 
 import gevent
+import gevent.socket
+from gevent.pool import Pool
+from gevent.server import StreamServer
 from gevent.socket import wait_read
 from gunicorn import http, util
+from gunicorn.workers.base import Worker
 from gunicorn.workers.ggevent import GeventWorker
 
 from services.metrics.door_metrics import OPEN_CONNECTIONS, REFUSED_CONNECTIONS
@@ -33,6 +45,8 @@ from services.web.door_limits import (
     DoorLimits,
     json_error_response,
 )
+from services.web.orphan_watch import OrphanWatch
+from services.web.worker_listeners import ListensWhenReady, accept_queued
 
 _QUIET_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
 # How long a refusal may take to write, and to let the client's request drain before closing (closing
@@ -45,7 +59,7 @@ class _SlowRequest(Exception):
     """The client did not send its headers or body within the limit."""
 
 
-class PublicDoorWorker(GeventWorker):
+class PublicDoorWorker(ListensWhenReady, GeventWorker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.limits = DoorLimits.from_env()
@@ -53,6 +67,54 @@ class PublicDoorWorker(GeventWorker):
         # connections over the limit are accepted, answered 503 and closed instead of left waiting.
         self.worker_connections = self.limits.max_connections + REFUSAL_HEADROOM
         self.open_connections = 0
+
+    def notify(self) -> None:
+        Worker.notify(self)  # the heartbeat only: GeventWorker.notify would exit with the master
+        if self.alive and not self.orphan_watch.keep_serving():
+            self.alive = False
+
+    def run(self) -> None:
+        self.orphan_watch = OrphanWatch(self)
+        # gevent patched the socket module in init_process: the listeners opened now are gevent's.
+        self.sockets = [_plain_gevent_socket(listener) for listener in self.listen_now()]
+        servers = []
+        for listener in self.sockets:
+            listener.setblocking(1)
+            server = StreamServer(
+                listener, handle=partial(self.handle, listener), spawn=Pool(self.worker_connections)
+            )
+            if self.cfg.workers > 1:
+                server.max_accept = 1  # as gunicorn does: leave the next connection to a sibling worker
+            server.start()
+            servers.append(server)
+
+        while self.alive:
+            self.notify()
+            gevent.sleep(1.0)
+
+        # Leave the port's group first: take what the kernel queued for us, then close the listener.
+        for server in servers:
+            server.stop_accepting()
+            accept_queued(server.socket, partial(self._accept_into, server))
+            server.socket.close()
+        # Then finish the requests in hand, up to the graceful timeout (as GeventWorker.run).
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while time.monotonic() < deadline and any(
+            server.pool.free_count() != server.pool.size for server in servers
+        ):
+            self.notify()
+            gevent.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+        for server in servers:
+            if server.pool.free_count() != server.pool.size:
+                self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
+                server.pool.kill(timeout=1)
+
+    def _accept_into(self, server: StreamServer, listener: socket.socket) -> None:
+        try:
+            client, addr = listener.accept()
+        except BlockingIOError:
+            return
+        server.pool.spawn(self.handle, listener, client, addr)
 
     def handle(self, listener, client, addr) -> None:
         client.setblocking(1)
@@ -79,10 +141,12 @@ class PublicDoorWorker(GeventWorker):
         opened = time.monotonic()
         first = True
         try:
-            while self.alive:
+            # A new connection's first request is answered even when the worker is stopping: the client
+            # connected while the listener was still open (worker_listeners.accept_queued).
+            while first or self.alive:
                 req = None
                 idle_limit = self.limits.header_timeout_s if first else self.cfg.keepalive
-                if not self._wait_for_bytes(client, parser, idle_limit):
+                if not self._wait_for_bytes(client, parser, idle_limit, even_when_stopping=first):
                     return  # idle, or the worker stops: nothing of a request arrived, nothing to answer
                 header_budget = self.limits.header_timeout_s
                 if first:
@@ -101,13 +165,16 @@ class PublicDoorWorker(GeventWorker):
             # A malformed request: gunicorn's own answer (400, 414, 431, …), as on every other worker.
             self.handle_error(req, client, addr, error)
 
-    def _wait_for_bytes(self, client: socket.socket, parser, timeout: float) -> bool:
-        """Whether bytes of a request are there (read ahead, or readable) within `timeout`. Wakes every
-        second to see whether the worker is stopping: an idle connection must not delay its exit."""
+    def _wait_for_bytes(
+        self, client: socket.socket, parser, timeout: float, even_when_stopping: bool
+    ) -> bool:
+        """Whether bytes of a request are there (read ahead, or readable) within `timeout`. Unless
+        `even_when_stopping`, wakes every second to see whether the worker is stopping: an idle keep-alive
+        connection must not delay its exit."""
         if parser.unreader.buf.getbuffer().nbytes:
             return True
         deadline = time.monotonic() + timeout
-        while self.alive and (remaining := deadline - time.monotonic()) > 0:
+        while (self.alive or even_when_stopping) and (remaining := deadline - time.monotonic()) > 0:
             try:
                 wait_read(client.fileno(), timeout=min(remaining, 1.0))
             except TimeoutError:
@@ -136,6 +203,12 @@ class PublicDoorWorker(GeventWorker):
             _refuse(client, json_error_response(408, "request_timeout", message), linger=False)
             return None
         return req
+
+
+def _plain_gevent_socket(listener) -> socket.socket:
+    """gunicorn's socket wrapper as the plain gevent socket StreamServer expects (GeventWorker.patch does
+    the same to the sockets it inherits)."""
+    return gevent.socket.socket(listener.FAMILY, socket.SOCK_STREAM, fileno=listener.sock.detach())
 
 
 class _PrefixedBody:

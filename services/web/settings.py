@@ -111,6 +111,11 @@ def tracing_disabled() -> bool:
     return env_bool("OTEL_SDK_DISABLED", False)
 
 
+def orphan_grace_s() -> float:
+    """How long a gunicorn worker whose master died may serve on at most (services/web/orphan_watch.py)."""
+    return env_float("TRACEHOP_ORPHAN_GRACE_S", 60.0)
+
+
 def prometheus_multiproc_dir() -> str | None:
     """PROMETHEUS_MULTIPROC_DIR: where the processes of one service write their metrics (None: in memory).
 

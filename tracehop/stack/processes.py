@@ -11,6 +11,7 @@ import os
 import signal
 
 from services.metrics import proc_stat
+from services.web.listening_sockets import listens_on
 
 
 def process_exists(pid: int) -> bool:
@@ -57,3 +58,21 @@ def kill_group(pgid: int) -> None:
     """SIGKILL a process group supervisord started and failed to stop (last resort of `down`)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def children(pid: int) -> list[int]:
+    """Live (non-zombie) child processes of `pid`."""
+    found = []
+    for candidate in proc_stat.pids():
+        stat = proc_stat.read_stat(candidate)
+        if stat is not None and not stat.zombie and stat.ppid == pid:
+            found.append(candidate)
+    return sorted(found)
+
+
+def a_child_listens(pid: int, port: int) -> bool:
+    """Whether a child of `pid` (a gunicorn master's worker) holds a listening socket on `port`. True
+    where /proc cannot tell."""
+    if not proc_stat.PROC.is_dir():
+        return True
+    return any(listens_on(child, port) for child in children(pid))

@@ -11,8 +11,10 @@ run by supervisord, with no Docker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -37,7 +39,13 @@ from tracehop.stack.config import (
     var_dir_from_env,
     wiring_overrides_from_env,
 )
-from tracehop.stack.processes import group_members, kill_group, process_command_line, process_exists
+from tracehop.stack.processes import (
+    a_child_listens,
+    group_members,
+    kill_group,
+    process_command_line,
+    process_exists,
+)
 from tracehop.stack.prometheus_config import write_local_prometheus_config
 from tracehop.stack.readiness import ReadinessProbe
 from tracehop.stack.supervisor_client import ProcessInfo, SupervisorClient, SupervisorUnavailable
@@ -312,6 +320,13 @@ class LocalStack:
             return None
         groups = self._program_groups(alive)
         report = StopReport(stopped=sorted(groups))
+        # Workers a killed gunicorn master left behind serve on for a while (orphan_watch.py), in the dead
+        # master's process group: ask them to stop now too, and reap them with the rest below.
+        orphans = self._orphaned_gunicorn_groups(groups)
+        for pgid in orphans.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+        groups = {**groups, **orphans}
         if alive:
             try:
                 # A deleted pid file must not make us stop waiting too early: ask supervisord itself.
@@ -347,6 +362,8 @@ class LocalStack:
             probe = probes.get(name)
             problem = probe.check() if probe else None
             state = info.state if info else "ABSENT"
+            if problem is None and state == "RUNNING":
+                problem = self._orphans_answer_instead(name, info.pid)
             # supervisord says RUNNING once a process has lived `startsecs`, serving or not (a gunicorn
             # master whose port is still taken, a worker still connecting): only the probe can tell.
             if state == "RUNNING" and problem is not None:
@@ -361,6 +378,15 @@ class LocalStack:
                 )
             )
         return statuses
+
+    def _orphans_answer_instead(self, component: str, master_pid: int) -> str | None:
+        """For a gunicorn master whose port answers: None when its own workers listen on it, else why not.
+        After a master was killed its orphaned workers answer for it (services/web/orphan_watch.py) while
+        the new master's workers still load the app: the port answers, the program does not serve yet."""
+        port = {"gateway": self.ports.gateway, "users": self.ports.users}.get(component)
+        if port is None or a_child_listens(master_pid, port):
+            return None
+        return f"its workers do not listen on {port} yet; a previous master's orphaned workers answer"
 
     def output_tail(self, program: str, lines: int = OUTPUT_TAIL_LINES) -> str:
         """The last lines a program wrote to stdout/stderr ("" when it wrote nothing)."""
@@ -544,6 +570,24 @@ class LocalStack:
         groups = {info.name: info.pid for info in processes if info.pid}
         if not groups:
             groups = {name: pid for name, pid in self._recorded_state().get("programs", {}).items() if pid}
+        return groups
+
+    def _orphaned_gunicorn_groups(self, current: Mapping[str, int]) -> dict[str, int]:
+        """Process groups of earlier pids of the gunicorn programs (from supervisord's log) that still have
+        gunicorn processes in them: orphaned workers of a master that was killed."""
+        try:
+            log = self.layout.supervisord_log.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return {}
+        groups = {}
+        for name, pid in re.findall(r"spawned: '(gateway|users)' with pid (\d+)", log):
+            pgid = int(pid)
+            if pgid in current.values():
+                continue
+            members = group_members(pgid)
+            # A recycled pid could lead an unrelated group: only gunicorn's processes are ours.
+            if members and all("gunicorn" in process_command_line(member) for member in members):
+                groups[f"{name} (orphaned workers of pid {pgid})"] = pgid
         return groups
 
     def _reap_leftover_groups(self, groups: Mapping[str, int], grace: float = 5.0) -> dict[str, list[int]]:
