@@ -204,11 +204,14 @@ def test_stopping_the_stack_leaves_no_orphan_behind(tmp_path):
             lambda: serving_workers(old_master, running.stack.ports.users), 30, "users' workers listening"
         )
         os.kill(old_master, signal.SIGKILL)
+        # The new master stopped the moment supervisord has started it, long before its workers can
+        # have loaded the app: nobody takes over from the orphans. (Waiting for the orphans' log line
+        # first left a quiet machine time to boot the successor, whose workers then relieved them.)
+        eventually(lambda: programs.pid("users") not in (0, old_master), 10, "a successor", interval=0.01)
+        programs.stop("users")
         eventually(
             lambda: "master gone: serving on" in (running.log_dir / "users.log").read_text(), 10, "orphaned"
         )
-        # The new master stopped before its workers serve: nobody takes over from the orphans.
-        programs.stop("users")
         assert all(process_exists(pid) for pid in orphans), "the orphans stopped without a successor"
     finally:
         running.http.close()
