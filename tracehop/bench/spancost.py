@@ -53,10 +53,18 @@ SERVICE_TOKEN = "spancost-token"
 # --- the parent: runs the children, reports ------------------------------------------------------------
 
 
+# --variant NAME:VAR=VALUE,...: an extra mode, tracehop's with these variables (e.g. a setting switched
+# off), measured in the same run as the others.
+VARIANTS: dict[str, dict[str, str]] = {}
+
+
 def mode_environment(mode: str) -> dict[str, str]:
     """The variables `make bench` gives a mode's services (runner.MODE_ENV on top of the stack's)."""
     from tracehop.bench.runner import MODE_ENV
     from tracehop.stack.config import SEMCONV_STABILITY_OPT_IN
+
+    if mode in VARIANTS:
+        return {**mode_environment("tracehop"), **VARIANTS[mode]}
 
     env = {
         "OTEL_BSP_SCHEDULE_DELAY": "1000",
@@ -187,12 +195,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--callgrind", action="store_true", help="also count instructions with valgrind (slow, repeatable)"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME:VAR=VALUE,...: also measure tracehop's mode with these variables, as mode NAME",
+    )
     parser.add_argument("--profile", help="mode:service: cProfile one run and print the top functions")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--serve-users", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     parser.add_argument("--users-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for variant in args.variant:
+        name, _, assignments = variant.partition(":")
+        VARIANTS[name] = dict(item.split("=", 1) for item in assignments.split(",") if item)
     if args.serve_users:
         return serve_users(args.redis_url)
     if args.child:
@@ -213,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             env["TRACEHOP_SPANCOST_PROFILE"] = "1"
             return subprocess.run(command, env=env, check=False).returncode
         services = [s for s in args.service.split(",") if s]
-        modes = [m for m in args.modes.split(",") if m]
+        modes = [m for m in args.modes.split(",") if m] + list(VARIANTS)
         runs: dict[tuple[str, str], list[dict]] = {}
         for repeat in range(args.repeats):
             order = modes if repeat % 2 == 0 else list(reversed(modes))
@@ -533,11 +550,16 @@ def run_measurement(
         profiler.disable()
         sys.stdout = real_stdout
         stats = pstats.Stats(profiler, stream=real_stdout)
+        if os.environ.get("TRACEHOP_SPANCOST_PSTATS"):
+            stats.dump_stats(os.environ["TRACEHOP_SPANCOST_PSTATS"])
         stats.sort_stats("tottime").print_stats(int(os.environ.get("TRACEHOP_SPANCOST_TOP", "60")))
         print_share_by_package(stats, requests)
         callers = os.environ.get("TRACEHOP_SPANCOST_CALLERS")
         if callers:
             stats.print_callers(*callers.split(","))
+        callees = os.environ.get("TRACEHOP_SPANCOST_CALLEES")
+        if callees:
+            stats.print_callees(*callees.split(","))
     if hasattr(provider, "force_flush"):
         provider.force_flush()
     sys.stdout = real_stdout
