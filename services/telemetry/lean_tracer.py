@@ -18,6 +18,8 @@ events, links, status, exceptions, processors, export) is the SDK's own code:
 - `LeanSpan.set_attribute` stores a str/bool/int/float value directly (under the same locks) when the
   SDK's cleaning would return it unchanged (no string-length limit for a str); anything else goes
   through the SDK's path.
+- `LeanSpan.add_event` takes an event's attribute dict as it is when the SDK's cleaning would keep every
+  key and value unchanged (log lines become events with such dicts); anything else, the SDK's path.
 - `LeanSpanProcessor` calls `on_start` / `_on_ending` / `on_end` only on the processors that do
   something there (the batch processor has nothing to do on start, the baggage processor on end).
 
@@ -39,6 +41,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import (
+    Event,
     SpanProcessor,
     SynchronousMultiSpanProcessor,
     Tracer,
@@ -122,6 +125,23 @@ class LeanSpan(_Span):
         self._links = self._new_links(links) if links else _NO_ITEMS
         self._record_end_metrics = record_end_metrics
 
+    def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
+        limits = self._limits
+        count_limit, length_limit = limits.max_event_attributes, limits.max_attribute_length
+        if (
+            type(attributes) is dict
+            and attributes
+            and (count_limit is None or len(attributes) <= count_limit)
+            and _all_plain(attributes, length_limit)
+        ):
+            # What the SDK's BoundedAttributes would hold: every key valid, every value left unchanged by
+            # its cleaning, nothing over the limit — so the dict is taken as it is, without the cleaning.
+            bounded = BoundedAttributes(count_limit, None, immutable=True, max_value_len=length_limit)
+            bounded._dict.update(attributes)
+            self._add_event(Event(name=name, attributes=bounded, timestamp=timestamp))
+            return
+        super().add_event(name, attributes, timestamp)
+
     @_check_span_ended
     def _add_event(self, event) -> None:
         if self._events is _NO_ITEMS:
@@ -171,6 +191,17 @@ class LeanSpan(_Span):
         # and link containers, and every mutator of an ended span is refused (set_attribute, add_event,
         # set_status, update_name and the rest check _end_time under the lock).
         self._span_processor.on_end(self)
+
+
+def _all_plain(attributes: dict, length_limit: int | None) -> bool:
+    """Whether the SDK's attribute cleaning would keep every key and leave every value unchanged."""
+    for key, value in attributes.items():
+        kind = type(value)
+        if type(key) is not str or not key or kind not in _PLAIN_VALUES:
+            return False
+        if kind is str and length_limit is not None:
+            return False
+    return True
 
 
 class LeanTracer(Tracer):
