@@ -451,7 +451,10 @@ def gateway_requests(redis_url: str, users_url: str) -> Callable[[int], None]:
     celery_app.conf.broker_url = redis_url
     celery_app.conf.result_backend = redis_url
     os.environ["TRACEHOP_USERS_URL"] = users_url
-    app = create_app({"REDIS_URL": redis_url, "USERS_URL": users_url, "SERVICE_TOKEN": SERVICE_TOKEN})
+    # TESTING: no job-ledger reconciler thread, which would publish again the jobs this bench never runs.
+    app = create_app(
+        {"TESTING": True, "REDIS_URL": redis_url, "USERS_URL": users_url, "SERVICE_TOKEN": SERVICE_TOKEN}
+    )
     template = base_environ()
     template.update({"HTTP_USER_AGENT": "wrk", "HTTP_ACCEPT": "*/*"})
     call = wsgi_caller(app, template)
