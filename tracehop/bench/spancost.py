@@ -93,6 +93,7 @@ def run_child(
         out = tempfile.NamedTemporaryFile(prefix="spancost-callgrind-", delete=False)  # noqa: SIM115
         prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out.name}"]
         env["TRACEHOP_SPANCOST_CALLGRIND"] = "1"
+        env.setdefault("PYTHONHASHSEED", "0")  # the same dict layouts every run: repeatable counts
     command = prefix + [
         sys.executable, "-m", "tracehop.bench.spancost", "--child", f"{mode}:{service}",
         "--requests", str(requests), "--warmup", str(warmup), "--redis-url", redis_url,
