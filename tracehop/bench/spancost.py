@@ -36,6 +36,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -567,6 +568,10 @@ def run_measurement(
     if hasattr(provider, "force_flush"):
         provider.force_flush()
     sys.stdout = real_stdout
+    from loguru import logger
+
+    logger.remove()  # closes the log file, which goes with its directory
+    shutil.rmtree(log_dir, ignore_errors=True)
     exported = {
         name: round((getattr(tally, name) - getattr(before, name)) / requests, 2)
         for name in ("spans", "attributes", "events", "links")
