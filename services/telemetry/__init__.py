@@ -2,7 +2,8 @@
 
 Which files give which result (each lists what it needs from the others):
 
-- One trace across Flask services: setup.py (tracer provider, exporter, `instrument()`) + export_retry.py
+- One trace across Flask services: setup.py (tracer provider, exporter, `instrument()`) + lean_tracer.py
+  (the SDK's provider with cheaper span creation, proven equal to it) + export_retry.py
   (a batch retried through a backend outage, a queue sized for one), flask.py
   (SERVER spans, `traceresponse`, access log), propagation.py + tracestate.py (W3C `tracestate` kept
   whole). Call `setup_tracing()` after the fork: gunicorn_hooks.py has the `post_fork`/`worker_exit` pair.

@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from services.telemetry.export_retry import DropReportingBatchSpanProcessor, RetryingSpanExporter, queue_size
+from services.telemetry.lean_tracer import LeanTracerProvider
 from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter
 from services.telemetry.propagation import use_w3c_tracestate
 from services.web import settings
@@ -148,7 +149,9 @@ def setup_tracing(
         if settings.tracing_setup() == "stock":
             provider = _stock_provider(service_name, exporter)
         else:
-            provider = TracerProvider(resource=build_resource(service_name))
+            # The SDK's provider with cheaper span creation, proven equal to it (lean_tracer.py).
+            provider_class = LeanTracerProvider if settings.lean_tracer() else TracerProvider
+            provider = provider_class(resource=build_resource(service_name))
             provider.add_span_processor(BaggageSpanProcessor(_is_own_baggage_key))
             # A batch is retried through a backend outage while new spans wait in a queue sized for one
             # (export_retry.py); `wrap_exporter` sees each batch's final outcome.

@@ -178,12 +178,16 @@ class W3CTraceContextPropagator(TraceContextTextMapPropagator):
         # "If the vendor failed to parse traceparent, it MUST NOT attempt to parse tracestate."
         if not parent.is_valid:
             return extracted
-        headers = getter.get(carrier, TRACESTATE_HEADER) or []
+        headers = getter.get(carrier, TRACESTATE_HEADER)
         with_state = trace.SpanContext(
             trace_id=parent.trace_id,
             span_id=parent.span_id,
             is_remote=True,
             trace_flags=parent.trace_flags,
-            trace_state=W3CTraceState(parse_tracestate(headers)),
+            # Most requests carry no tracestate: they share one empty state (its mutators return new ones).
+            trace_state=W3CTraceState(parse_tracestate(headers)) if headers else _NO_MEMBERS,
         )
         return trace.set_span_in_context(trace.NonRecordingSpan(with_state), context)
+
+
+_NO_MEMBERS = W3CTraceState()

@@ -166,6 +166,12 @@ def worker_config() -> dict[str, object]:
 TRACING_SETUPS = ("tracehop", "stock")
 
 
+def lean_tracer() -> bool:
+    """TRACEHOP_LEAN_TRACER (default true): tracehop's setup creates spans with LeanTracerProvider, the
+    SDK's provider with cheaper hot paths (services/telemetry/lean_tracer.py); false: the SDK's own."""
+    return env_bool("TRACEHOP_LEAN_TRACER", True)
+
+
 def tracing_setup() -> str:
     """TRACEHOP_TRACING_SETUP: `tracehop` (as shipped) or `stock`, OpenTelemetry's documented setup with
     the SDK's defaults and none of tracehop's additions; `make bench` measures both (docs/performance.md)."""

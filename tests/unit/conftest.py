@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from werkzeug.serving import make_server
 
+from services.telemetry.lean_tracer import LeanTracerProvider
 from services.telemetry.logs import install_record_patcher
 from services.telemetry.setup import build_resource
 from tracehop.stack.config import free_port
@@ -29,7 +30,8 @@ _EXPORTER = InMemorySpanExporter()
 def _tracer_provider() -> TracerProvider:
     # The global provider can be set once per process: one for the whole unit-test session, exporting
     # synchronously into memory so a test sees its spans as soon as they end.
-    provider = TracerProvider(resource=build_resource("unit-test"))
+    # The provider tracehop's setup installs in the services (the SDK's, with lean_tracer.py's hot paths).
+    provider = LeanTracerProvider(resource=build_resource("unit-test"))
     provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
     trace.set_tracer_provider(provider)
     # What configure_logging() does in the services (without its sinks): log calls inside a span become

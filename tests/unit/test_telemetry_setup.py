@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
+import pytest
 from opentelemetry.sdk.resources import Resource
 
 from services.telemetry.setup import HashCachedResource, build_resource
@@ -76,3 +79,31 @@ def test_an_unsupported_protocol_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL='grpc' is not supported"):
         otlp_span_exporter()
+
+
+@pytest.mark.parametrize(
+    ("environment", "provider"),
+    [
+        ({}, "LeanTracerProvider"),
+        ({"TRACEHOP_LEAN_TRACER": "false"}, "TracerProvider"),
+        ({"TRACEHOP_TRACING_SETUP": "stock"}, "TracerProvider"),  # stock stays the SDK, as documented
+    ],
+)
+def test_tracehop_setup_creates_spans_with_the_lean_provider(environment, provider):
+    # setup_tracing installs the process-wide provider, which this test process already has: a fresh one.
+    script = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "from services.telemetry.setup import setup_tracing\n"
+        "exporter = InMemorySpanExporter()\n"
+        "setup_tracing('lean-check', exporter, register_atexit=False)\n"
+        "provider = trace.get_tracer_provider()\n"
+        "trace.get_tracer('t').start_span('s').end()\n"
+        "provider.force_flush()\n"
+        "print(type(provider).__name__, [span.name for span in exporter.get_finished_spans()])\n"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "TRACEHOP_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**env, **environment}, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == [provider, "['s']"]
