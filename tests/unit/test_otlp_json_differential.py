@@ -33,7 +33,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceSt
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
-from services.telemetry.otlp_json_exporter import encode_spans_json
+from services.telemetry.otlp_json_encoder import encode_spans_json
 from tracehop.traces.store import otlp_json_fast
 from tracehop.traces.store.otlp import parse_otlp_json, parse_otlp_json_document
 

@@ -43,7 +43,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from services.metrics.span_export_metrics import CountingSpanExporter
 from services.telemetry.export_retry import DropReportingBatchSpanProcessor, RetryingSpanExporter
-from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter, encode_spans_json
+from services.telemetry.otlp_json_encoder import encode_spans_json
+from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter
 from tracehop.bench.span_sample import DEFAULT_SAMPLE, batches, sdk_spans
 
 Batch = list[ReadableSpan]
@@ -72,12 +73,13 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 def encoder_of_revision(ref: str) -> Callable[[Batch], bytes]:
     """`encode_spans_json` as it was at git revision `ref` (loaded from `git show`, not installed)."""
-    source = subprocess.run(
-        ["git", "show", f"{ref}:services/telemetry/otlp_json_exporter.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    for path in ("services/telemetry/otlp_json_encoder.py", "services/telemetry/otlp_json_exporter.py"):
+        shown = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True, text=True)
+        if shown.returncode == 0:  # the encoder has its own module since it writes text
+            source = shown.stdout
+            break
+    else:
+        raise ValueError(f"no OTLP/JSON encoder at {ref}")
     path = Path(tempfile.mkdtemp(prefix="export-cost-")) / f"baseline_{abs(hash(ref))}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(path.stem, path)
