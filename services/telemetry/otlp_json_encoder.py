@@ -25,12 +25,15 @@ from __future__ import annotations
 import base64
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from json.encoder import encode_basestring  # C: a str as a JSON string literal, quotes included
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import ReadableSpan, Span
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace.status import Status
 
 _logger = logging.getLogger(__name__)
 
@@ -139,12 +142,81 @@ def _trace_state(context: SpanContext) -> str:
 
 
 def span_json(span: ReadableSpan) -> str:
-    context = span.get_span_context()
-    parent = span.parent
+    if _keeps_readable_span_fields(type(span)):
+        # The SDK's own span: its fields, without the properties' copies (`events` and `links` copy
+        # their lists under a lock, `attributes` wraps them in a proxy). An ended span does not change.
+        attributes, events, links = span._attributes, span._events, span._links
+        return _span_text(
+            span._context,
+            span._parent,
+            span._name,
+            span._kind,
+            span._start_time,
+            span._end_time,
+            attributes,
+            attributes.dropped if type(attributes) is BoundedAttributes else 0,
+            events._dq if type(events) is BoundedList else events,
+            events.dropped if type(events) is BoundedList else 0,
+            links._dq if type(links) is BoundedList else links,
+            links.dropped if type(links) is BoundedList else 0,
+            span._status,
+        )
+    return _span_text(
+        span.get_span_context(),
+        span.parent,
+        span.name,
+        span.kind,
+        span.start_time,
+        span.end_time,
+        span.attributes,
+        span.dropped_attributes,
+        span.events,
+        span.dropped_events,
+        span.links,
+        span.dropped_links,
+        span.status,
+    )
+
+
+# Every property of ReadableSpan that span_json reads; a class that overrides none of them (the SDK's
+# Span overrides get_span_context with the same answer) keeps its data in ReadableSpan's fields.
+_SPAN_PROPERTIES = (
+    "name", "context", "parent", "kind", "start_time", "end_time", "attributes", "events", "links",
+    "status", "resource", "instrumentation_scope", "dropped_attributes", "dropped_events", "dropped_links",
+)  # fmt: skip
+_classes_with_readable_span_fields: dict[type, bool] = {}
+
+
+def _keeps_readable_span_fields(cls: type) -> bool:
+    known = _classes_with_readable_span_fields.get(cls)
+    if known is None:
+        known = issubclass(cls, ReadableSpan) and all(
+            getattr(cls, name) is getattr(ReadableSpan, name) for name in _SPAN_PROPERTIES
+        )
+        known = known and cls.get_span_context in (ReadableSpan.get_span_context, Span.get_span_context)
+        _classes_with_readable_span_fields[cls] = known
+    return known
+
+
+def _span_text(
+    context: SpanContext,
+    parent: SpanContext | None,
+    name: str,
+    kind: SpanKind,
+    start_time: int | None,
+    end_time: int | None,
+    attributes: Any,
+    dropped_attributes: int,
+    events: Iterable[Any],
+    dropped_events: int,
+    links: Iterable[Any],
+    dropped_links: int,
+    status: Status | None,
+) -> str:
     head = (
         f'"traceId":"{context.trace_id:032x}","spanId":"{context.span_id:016x}"'
-        f',"name":{encode_basestring(span.name)},"kind":{span.kind.value + 1}'  # INTERNAL=0 -> 1, ...
-        f',"startTimeUnixNano":"{span.start_time or 0}","endTimeUnixNano":"{span.end_time or 0}"'
+        f',"name":{encode_basestring(name)},"kind":{kind._value_ + 1}'  # INTERNAL=0 -> 1, ...
+        f',"startTimeUnixNano":"{start_time or 0}","endTimeUnixNano":"{end_time or 0}"'
         f',"flags":{_flags(context, parent)}'
     )
     if parent is not None:
@@ -152,29 +224,28 @@ def span_json(span: ReadableSpan) -> str:
     trace_state = _trace_state(context)
     if trace_state:
         head += ',"traceState":' + encode_basestring(trace_state)
-    attributes = getattr(span, "_attributes", None) or span.attributes  # the proxy hides BoundedAttributes
     if attributes:
         head += ',"attributes":' + attributes_json(attributes)
-    if span.dropped_attributes:
-        head += ',"droppedAttributesCount":' + str(span.dropped_attributes)
-    events = span.events
+    if dropped_attributes:
+        head += ',"droppedAttributesCount":' + str(dropped_attributes)
     if events:
         head += ',"events":[' + ",".join([_event_json(event) for event in events]) + "]"
-    if span.dropped_events:
-        head += ',"droppedEventsCount":' + str(span.dropped_events)
-    links = span.links
+    if dropped_events:
+        head += ',"droppedEventsCount":' + str(dropped_events)
     if links:
         head += ',"links":[' + ",".join([_link_json(link) for link in links]) + "]"
-    if span.dropped_links:
-        head += ',"droppedLinksCount":' + str(span.dropped_links)
-    status = span.status
+    if dropped_links:
+        head += ',"droppedLinksCount":' + str(dropped_links)
     if status is not None:
-        fields = []
-        if status.status_code.value:
-            fields.append('"code":' + str(status.status_code.value))
-        if status.description:
-            fields.append('"message":' + encode_basestring(status.description))
-        head += ',"status":{' + ",".join(fields) + "}"
+        code, description = status.status_code._value_, status.description
+        if code and description:
+            head += f',"status":{{"code":{code},"message":{encode_basestring(description)}}}'
+        elif code:
+            head += f',"status":{{"code":{code}}}'
+        elif description:
+            head += f',"status":{{"message":{encode_basestring(description)}}}'
+        else:
+            head += ',"status":{}'
     return "{" + head + "}"
 
 
@@ -230,7 +301,10 @@ def encode_spans_json(spans: Sequence[ReadableSpan]) -> bytes:
     groups: dict[Any, dict[Any, list[str]]] = {}
     by_identity: dict[tuple[int, int], list[str]] = {}  # ids stay valid: `spans` holds them
     for span in spans:
-        resource, scope = span.resource, span.instrumentation_scope or None
+        if _keeps_readable_span_fields(type(span)):
+            resource, scope = span._resource, span._instrumentation_scope or None
+        else:
+            resource, scope = span.resource, span.instrumentation_scope or None
         identity = (id(resource), id(scope))
         target = by_identity.get(identity)
         if target is None:

@@ -23,6 +23,7 @@ import orjson
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -34,6 +35,8 @@ from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
 from services.telemetry.otlp_json_encoder import encode_spans_json
+from tracehop.bench.span_sample import batches as span_batches
+from tracehop.bench.span_sample import sdk_spans
 from tracehop.traces.store import otlp_json_fast
 from tracehop.traces.store.otlp import parse_otlp_json, parse_otlp_json_document
 
@@ -102,8 +105,6 @@ def links(draw: st.DrawFn) -> Link:
 
 
 def _with_dropped(attributes: Attributes, maxlen: int):
-    from opentelemetry.attributes import BoundedAttributes
-
     return BoundedAttributes(maxlen=maxlen, attributes=dict(attributes or {}), immutable=False)
 
 
@@ -206,10 +207,44 @@ def assert_same_request(batch: list[ReadableSpan]) -> None:
         assert ours.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
 
 
+class ViewedSpan(ReadableSpan):
+    """A span class that overrides ReadableSpan's properties and leaves its fields empty: the encoder
+    must read such spans through the properties (its fast path reads the SDK span's fields)."""
+
+    def __init__(self, inner: ReadableSpan) -> None:
+        super().__init__(name="not this")
+        self._inner = inner
+
+    def get_span_context(self):
+        return self._inner.get_span_context()
+
+
+for _name in (
+    "name", "context", "parent", "kind", "start_time", "end_time", "attributes", "events", "links",
+    "status", "resource", "instrumentation_scope", "dropped_attributes", "dropped_events", "dropped_links",
+):  # fmt: skip
+    setattr(ViewedSpan, _name, property(lambda self, name=_name: getattr(self._inner, name)))
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches())
 def test_json_equals_the_sdk_protobuf_encoding(batch: list[ReadableSpan]) -> None:
     assert_same_request(batch)
+    assert_same_request([ViewedSpan(span) for span in batch])
+
+
+def test_spans_recorded_from_the_services() -> None:
+    """The SDK's own span objects (BoundedAttributes, BoundedList, the SDK's resource and scopes) with
+    what the services really put in them: bench/export_spans.json, replayed through the SDK."""
+    spans = sdk_spans()
+    # What the SDK hands a span processor at span.end(): a ReadableSpan holding the span's own containers.
+    assert {(type(span), type(span._attributes), type(span._events)) for span in spans} == {
+        (ReadableSpan, BoundedAttributes, BoundedList)
+    }
+    assert len(spans) > 500 and any(span.events for span in spans)
+    for size in (1, 7, 512):
+        for batch in span_batches(spans, size):
+            assert_same_request(batch)
 
 
 def test_every_value_type_by_example() -> None:
