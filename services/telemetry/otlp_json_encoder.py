@@ -109,12 +109,32 @@ def attributes_json(attributes: Mapping[str, Any]) -> str:
     # plain dict underneath gives the same items in the same order.
     items = getattr(attributes, "_dict", attributes).items()
     encoded = []
+    texts = _attribute_texts
     for key, value in items:
+        kind = type(value)
+        if kind is str or kind is int:  # exact types: True == 1 and 1.0 == 1 must not share a text
+            text = texts.get((key, value))
+            if text is not None:
+                encoded.append(text)
+                continue
         try:
-            encoded.append('{"key":' + encode_basestring(key) + ',"value":' + value_json(value) + "}")
+            text = '{"key":' + encode_basestring(key) + ',"value":' + value_json(value) + "}"
         except Exception as error:  # one bad attribute must not lose the batch
             _logger.exception("Failed to encode key %s: %s", key, error)
+            continue
+        if kind is str or kind is int:
+            if len(texts) >= ATTRIBUTE_TEXTS_KEPT:
+                texts.clear()
+            texts[key, value] = text
+        encoded.append(text)
     return "[" + ",".join(encoded) + "]"
+
+
+# The text of each (key, value) attribute seen lately: most attributes repeat from span to span (method,
+# route, scheme, server address, status code, database system...); ids and paths do not, hence a bound.
+# Only str and int values (exact types), so no two values that compare equal share an entry.
+ATTRIBUTE_TEXTS_KEPT = 4096
+_attribute_texts: dict[tuple[str, str | int], str] = {}
 
 
 def _with_optional(head: str, attributes: Any, dropped: int) -> str:

@@ -301,6 +301,23 @@ def test_every_value_type_by_example() -> None:
     assert by_key["bytes"] == {"bytesValue": "AP8="}
 
 
+def test_values_that_compare_equal_keep_their_types() -> None:
+    """The encoder keeps the text of recent (key, value) attributes: 1, True, 1.0 and "1" are equal or
+    alike as dictionary keys, and each must still be written as its own type, in any order."""
+    values = [1, True, 1.0, "1", 1, True, 0, False, 0.0, "", 0]
+    span_list = [
+        ReadableSpan(
+            name=f"s{index}",
+            context=SpanContext(1, index + 1, is_remote=False),
+            resource=Resource({"k": value}),
+            attributes={"k": value},
+        )
+        for index, value in enumerate(values)
+    ]
+    assert_same_request(span_list)
+    assert_same_request(span_list[::-1])
+
+
 def test_the_store_hands_what_the_fast_decoder_does_not_know_to_json_format() -> None:
     span = {"traceId": "0" * 31 + "1", "spanId": "0" * 15 + "2", "name": "n", "kind": 2}
     canonical = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
