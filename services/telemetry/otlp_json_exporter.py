@@ -20,12 +20,15 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http._common import (
     RequestPayloadTooLargeError,
     _is_request_too_large,
+    _resolve_endpoint,
 )
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import DEFAULT_TRACES_EXPORT_PATH, OTLPSpanExporter
+from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
+from services.telemetry.otlp_http_transport import exporter_transport
 from services.telemetry.otlp_json_encoder import encode_spans_json
 
 _logger = logging.getLogger(__name__)
@@ -39,12 +42,29 @@ JSON_CONTENT_TYPE = "application/json"
 class OTLPJsonSpanExporter(OTLPSpanExporter):
     """The SDK's OTLP/HTTP span exporter, sending OTLP/JSON encoded by `encode_spans_json`.
 
-    Takes the same arguments and reads the same environment variables as `OTLPSpanExporter`.
+    Takes the same arguments (all but the endpoint by keyword) and reads the same environment variables
+    as `OTLPSpanExporter`. Posts through urllib3 rather than requests where that changes nothing else
+    (otlp_http_transport.py).
     """
 
-    def __init__(self, *args: Any, headers: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        session: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        endpoint = endpoint or _resolve_endpoint(
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, DEFAULT_TRACES_EXPORT_PATH
+        )
+        if session is None and "_transport" not in kwargs:
+            transport = exporter_transport(endpoint)
+            if transport is not None:
+                kwargs["_transport"] = transport  # the SDK exporter's own parameter for another client
         # Headers passed here override OTEL_EXPORTER_OTLP_*_HEADERS and the SDK's protobuf Content-Type.
-        super().__init__(*args, headers={**(headers or {}), "Content-Type": JSON_CONTENT_TYPE}, **kwargs)
+        headers = {**(headers or {}), "Content-Type": JSON_CONTENT_TYPE}
+        super().__init__(endpoint, headers=headers, session=session, **kwargs)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         # The SDK's export() step by step (same logging, size check and metrics), with our encoder.

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.exporter.http.transport._requests import RequestsHTTPTransport
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
@@ -125,6 +126,25 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def post_cost(exporters: dict[str, Any], batch: Batch, rounds: int) -> dict[str, dict[str, float]]:
+    """CPU ms per POST of an already encoded body (16 spans, and the whole batch) by each exporter's
+    HTTP client, with its retries and compression settings: what a batch costs besides encoding."""
+    samples: dict[str, list[float]] = {}
+    for spans in (batch[:16], batch):
+        body = encode_spans_json(spans)
+        for name, exporter in exporters.items():
+            if not name.startswith("json"):
+                continue
+            label = f"{name}, {len(spans)} spans"
+            posts = 40 if len(spans) <= 16 else 10
+            for _ in range(rounds):
+                started = time.process_time()
+                for _ in range(posts):
+                    exporter._client.export(body)
+                samples.setdefault(label, []).append((time.process_time() - started) / posts * 1e3)
+    return {label: summary(values) for label, values in samples.items()}
+
+
 # ------------------------------------------------------------------------------------------- pipeline
 
 
@@ -204,6 +224,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 exporters = {
                     "json": OTLPJsonSpanExporter(endpoint=store.traces_url, timeout=10),
+                    "json, POST by requests": OTLPJsonSpanExporter(
+                        endpoint=store.traces_url, timeout=10, _transport=RequestsHTTPTransport()
+                    ),
                     "protobuf": OTLPSpanExporter(endpoint=store.traces_url, timeout=10),
                 }
                 if "export" in args.only:
@@ -216,6 +239,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                 cpu_us_per_span(exporter.export, work_batches, max(1, args.repeat // 4))
                             )
                     results["export_us_per_span"] = {k: summary(v) for k, v in export_samples.items()}
+                    results["post_ms"] = post_cost(exporters, work_batches[0], args.rounds)
                 if "pipeline" in args.only:
                     on_end, whole = [], []
                     passes = max(1, args.repeat // 4)
@@ -240,11 +264,14 @@ def print_results(results: dict[str, Any]) -> None:
     for section in ("encode_us_per_span", "export_us_per_span", "pipeline_us_per_span"):
         for name, figures in results.get(section, {}).items():
             print(
-                f"  {section.removesuffix('_us_per_span'):<9} {name:<28} {figures['median']:7.2f} µs/span"
+                f"  {section.removesuffix('_us_per_span'):<9} {name:<34} {figures['median']:7.2f} µs/span"
                 f"  ({figures['min']:.2f}–{figures['max']:.2f})"
             )
+    for name, figures in results.get("post_ms", {}).items():
+        spread = f"({figures['min']:.2f}–{figures['max']:.2f})"
+        print(f"  POST      {name:<34} {figures['median']:5.2f} ms/POST  {spread}")
     for name, size in results.get("bytes_per_span", {}).items():
-        print(f"  size      {name:<28} {size:7d} bytes/span")
+        print(f"  size      {name:<34} {size:7d} bytes/span")
 
 
 def callgrind_workload(args: argparse.Namespace) -> None:
