@@ -331,10 +331,15 @@ def encode_spans_json(spans: Sequence[ReadableSpan]) -> bytes:
             target = groups.setdefault(resource, {}).setdefault(scope, [])
             by_identity[identity] = target
         target.append(span_json(span))
-    resource_spans = []
-    for resource, scopes in groups.items():
-        scope_spans = [
-            _scope_json(scope) + ',"spans":[' + ",".join(texts) + "]}" for scope, texts in scopes.items()
-        ]
-        resource_spans.append(_resource_json(resource) + ',"scopeSpans":[' + ",".join(scope_spans) + "]}")
-    return ('{"resourceSpans":[' + ",".join(resource_spans) + "]}").encode()
+    # One join over every piece, then one encode: each concatenation of the spans' text would copy the
+    # whole body again (hundreds of kB, a fresh allocation and its page faults each time).
+    parts = ['{"resourceSpans":[']
+    for resource_index, (resource, scopes) in enumerate(groups.items()):
+        parts.append(("," if resource_index else "") + _resource_json(resource) + ',"scopeSpans":[')
+        for scope_index, (scope, texts) in enumerate(scopes.items()):
+            parts.append(("," if scope_index else "") + _scope_json(scope) + ',"spans":[')
+            parts.append(",".join(texts))
+            parts.append("]}")
+        parts.append("]}")
+    parts.append("]}")
+    return "".join(parts).encode()
