@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from json.encoder import encode_basestring  # C: a str as a JSON string literal, quotes included
 from typing import Any
 
@@ -312,15 +312,23 @@ def _scope_json(scope: Any) -> str:
     return text
 
 
-def encode_spans_json(spans: Sequence[ReadableSpan]) -> bytes:
+def encode_spans_json(
+    spans: Sequence[ReadableSpan], pause: Callable[[], object] | None = None, pause_every: int = 32
+) -> bytes:
     """The ExportTraceServiceRequest as an OTLP/JSON body: spans grouped by resource, then by scope, in
-    order of first appearance, like the SDK's encoder."""
+    order of first appearance, like the SDK's encoder.
+
+    `pause`, when given, is called after every `pause_every` spans: the exporter lets the request
+    threads (or greenlets) run there, instead of holding the interpreter for a whole batch.
+    """
     # Grouping by object identity first: a process has one resource and a handful of scopes, and hashing
     # a Resource serialises all its attributes. Equal objects that are not identical still end up in one
     # group, as with the SDK's encoder, because each distinct object is looked up by value once.
     groups: dict[Any, dict[Any, list[str]]] = {}
     by_identity: dict[tuple[int, int], list[str]] = {}  # ids stay valid: `spans` holds them
-    for span in spans:
+    for index, span in enumerate(spans, 1):
+        if pause is not None and not index % pause_every:
+            pause()
         if _keeps_readable_span_fields(type(span)):
             resource, scope = span._resource, span._instrumentation_scope or None
         else:

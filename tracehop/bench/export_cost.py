@@ -45,7 +45,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from services.metrics.span_export_metrics import CountingSpanExporter
 from services.telemetry.export_retry import DropReportingBatchSpanProcessor, RetryingSpanExporter
 from services.telemetry.otlp_json_encoder import encode_spans_json
-from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter
+from services.telemetry.otlp_json_exporter import PAUSE_EVERY_SPANS, OTLPJsonSpanExporter, let_requests_run
 from tracehop.bench.span_sample import DEFAULT_SAMPLE, batches, sdk_spans
 
 Batch = list[ReadableSpan]
@@ -145,6 +145,82 @@ def post_cost(exporters: dict[str, Any], batch: Batch, rounds: int) -> dict[str,
     return {label: summary(values) for label, values in samples.items()}
 
 
+# ------------------------------------------------------------------------- the hold on the interpreter
+
+
+def hold_stretches_ms(work_batches: Sequence[Batch], pause_every: int | None) -> list[float]:
+    """Each stretch of encoding CPU between two chances for another thread to run (ms): the whole
+    batch without pauses, else each slice between the exporter's pauses."""
+    stretches: list[float] = []
+    mark = [time.thread_time()]
+
+    def pause() -> None:
+        now = time.thread_time()
+        stretches.append(now - mark[0])
+        mark[0] = now
+        let_requests_run()
+
+    for batch in work_batches:
+        mark[0] = time.thread_time()
+        if pause_every is None:
+            encode_spans_json(batch)
+        else:
+            encode_spans_json(batch, pause=pause, pause_every=pause_every)
+        stretches.append(time.thread_time() - mark[0])
+    return [stretch * 1e3 for stretch in stretches]
+
+
+def request_delays_ms(work_batches: Sequence[Batch], pause_every: int | None, samples: int) -> list[float]:
+    """WALL CLOCK, the worst case: while another thread encodes batch after batch, how late a thread
+    that slept 1 ms gets to finish a small unit of work (a request's share of the interpreter)."""
+    stop = threading.Event()
+
+    def export_continuously() -> None:
+        while not stop.is_set():
+            for batch in work_batches:
+                if pause_every is None:
+                    encode_spans_json(batch)
+                else:
+                    encode_spans_json(batch, pause=let_requests_run, pause_every=pause_every)
+
+    exporter = threading.Thread(target=export_continuously, daemon=True)
+    exporter.start()
+    delays = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        time.sleep(0.001)
+        sum(range(3000))  # ~0.05 ms of interpreter work
+        delays.append((time.perf_counter() - started - 0.001) * 1e3)
+    stop.set()
+    exporter.join()
+    return sorted(delays)
+
+
+def measure_hold(work_batches: Sequence[Batch], rounds: int) -> dict[str, Any]:
+    variants = {"whole batch": None, f"pause every {PAUSE_EVERY_SPANS} spans": PAUSE_EVERY_SPANS}
+    holds: dict[str, list[float]] = {name: [] for name in variants}
+    longest: dict[str, list[float]] = {name: [] for name in variants}
+    p50: dict[str, list[float]] = {name: [] for name in variants}
+    p99: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, every in variants.items():
+            stretches = hold_stretches_ms(work_batches, every)
+            holds[name].append(statistics.median(stretches))
+            longest[name].append(max(stretches))
+            delays = request_delays_ms(work_batches, every, 300)
+            p50[name].append(delays[len(delays) // 2])
+            p99[name].append(delays[int(len(delays) * 0.99)])
+    return {
+        name: {
+            "hold_cpu_ms_median": summary(holds[name]),
+            "hold_cpu_ms_longest": summary(longest[name]),
+            "request_delay_p50_wall_ms": summary(p50[name]),
+            "request_delay_p99_wall_ms": summary(p99[name]),
+        }
+        for name in variants
+    }
+
+
 # ------------------------------------------------------------------------------------------- pipeline
 
 
@@ -218,6 +294,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         results["bytes_per_span"] = {
             name: round(len(encoder(first)) / len(first)) for name, encoder in encoders.items()
         }
+    if "hold" in args.only:
+        results["hold"] = measure_hold(work_batches, args.rounds)
     if {"export", "pipeline"} & set(args.only):
         with tempfile.TemporaryDirectory(prefix="export-cost-") as directory:
             store = TraceStoreProcess(Path(directory))
@@ -270,6 +348,10 @@ def print_results(results: dict[str, Any]) -> None:
     for name, figures in results.get("post_ms", {}).items():
         spread = f"({figures['min']:.2f}–{figures['max']:.2f})"
         print(f"  POST      {name:<34} {figures['median']:5.2f} ms/POST  {spread}")
+    for name, figures in results.get("hold", {}).items():
+        for figure, values in figures.items():
+            spread = f"({values['min']:.2f}–{values['max']:.2f})"
+            print(f"  hold      {name:<22} {figure:<26} {values['median']:6.2f} ms  {spread}")
     for name, size in results.get("bytes_per_span", {}).items():
         print(f"  size      {name:<34} {size:7d} bytes/span")
 
@@ -295,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=512, help="spans per batch (the SDK's default)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=8, help="passes over the batches per round")
-    parser.add_argument("--only", nargs="+", default=["encode", "export", "pipeline"])
+    parser.add_argument("--only", nargs="+", default=["encode", "export", "pipeline", "hold"])
     parser.add_argument("--baseline", help="also measure the JSON encoder of this git revision")
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--callgrind", action="store_true", help="only run the encoding workload")
