@@ -1,12 +1,13 @@
 """OTLP/JSON for a batch of SDK spans, written directly as JSON text: `encode_spans_json(spans) -> bytes`.
 
-Why text and not dicts for orjson: building the request as nested dicts and lists (two or three
-containers per attribute, a dozen per span) was most of the encoder's cost, and a third of that was the
-garbage collector, which every such allocation brings closer to a collection (in a service, a collection
-that may walk the whole heap). Strings are not tracked by the collector. Every string of the request
-goes through the standard library's C JSON string escaper (`json.encoder.encode_basestring`); numbers
-are written by `str`/`repr`, which give valid JSON for every value written here (non-finite floats are
-written as proto3 JSON's strings). `make export-cost` measures it (docs/performance.md).
+Why text and not dicts for a JSON serialiser (it was orjson): building the request as nested dicts and
+lists (two or three containers per attribute, a dozen per span) was most of the encoder's cost, and a
+third of that was the garbage collector, which every such allocation brings closer to a collection (in a
+service, a collection that may walk the whole heap). Strings are not tracked by the collector. Every
+string of the request goes through the standard library's C JSON string escaper
+(`json.encoder.encode_basestring`); numbers are written by `str`/`repr`, which give valid JSON for every
+value written here (non-finite floats are written as proto3 JSON's strings). `make export-cost` measures
+it (docs/performance.md).
 
 What it encodes: every field of the OTLP/JSON encoding (https://opentelemetry.io/docs/specs/otlp/#json-
 protobuf-encoding): hex trace/span ids, 64-bit integers as decimal strings, enums as integers, bytes as

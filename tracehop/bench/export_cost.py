@@ -14,7 +14,8 @@ SDK), so that a change to the batch processor or the exporter can be judged in s
 
 Every figure is CPU time (`time.process_time`, `time.thread_time`), not wall clock, as microseconds per
 span: the median over `--rounds` rounds, with the range. `--baseline REF` measures the encoder of a git
-revision side by side in the same rounds, for a before/after that the machine's load cannot skew.
+revision side by side in the same rounds, for a before/after that the machine's load cannot skew
+(revisions before 9228d17 serialise with orjson, which tracehop no longer installs: `uv pip install orjson`).
 `--only encode --callgrind` prints a workload for `valgrind --tool=callgrind` (instruction counts do not
 depend on the load at all): see docs/performance.md.
 """
