@@ -40,7 +40,7 @@ JSON_CONTENT_TYPE = "application/json"
 # Encoding a batch is pure Python: the export thread holds the interpreter lock throughout, and a request
 # thread that wants it waits up to the switch interval (5 ms) each time; under gevent (the gateway) the
 # export greenlet blocks every request until it yields. So the encoder pauses every 32 spans (about
-# 0.3 ms of work) and lets them run: docs/performance.md ("the export thread's hold on the interpreter").
+# 0.2-0.3 ms of work) and lets them run: docs/performance.md ("Export, measured in one process").
 PAUSE_EVERY_SPANS = 32
 
 
