@@ -6,9 +6,11 @@ stack and writes every stored trace as OTLP/JSON to `bench/export_spans.json`. S
 the attributes, events, scopes and resources the services make today; recapture when those change.
 
 `sdk_spans()` turns the file back into the SDK's own ended span objects: each recorded span is started
-and ended again through a real `TracerProvider` per service (the same resource class, the same scopes,
-the same ids, attribute values with their types, events, links and status), and collected by a span
-processor as the batch processor would get them. `tracehop/bench/export_cost.py` measures on them.
+and ended again through a real `TracerProvider` per recorded process (tracehop's resource class with the
+recorded attributes, the same scopes, ids, attribute values with their types, events, links and status),
+and collected by a span processor as the batch processor would get them. One difference: root spans
+carry the W3C trace flags the SDK's tracer gives them (sampled), not the services' (sampled and random).
+`tracehop/bench/export_cost.py` measures on them; tests/unit/test_span_sample.py checks the replay.
 """
 
 from __future__ import annotations
@@ -166,17 +168,18 @@ def sdk_spans(path: Path = DEFAULT_SAMPLE) -> list[ReadableSpan]:
 
     documents = json.loads(path.read_text())
     ended: list[ReadableSpan] = []
+    # One provider per recorded resource: a process (a gunicorn worker, a Celery pool child) of a service.
     providers: dict[str, tuple[TracerProvider, _ReplayIds]] = {}
     for document in documents:
         for resource, scope, span in document_spans(document):
-            attributes = decode_attributes(resource.get("attributes"))
-            service = str(attributes.get("service.name"))
-            if service not in providers:
+            process = json.dumps(resource.get("attributes", []), sort_keys=True)
+            if process not in providers:
                 ids = _ReplayIds()
+                attributes = decode_attributes(resource.get("attributes"))
                 provider = TracerProvider(resource=HashCachedResource(attributes), id_generator=ids)
                 provider.add_span_processor(_Collect(ended))
-                providers[service] = provider, ids
-            provider, ids = providers[service]
+                providers[process] = provider, ids
+            provider, ids = providers[process]
             _replay(provider, ids, scope, span)
     return ended
 
@@ -219,14 +222,13 @@ def _replay(provider: TracerProvider, ids: _ReplayIds, scope: dict[str, Any], sp
 
 
 def batches(spans: list[ReadableSpan], size: int) -> Iterator[list[ReadableSpan]]:
-    """Consecutive batches of `size` spans of one service each, cycling through the sample: what one
-    process's batch processor hands its exporter under load."""
-    by_service: dict[str, list[ReadableSpan]] = {}
+    """A batch of `size` spans per recorded process, cycling through its spans: what one process's
+    batch processor hands its exporter under load."""
+    by_process: dict[int, list[ReadableSpan]] = {}
     for span in spans:
-        by_service.setdefault(str(span.resource.attributes.get("service.name")), []).append(span)
-    for service_spans in by_service.values():
-        repeated = (service_spans * (size // len(service_spans) + 1))[:size]
-        yield repeated
+        by_process.setdefault(id(span.resource), []).append(span)
+    for process_spans in by_process.values():
+        yield (process_spans * (size // len(process_spans) + 1))[:size]
 
 
 def main(argv: list[str] | None = None) -> int:
