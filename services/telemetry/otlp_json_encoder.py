@@ -235,13 +235,16 @@ def _span_text(
     status: Status | None,
 ) -> str:
     head = (
-        f'"traceId":"{context.trace_id:032x}","spanId":"{context.span_id:016x}"'
+        # Ids as the SDK's encoder takes them (to_bytes: the same OverflowError for an impossible id);
+        # bytes.hex is faster than formatting the int.
+        f'"traceId":"{context.trace_id.to_bytes(16, "big").hex()}"'
+        f',"spanId":"{context.span_id.to_bytes(8, "big").hex()}"'
         f',"name":{encode_basestring(name)},"kind":{kind._value_ + 1}'  # INTERNAL=0 -> 1, ...
         f',"startTimeUnixNano":"{start_time or 0}","endTimeUnixNano":"{end_time or 0}"'
         f',"flags":{_flags(context, parent)}'
     )
     if parent is not None:
-        head += f',"parentSpanId":"{parent.span_id:016x}"'
+        head += f',"parentSpanId":"{parent.span_id.to_bytes(8, "big").hex()}"'
     trace_state = _trace_state(context)
     if trace_state:
         head += ',"traceState":' + encode_basestring(trace_state)
@@ -278,7 +281,8 @@ def _event_json(event: Any) -> str:
 def _link_json(link: Any) -> str:
     context = link.context
     head = (
-        f'"traceId":"{context.trace_id:032x}","spanId":"{context.span_id:016x}"'
+        f'"traceId":"{context.trace_id.to_bytes(16, "big").hex()}"'
+        f',"spanId":"{context.span_id.to_bytes(8, "big").hex()}"'
         f',"flags":{_flags(context, context)}'
     )
     trace_state = _trace_state(context)
