@@ -50,7 +50,7 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 def _int_value(value: int) -> str:
     if not _INT64_MIN <= value <= _INT64_MAX:
-        # The protobuf encoder refuses these too; the attribute is dropped (see _attributes).
+        # The protobuf encoder refuses these too; the attribute is dropped (see attributes_json).
         raise ValueError(f"integer {value} does not fit OTLP's int64")
     return '{"intValue":"' + str(value) + '"}'
 
@@ -123,7 +123,7 @@ def attributes_json(attributes: Mapping[str, Any]) -> str:
         except Exception as error:  # one bad attribute must not lose the batch
             _logger.exception("Failed to encode key %s: %s", key, error)
             continue
-        if kind is str or kind is int:
+        if kind is int or (kind is str and len(value) <= LONGEST_VALUE_KEPT):
             if len(texts) >= ATTRIBUTE_TEXTS_KEPT:
                 texts.clear()
             texts[key, value] = text
@@ -133,8 +133,10 @@ def attributes_json(attributes: Mapping[str, Any]) -> str:
 
 # The text of each (key, value) attribute seen lately: most attributes repeat from span to span (method,
 # route, scheme, server address, status code, database system...); ids and paths do not, hence a bound.
-# Only str and int values (exact types), so no two values that compare equal share an entry.
+# Only str and int values (exact types), so no two values that compare equal share an entry, and no long
+# strings (a query, a stack trace), so the entries stay small: at most about 2 MB.
 ATTRIBUTE_TEXTS_KEPT = 4096
+LONGEST_VALUE_KEPT = 256
 _attribute_texts: dict[tuple[str, str | int], str] = {}
 
 

@@ -34,6 +34,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceSt
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
+from services.telemetry import otlp_json_encoder
 from services.telemetry.otlp_json_encoder import encode_spans_json
 from tracehop.bench.span_sample import batches as span_batches
 from tracehop.bench.span_sample import sdk_spans
@@ -323,6 +324,24 @@ def test_values_that_compare_equal_keep_their_types() -> None:
     ]
     assert_same_request(span_list)
     assert_same_request(span_list[::-1])
+
+
+def test_the_kept_attribute_texts_stay_bounded() -> None:
+    """The texts kept for repeated attributes are bounded in number and leave out long values."""
+    long_value = "x" * (otlp_json_encoder.LONGEST_VALUE_KEPT + 1)
+    span_list = [
+        ReadableSpan(
+            name="s",
+            context=SpanContext(1, index + 1, is_remote=False),
+            attributes={"id": f"value-{index}", "long": long_value},
+        )
+        for index in range(otlp_json_encoder.ATTRIBUTE_TEXTS_KEPT + 10)
+    ]
+    assert_same_request(span_list[:3])
+    encode_spans_json(span_list)
+    kept = otlp_json_encoder._attribute_texts
+    assert 0 < len(kept) <= otlp_json_encoder.ATTRIBUTE_TEXTS_KEPT
+    assert not any(key == "long" for key, _ in kept)
 
 
 def test_the_store_hands_what_the_fast_decoder_does_not_know_to_json_format() -> None:
