@@ -22,12 +22,12 @@ batch = next(batches(sdk_spans(), 512))
 BATCHES = 5
 
 
-def turns_during_encoding(pause):
+def turns_during_encoding(pause, every=PAUSE_EVERY_SPANS):
     global stop
     stop = False
     start = turns[0]
     for _ in range(BATCHES):
-        encode_spans_json(batch, pause=pause, pause_every=PAUSE_EVERY_SPANS)
+        encode_spans_json(batch, pause=pause, pause_every=every)
     stop = True
     return turns[0] - start
 """
@@ -58,8 +58,12 @@ gevent.sleep(0.01)
 """
 
 
-def turns_of_the_request(setup: str) -> tuple[int, int]:
-    script = setup + COMMON + "print(turns_during_encoding(None), turns_during_encoding(let_requests_run))"
+def turns_of_the_request(setup: str, every: str = "PAUSE_EVERY_SPANS") -> tuple[int, int]:
+    script = (
+        setup
+        + COMMON
+        + f"print(turns_during_encoding(None), turns_during_encoding(let_requests_run, {every}))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=120
     )
@@ -69,13 +73,16 @@ def turns_of_the_request(setup: str) -> tuple[int, int]:
 
 
 def test_a_request_thread_runs_between_slices_of_a_batch() -> None:
-    without, with_pauses = turns_of_the_request(THREADS)
+    # With threads the hand-over is up to the scheduler: a thread woken by the released lock may not
+    # get a core before the encoder takes the lock back (about half the pauses did on this machine, none
+    # in one run of 80 beside a busy test suite). So this check pauses every 4 spans: 640 chances.
+    without, with_pauses = turns_of_the_request(THREADS, every="4")
     assert without == 0
-    assert with_pauses >= 1
+    assert with_pauses >= 1, (without, with_pauses)
 
 
 def test_a_request_greenlet_runs_between_slices_under_gevent() -> None:
     without, with_pauses = turns_of_the_request(GEVENT)
-    assert without == 0
+    assert without == 0, (without, with_pauses)
     # Every pause yields to the hub, which runs the ready greenlet: one turn per pause.
     assert with_pauses >= 5 * (512 // 32 - 1)

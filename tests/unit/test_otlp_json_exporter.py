@@ -18,7 +18,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.metrics.span_export_metrics import SPANS_DROPPED, CountingSpanExporter
+from services.telemetry import otlp_json_exporter
 from services.telemetry.otlp_http_transport import exporter_transport
+from services.telemetry.otlp_json_encoder import encode_spans_json
 from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter
 from tracehop.traces.store.otlp import decode_export_request, decompress
 
@@ -121,6 +123,18 @@ def test_a_rejected_batch_counts_as_dropped(receiver: Receiver) -> None:
     assert exporter.export(_spans(4)) is SpanExportResult.FAILURE
     assert len(receiver.requests) == 1  # 400 is not retryable
     assert SPANS_DROPPED.labels("export_failed")._value.get() - before == 4
+
+
+def test_the_exporter_pauses_for_requests_while_encoding(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses = []
+    monkeypatch.setattr(otlp_json_exporter, "let_requests_run", lambda: pauses.append(1))
+    spans = _spans(2 * otlp_json_exporter.PAUSE_EVERY_SPANS + 1)
+    assert OTLPJsonSpanExporter().export(spans) is SpanExportResult.SUCCESS
+    assert len(pauses) == 2  # after every PAUSE_EVERY_SPANS spans (tests/unit/test_export_pauses.py)
+    [(_, _, body)] = receiver.requests
+    assert body == encode_spans_json(spans)
 
 
 def test_after_shutdown_nothing_is_sent(receiver: Receiver) -> None:
