@@ -77,6 +77,10 @@ chaos: install ## faults under load on a private stack, then every job accounted
 bench: install ## the cost of tracing: untraced, stock OpenTelemetry and tracehop side by side (BENCH_MODES, BENCH_ROUNDS=3, BENCH_DURATION=15; PROFILE=1: py-spy)
 	@$(PY) -m tracehop.bench $(if $(PROFILE),--profile bench/profiles)
 
+.PHONY: export-cost
+export-cost: install ## what exporting a span costs in one process (CPU µs per span: encoding, POST, batch processor), on spans recorded from the services
+	@$(PY) -m tracehop.bench.export_cost $(EXPORT_COST_ARGS)
+
 # --- development ----------------------------------------------------------------------------------------
 
 test: install ## run the whole test suite (unit, integration with a private local stack, static checks)

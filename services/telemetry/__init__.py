@@ -12,8 +12,9 @@ Which files give which result (each lists what it needs from the others):
 - Logs that carry the trace: logs.py (loguru JSON lines with trace_id/span_id, stdlib logging routed in,
   log lines as span events) + safe_attributes.py (no credentials, masked e-mail addresses).
 - Spans for your own functions: traced.py (`@traced`) + safe_attributes.py.
-- Export that costs a third of the SDK's protobuf encoding: otlp_json_exporter.py (setup.py uses it for
-  `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`, tracehop's default; needs orjson).
+- Export at a fifth of the SDK's protobuf encoding cost: otlp_json_exporter.py + otlp_json_encoder.py +
+  otlp_http_transport.py (setup.py uses them for `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`, tracehop's
+  default; the standard library and the SDK's own packages only).
 
 Configuration comes from the environment (`OTEL_*` as OpenTelemetry defines them, the rest through
 services/web/settings.py: copy it too, or replace its few calls with your own). Prometheus metrics,

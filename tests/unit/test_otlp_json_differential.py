@@ -17,12 +17,13 @@ documents it must hand over to `json_format` (enums by name, snake_case, unknown
 
 from __future__ import annotations
 
+import json
 import math
 
-import orjson
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -33,9 +34,17 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceSt
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
-from services.telemetry.otlp_json_exporter import encode_spans_json
+from services.telemetry import otlp_json_encoder
+from services.telemetry.otlp_json_encoder import encode_spans_json
+from tracehop.bench.span_sample import batches as span_batches
+from tracehop.bench.span_sample import sdk_spans
 from tracehop.traces.store import otlp_json_fast
 from tracehop.traces.store.otlp import parse_otlp_json, parse_otlp_json_document
+
+
+def _dumps(document: object) -> bytes:
+    return json.dumps(document).encode()
+
 
 # --------------------------------------------------------------------------------------- strategies
 
@@ -102,8 +111,6 @@ def links(draw: st.DrawFn) -> Link:
 
 
 def _with_dropped(attributes: Attributes, maxlen: int):
-    from opentelemetry.attributes import BoundedAttributes
-
     return BoundedAttributes(maxlen=maxlen, attributes=dict(attributes or {}), immutable=False)
 
 
@@ -194,8 +201,8 @@ def assert_same_request(batch: list[ReadableSpan]) -> None:
     ours = parse_otlp_json(body)
     # The trace store's fast decoder took the body (it must, for what our exporter sends) and gave what
     # json_format gives.
-    fast = otlp_json_fast.decode(orjson.loads(body))
-    general = parse_otlp_json_document(orjson.loads(body))
+    fast = otlp_json_fast.decode(json.loads(body))
+    general = parse_otlp_json_document(json.loads(body))
     assert fast.SerializeToString(deterministic=True) == general.SerializeToString(deterministic=True)
     expected = encode_spans(batch)
     _what_the_spec_adds(expected, batch)
@@ -206,10 +213,46 @@ def assert_same_request(batch: list[ReadableSpan]) -> None:
         assert ours.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
 
 
+class ViewedSpan(ReadableSpan):
+    """A span class that overrides ReadableSpan's properties and leaves its fields empty: the encoder
+    must read such spans through the properties (its fast path reads the SDK span's fields)."""
+
+    def __init__(self, inner: ReadableSpan) -> None:
+        super().__init__(name="not this")
+        self._inner = inner
+
+    def get_span_context(self):
+        return self._inner.get_span_context()
+
+
+for _name in (
+    "name", "context", "parent", "kind", "start_time", "end_time", "attributes", "events", "links",
+    "status", "resource", "instrumentation_scope", "dropped_attributes", "dropped_events", "dropped_links",
+):  # fmt: skip
+    setattr(ViewedSpan, _name, property(lambda self, name=_name: getattr(self._inner, name)))
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches())
 def test_json_equals_the_sdk_protobuf_encoding(batch: list[ReadableSpan]) -> None:
     assert_same_request(batch)
+    assert_same_request([ViewedSpan(span) for span in batch])
+
+
+def test_spans_recorded_from_the_services() -> None:
+    """The SDK's own span objects (BoundedAttributes, BoundedList, the SDK's resource and scopes) with
+    what the services really put in them: bench/export_spans.json, replayed through the SDK."""
+    spans = sdk_spans()
+    # What the SDK hands a span processor at span.end(): a ReadableSpan holding the span's own containers.
+    assert {(type(span), type(span._attributes), type(span._events)) for span in spans} == {
+        (ReadableSpan, BoundedAttributes, BoundedList)
+    }
+    assert len(spans) > 500 and any(span.events for span in spans)
+    for size in (1, 7, 512):
+        for batch in span_batches(spans, size):
+            assert_same_request(batch)
+            # The exporter's pauses between slices of a batch change nothing in the body.
+            assert encode_spans_json(batch, pause=lambda: None, pause_every=3) == encode_spans_json(batch)
 
 
 def test_every_value_type_by_example() -> None:
@@ -248,7 +291,7 @@ def test_every_value_type_by_example() -> None:
         instrumentation_scope=InstrumentationScope("scope", "1.0", "https://s", {"scope.attr": 1}),
     )
     assert_same_request([span])
-    document = orjson.loads(encode_spans_json([span]))
+    document = json.loads(encode_spans_json([span]))
     encoded = document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
     assert encoded["traceId"] == f"{0xABC:032x}" and encoded["parentSpanId"] == f"{0x123:016x}"
     assert encoded["flags"] == 0x301  # sampled | parent's remoteness known | parent remote
@@ -266,10 +309,45 @@ def test_every_value_type_by_example() -> None:
     assert by_key["bytes"] == {"bytesValue": "AP8="}
 
 
+def test_values_that_compare_equal_keep_their_types() -> None:
+    """The encoder keeps the text of recent (key, value) attributes: 1, True, 1.0 and "1" are equal or
+    alike as dictionary keys, and each must still be written as its own type, in any order."""
+    values = [1, True, 1.0, "1", 1, True, 0, False, 0.0, "", 0]
+    span_list = [
+        ReadableSpan(
+            name=f"s{index}",
+            context=SpanContext(1, index + 1, is_remote=False),
+            resource=Resource({"k": value}),
+            attributes={"k": value},
+        )
+        for index, value in enumerate(values)
+    ]
+    assert_same_request(span_list)
+    assert_same_request(span_list[::-1])
+
+
+def test_the_kept_attribute_texts_stay_bounded() -> None:
+    """The texts kept for repeated attributes are bounded in number and leave out long values."""
+    long_value = "x" * (otlp_json_encoder.LONGEST_VALUE_KEPT + 1)
+    span_list = [
+        ReadableSpan(
+            name="s",
+            context=SpanContext(1, index + 1, is_remote=False),
+            attributes={"id": f"value-{index}", "long": long_value},
+        )
+        for index in range(otlp_json_encoder.ATTRIBUTE_TEXTS_KEPT + 10)
+    ]
+    assert_same_request(span_list[:3])
+    encode_spans_json(span_list)
+    kept = otlp_json_encoder._attribute_texts
+    assert 0 < len(kept) <= otlp_json_encoder.ATTRIBUTE_TEXTS_KEPT
+    assert not any(key == "long" for key, _ in kept)
+
+
 def test_the_store_hands_what_the_fast_decoder_does_not_know_to_json_format() -> None:
     span = {"traceId": "0" * 31 + "1", "spanId": "0" * 15 + "2", "name": "n", "kind": 2}
     canonical = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
-    expected = parse_otlp_json(orjson.dumps(canonical))
+    expected = parse_otlp_json(_dumps(canonical))
     assert expected.resource_spans[0].scope_spans[0].spans[0].kind == 2
     variants = [
         {**span, "kind": "SPAN_KIND_SERVER"},  # enum by name
@@ -284,4 +362,4 @@ def test_the_store_hands_what_the_fast_decoder_does_not_know_to_json_format() ->
             pass
         else:
             raise AssertionError(f"the fast decoder took {variant}")
-        assert parse_otlp_json(orjson.dumps(document)) == expected
+        assert parse_otlp_json(_dumps(document)) == expected

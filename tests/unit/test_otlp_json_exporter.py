@@ -1,5 +1,6 @@
 """The OTLP/JSON exporter over real HTTP: endpoint, headers, compression, retries and drop counting are
-the SDK exporter's, and the trace store's own decoder accepts what it sends."""
+the SDK exporter's, the trace store's own decoder accepts what it sends, and it posts through urllib3
+only where requests would have sent the same request to the same place."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from opentelemetry.exporter.http.transport._requests import RequestsHTTPTransport
+from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -15,6 +18,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.metrics.span_export_metrics import SPANS_DROPPED, CountingSpanExporter
+from services.telemetry import otlp_json_exporter
+from services.telemetry.otlp_http_transport import exporter_transport
+from services.telemetry.otlp_json_encoder import encode_spans_json
 from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter
 from tracehop.traces.store.otlp import decode_export_request, decompress
 
@@ -119,8 +125,71 @@ def test_a_rejected_batch_counts_as_dropped(receiver: Receiver) -> None:
     assert SPANS_DROPPED.labels("export_failed")._value.get() - before == 4
 
 
+def test_the_exporter_pauses_for_requests_while_encoding(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses = []
+    monkeypatch.setattr(otlp_json_exporter, "let_requests_run", lambda: pauses.append(1))
+    spans = _spans(2 * otlp_json_exporter.PAUSE_EVERY_SPANS + 1)
+    assert OTLPJsonSpanExporter().export(spans) is SpanExportResult.SUCCESS
+    assert len(pauses) == 2  # after every PAUSE_EVERY_SPANS spans (tests/unit/test_export_pauses.py)
+    [(_, _, body)] = receiver.requests
+    assert body == encode_spans_json(spans)
+
+
 def test_after_shutdown_nothing_is_sent(receiver: Receiver) -> None:
     exporter = OTLPJsonSpanExporter()
     exporter.shutdown()
     assert exporter.export(_spans()) is SpanExportResult.FAILURE
     assert receiver.requests == []
+
+
+# ---------------------------------------------------------------- the HTTP client (otlp_http_transport.py)
+
+PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
+
+
+@pytest.fixture
+def no_proxy_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> pytest.MonkeyPatch:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    return monkeypatch
+
+
+def test_posts_through_urllib3_to_a_plain_http_endpoint(receiver: Receiver, no_proxy_environment) -> None:
+    exporter = OTLPJsonSpanExporter()
+    assert isinstance(exporter._client._transport, Urllib3HTTPTransport)
+    assert exporter.export(_spans()) is SpanExportResult.SUCCESS
+    assert [path for path, _, _ in receiver.requests] == ["/v1/traces"]
+
+
+def test_a_proxy_from_the_environment_is_still_used(receiver: Receiver, no_proxy_environment) -> None:
+    # The receiver plays the proxy: requests sends it the absolute URL of the endpoint.
+    no_proxy_environment.setenv("HTTP_PROXY", f"http://127.0.0.1:{receiver.server_port}")
+    endpoint = "http://collector.invalid:4318/v1/traces"
+    exporter = OTLPJsonSpanExporter(endpoint=endpoint)
+    assert isinstance(exporter._client._transport, RequestsHTTPTransport)
+    assert exporter.export(_spans()) is SpanExportResult.SUCCESS
+    assert [path for path, _, _ in receiver.requests] == [endpoint]
+    # ...unless NO_PROXY exempts the endpoint's host, as requests would read it.
+    no_proxy_environment.setenv("NO_PROXY", "collector.invalid")
+    assert isinstance(OTLPJsonSpanExporter(endpoint=endpoint)._client._transport, Urllib3HTTPTransport)
+
+
+def test_requests_keeps_what_only_it_reads(no_proxy_environment, tmp_path) -> None:
+    # https (requests reads CA bundles from the environment), a netrc login, a credential provider.
+    assert isinstance(
+        OTLPJsonSpanExporter(endpoint="https://collector.invalid/v1/traces")._client._transport,
+        RequestsHTTPTransport,
+    )
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine collector.invalid login me password secret\n")
+    no_proxy_environment.setenv("NETRC", str(netrc))
+    assert isinstance(
+        OTLPJsonSpanExporter(endpoint="http://collector.invalid/v1/traces")._client._transport,
+        RequestsHTTPTransport,
+    )
+    assert exporter_transport("http://other.invalid/v1/traces") is not None
+    no_proxy_environment.setenv("OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER", "some_provider")
+    assert exporter_transport("http://other.invalid/v1/traces") is None
