@@ -84,6 +84,8 @@ def create_query_app(
 
 
 class _QuietHandler(WSGIRequestHandler):
+    disable_nagle_algorithm = True  # as the OTLP port's handler (server.py): no delayed-ACK wait per answer
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # one line per request would drown the stack's logs
 
