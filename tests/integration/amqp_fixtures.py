@@ -79,16 +79,23 @@ def amqp_broker() -> Iterator[AmqpBroker]:
         connection.default_channel.queue_delete(private)
 
 
+def env_for_broker(request: pytest.FixtureRequest, env: dict[str, str]) -> dict[str, str]:
+    """`env` for the broker a fixture is parametrised with ("redis" or "amqp"): Redis as it is,
+    RabbitMQ on a vhost (or queue) of the test's own."""
+    env = dict(env)
+    if request.param == "amqp":
+        broker: AmqpBroker = request.getfixturevalue("amqp_broker")
+        env.update(CELERY_BROKER_URL=broker.url, **broker.env)
+    return env
+
+
 @pytest.fixture(scope="module", params=["redis", "amqp"])
 def broker_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningStack]:
     """A stack per broker (Redis, then RabbitMQ; the result backend is Redis for both), with a beat tick
     every second and fault injection allowed: one start per broker for all the tests of a module."""
-    env = dict(SHAPES_ENV)
-    if request.param == "amqp":
-        broker: AmqpBroker = request.getfixturevalue("amqp_broker")
-        env.update(CELERY_BROKER_URL=broker.url, **broker.env)
+    env = env_for_broker(request, SHAPES_ENV)
     running = start_private_stack(tmp_path_factory.mktemp(f"shapes-{request.param}"), env, beat=True)
     try:
         yield running

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.integration.amqp_fixtures import AmqpBroker
+from tests.integration.amqp_fixtures import env_for_broker
 from tests.integration.fault_tools import Programs, metric_value
 from tests.integration.stack import RunningStack, start_private_stack, stop_in_background
 from tracehop.traffic import fault_baggage
@@ -48,10 +48,7 @@ ENV = {
 
 @pytest.fixture(scope="module", params=["redis", "amqp"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    env = dict(ENV)
-    if request.param == "amqp":
-        broker: AmqpBroker = request.getfixturevalue("amqp_broker")
-        env.update(CELERY_BROKER_URL=broker.url, **broker.env)
+    env = env_for_broker(request, ENV)
     running = start_private_stack(tmp_path_factory.mktemp(f"lost-job-{request.param}"), env)
     running.broker = request.param  # type: ignore[attr-defined]
     try:

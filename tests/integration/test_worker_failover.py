@@ -27,7 +27,7 @@ import pytest
 import redis
 import requests
 
-from tests.integration.amqp_fixtures import AmqpBroker
+from tests.integration.amqp_fixtures import env_for_broker
 from tests.integration.fault_tools import Programs
 from tests.integration.stack import RunningStack, start_private_stack, stop_in_background
 
@@ -51,10 +51,7 @@ MAX_GAP_S = 2.0
 
 @pytest.fixture(scope="module", params=["redis", "amqp"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    env = dict(ENV)
-    if request.param == "amqp":
-        broker: AmqpBroker = request.getfixturevalue("amqp_broker")
-        env.update(CELERY_BROKER_URL=broker.url, **broker.env)
+    env = env_for_broker(request, ENV)
     running = start_private_stack(tmp_path_factory.mktemp(f"failover-{request.param}"), env)
     try:
         yield running

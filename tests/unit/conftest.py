@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from opentelemetry import trace
@@ -175,3 +176,11 @@ def as_query_spans(finished, service: str):
         )
         for s in finished
     ]
+
+
+@pytest.fixture
+def http() -> requests.Session:
+    """A requests session that ignores proxy variables: tests talk to 127.0.0.1 only."""
+    session = requests.Session()
+    session.trust_env = False
+    return session

@@ -42,13 +42,6 @@ MS = 1_000_000
 
 
 @pytest.fixture
-def http() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    return session
-
-
-@pytest.fixture
 def store(tmp_path: Path) -> Iterator[RunningTraceStore]:
     with serve_in_thread(db_path=tmp_path / "traces.sqlite3") as running:
         yield running

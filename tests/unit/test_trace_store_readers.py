@@ -16,7 +16,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 import requests
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
@@ -29,13 +28,6 @@ from tracehop.traces.store.retention import Retention
 from tracehop.traces.store.server import serve_in_thread
 
 MS = 1_000_000
-
-
-@pytest.fixture
-def http() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    return session
 
 
 def _export_body(trace: int, span_id: int) -> bytes:
