@@ -49,7 +49,7 @@ class LedgerProducer:
         if headers.get("id") and headers.get("task"):  # a task message (an event has neither)
             name = exchange.name if isinstance(exchange, Exchange) else exchange
             # Raises on a Redis error: the message is not published.
-            self._ledger.record(dict(headers), body, name or "", routing_key or "")
+            self._ledger.record(headers, body, name or "", routing_key or "")
         return self._producer.publish(body, exchange=exchange, routing_key=routing_key, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
