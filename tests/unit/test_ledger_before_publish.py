@@ -27,7 +27,7 @@ from services.gateway.job_queue import JobQueue, QueueUnavailable
 from services.telemetry import setup as telemetry
 from services.worker.celery_app import app as celery_app
 from services.worker.job_claims import LEDGER_KEY, LEDGER_MESSAGE_PREFIX, REPUBLISHED_HEADER
-from services.worker.job_ledger import JobLedger, reconcile_once
+from services.worker.job_ledger import JobLedger, reconcile_once, start_deadline_s
 from tests.valkey_process import AofValkey
 
 
@@ -116,3 +116,12 @@ def test_a_publish_by_another_app_is_recorded_after_it(broker, valkey_url):
     store = redis.Redis.from_url(valkey_url)
     job_id = notifications.send_task(REMINDER_TASK, args=["note"]).id
     assert store.get(LEDGER_MESSAGE_PREFIX + job_id) is not None
+
+
+def test_a_job_with_an_eta_is_due_from_its_eta(broker, valkey_url):
+    store = redis.Redis.from_url(valkey_url)
+    job_id = JobQueue(valkey_url).queue_report(7)
+    countdown_id = celery_app.tasks["generate_report"].apply_async(args=[7], countdown=600).id
+    now, deadline = time.time(), start_deadline_s()
+    assert abs(store.zscore(LEDGER_KEY, job_id) - (now + deadline)) < 10
+    assert abs(store.zscore(LEDGER_KEY, countdown_id) - (now + 600 + deadline)) < 10
