@@ -16,7 +16,8 @@ from services.worker.tasks import generate_report, send_welcome_email
 
 
 class QueueUnavailable(Exception):
-    """The broker (or the result backend) cannot be reached: nothing was queued."""
+    """The broker, the result backend or the job ledger cannot be reached: the job was not published (if
+    its ledger record was written, the reconciler publishes it later: services/worker/ledger_publish.py)."""
 
 
 # What publishing to, or reading from, an unreachable broker or result backend raises.

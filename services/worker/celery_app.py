@@ -32,6 +32,7 @@ from services.telemetry.celery import CeleryHooks, instrument_celery
 from services.web import settings
 from services.worker import chord_links, job_ledger, job_metrics
 from services.worker.job_claims import IdempotentTask
+from services.worker.ledger_publish import LedgerAMQP
 from services.worker.log_privacy import hide_job_results
 
 SERVICE = "worker"
@@ -49,7 +50,10 @@ class FaultInjectingTask(IdempotentTask):
 
 class WorkerCelery(Celery):
     """Celery, with its task class chosen when Celery builds its tasks (when the worker starts, or when a
-    producer first sends one) rather than when this module is imported."""
+    producer first sends one) rather than when this module is imported, and a publish path that puts each
+    job on the ledger before it publishes it (ledger_publish.py)."""
+
+    amqp_cls = LedgerAMQP
 
     def create_task_cls(self) -> type[IdempotentTask]:
         # Only when allowed: otherwise every job runs through Celery's plain (faster) call path.
@@ -128,8 +132,9 @@ app = WorkerCelery(
 )
 app.add_defaults(celery_config)
 
-# Every publish of one of our jobs is recorded until the job starts (job_ledger.py): the gateway's
-# reconciler publishes a job again if its message was lost between the broker and a dying worker.
+# Every job of ours is on the ledger until it finishes (job_ledger.py): the gateway's reconciler publishes a
+# job again if its message was lost between the broker and a dying worker. This app's publishes record
+# before they leave (LedgerAMQP); this records what another app in the process publishes of our jobs.
 job_ledger.connect_recording(app)
 
 

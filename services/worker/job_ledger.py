@@ -6,9 +6,11 @@ sweep can bring it back — although the client was told 201 and a job id. Late 
 a job only once it is recorded; this protects it from the moment it is published.
 
 How:
-- every publish of one of our tasks (gateway, worker, beat: Celery's `after_task_publish` signal) records
-  the message (`tracehop:jobs:message:<id>`) and a deadline (`tracehop:jobs:waiting`, a sorted set):
-  its ETA if it has one, plus TRACEHOP_JOB_START_DEADLINE_S;
+- every publish of one of our jobs (gateway, worker, beat) puts the message on the ledger BEFORE it is
+  published (ledger_publish.py: a job whose record fails is not published):
+  `tracehop:jobs:message:<id>` and a deadline in `tracehop:jobs:waiting` (a sorted set): its ETA if it has
+  one, plus TRACEHOP_JOB_START_DEADLINE_S. A publish by another Celery app in the process (a library's,
+  services/worker/named_tasks.py) is recorded after it, in Celery's `after_task_publish` signal;
 - a job that starts claims its id with a lease (job_claims.py): it stays on the ledger, due when the lease
   would run out (each renewal moves that), and leaves it when it finishes;
 - `reconcile_once`, run every TRACEHOP_RECONCILE_INTERVAL_S by each gateway process, takes the jobs past
@@ -19,15 +21,16 @@ How:
   `republish <task>` span between the publish and the run.
 
 A job merely slow to start (a long queue) is published twice; the copy that starts second does nothing
-(jobs are idempotent by id). Costs: one pipelined SET + ZADD per publish; one ZRANGEBYSCORE per interval
-per gateway process; a message's size in Redis while it waits. The ledger lives in the result backend's
-Redis, so it works the same with RabbitMQ as the broker.
+(jobs are idempotent by id). Costs: one pipelined SET + ZADD per publish, before it; one ZRANGEBYSCORE per
+interval per gateway process; a message's size in Redis while it waits. The ledger lives in the result
+backend's Redis, so it works the same with RabbitMQ as the broker.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +48,9 @@ from services.worker.job_claims import LEDGER_KEY, LEDGER_MESSAGE_PREFIX, REPUBL
 MAX_BACKOFF_S = 3600
 TAKE_LIMIT = 100
 tracer = trace.get_tracer(__name__)
+# True while a publish that put its message on the ledger first runs (ledger_publish.py): its
+# after_task_publish signal must not write it a second time.
+RECORDED_BEFORE_PUBLISH: ContextVar[bool] = ContextVar("tracehop_recorded_before_publish", default=False)
 REPUBLISHED = Counter(
     "tracehop_jobs_republished_total",
     "Jobs published again because they had not started by their deadline.",
@@ -127,6 +133,11 @@ def republish(app: Celery, ledger: JobLedger, job_id: str, entry: dict[str, Any]
             headers.pop(name, None)
         propagate.inject(headers)
         headers[REPUBLISHED_HEADER] = attempt
+        # The copy is the message to bring back next time (its attempt number goes up): on the ledger
+        # before it is published, as every publish (ledger_publish.py).
+        ledger.record(
+            headers, entry["body"], entry["exchange"], entry["routing_key"], ledger.backoff_s(attempt)
+        )
         with app.producer_or_acquire() as producer:
             queue = app.amqp.queues.get(entry["routing_key"])
             producer.publish(
@@ -141,10 +152,6 @@ def republish(app: Celery, ledger: JobLedger, job_id: str, entry: dict[str, Any]
                 retry=True,
                 retry_policy=app.conf.task_publish_retry_policy,
             )
-        # The copy is the message to bring back next time (its attempt number goes up).
-        ledger.record(
-            headers, entry["body"], entry["exchange"], entry["routing_key"], ledger.backoff_s(attempt)
-        )
     REPUBLISHED.labels(task=task).inc()
     logger.warning(
         "job published again: not started by its deadline", job_id=job_id, task=task, attempt=attempt
@@ -164,8 +171,8 @@ def reconcile_once(app: Celery, ledger: JobLedger) -> int:
 
 
 def connect_recording(app: Celery) -> None:
-    """Record every publish of an IdempotentTask, in whichever process publishes it."""
-    ledger_holder: dict[str, JobLedger] = {}
+    """Record, after the publish, what another Celery app in this process publishes of our jobs (this app's
+    own publishes are on the ledger before they leave: ledger_publish.py)."""
 
     @signals.after_task_publish.connect(weak=False)
     def _record(
@@ -176,21 +183,31 @@ def connect_recording(app: Celery) -> None:
         routing_key: str = "",
         **_: Any,
     ) -> None:
+        if RECORDED_BEFORE_PUBLISH.get():
+            return
         task = app.tasks.get(sender or "")
         if headers is None or not isinstance(task, IdempotentTask):
             return
-        # One ledger per result backend URL (tests point the app at another Redis between runs).
-        url = app.conf.result_backend
-        ledger = ledger_holder.get(url)
-        if ledger is None:
-            ledger = ledger_holder[url] = process_ledger(app)
         try:
-            ledger.record(headers, body, exchange, routing_key)
+            ledger_for(app).record(headers, body, exchange, routing_key)
         except redis.RedisError as exc:
             # The job is in the broker; only its protection against a lost delivery is missing.
             logger.warning(
                 "job not recorded in the ledger", job_id=headers.get("id"), error_type=type(exc).__name__
             )
+
+
+_ledgers: dict[str, JobLedger] = {}
+
+
+def ledger_for(app: Celery) -> JobLedger:
+    """This process's ledger for the app's result backend (one per URL: tests point the app at another
+    Redis between runs). redis-py's pool reconnects after a fork by itself."""
+    url = app.conf.result_backend
+    ledger = _ledgers.get(url)
+    if ledger is None:
+        ledger = _ledgers[url] = process_ledger(app)
+    return ledger
 
 
 def process_ledger(app: Celery) -> JobLedger:
