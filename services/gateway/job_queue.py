@@ -31,6 +31,13 @@ def broker_errors_as_unavailable(what: str = "job queue") -> Iterator[None]:
         yield
     except _BROKER_ERRORS as exc:
         raise QueueUnavailable(f"{what} unavailable: {type(exc).__name__}") from exc
+    except RuntimeError as exc:
+        # Celery's Redis result consumer (subscribing to a new job's result in apply_async) turns a
+        # reconnect that failed into RuntimeError("Retry limit exceeded ...") raised from the connection
+        # error: the result backend is down, which is a 503 like any other, not a 500.
+        if isinstance(exc.__cause__, _BROKER_ERRORS):
+            raise QueueUnavailable(f"{what} unavailable: {type(exc.__cause__).__name__}") from exc
+        raise
 
 
 class JobQueue:
