@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             costs = sorted(ingest(content_type, payloads, directory, n) for n in range(args.rounds))
             per_span = [cost / count * 1e6 for cost in costs]
             print(
-                f"{kind:9} {count} spans in {len(payloads)} requests: median {per_span[len(per_span) // 2]:.1f}"
+                f"{kind:9} {count} spans in {len(payloads)} requests:"
+                f" median {per_span[len(per_span) // 2]:.1f}"
                 f" µs/span (min {per_span[0]:.1f}, max {per_span[-1]:.1f})"
             )
     return 0
