@@ -32,24 +32,6 @@ _RESOURCE_SPANS = {"resource", "scopeSpans", "schemaUrl"}
 _RESOURCE = {"attributes", "droppedAttributesCount"}
 _SCOPE_SPANS = {"scope", "spans", "schemaUrl"}
 _SCOPE = {"name", "version", "attributes", "droppedAttributesCount"}
-_SPAN = {
-    "traceId",
-    "spanId",
-    "traceState",
-    "parentSpanId",
-    "flags",
-    "name",
-    "kind",
-    "startTimeUnixNano",
-    "endTimeUnixNano",
-    "attributes",
-    "droppedAttributesCount",
-    "events",
-    "droppedEventsCount",
-    "links",
-    "droppedLinksCount",
-    "status",
-}
 _EVENT = {"timeUnixNano", "name", "attributes", "droppedAttributesCount"}
 _LINK = {"traceId", "spanId", "traceState", "attributes", "droppedAttributesCount", "flags"}
 _STATUS = {"code", "message"}
@@ -294,4 +276,3 @@ _SPAN_FIELDS: dict[str, tuple[str, Any]] = {
     "droppedLinksCount": ("dropped_links_count", _uint32),
     "status": ("status", _status),
 }
-assert _SPAN_FIELDS.keys() == _SPAN
