@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -625,3 +626,38 @@ def _post_to(
     headers: dict[str, str] | None = None,
 ) -> requests.Response:
     return http.post(url, data=body, headers={"Content-Type": content_type, **(headers or {})}, timeout=5)
+
+
+def test_a_resource_stored_by_a_rolled_back_request_is_stored_again(tmp_path: Path) -> None:
+    """The store remembers the ids of the resources and scopes it stored, but only once the request
+    that stored them committed: a request that failed half-way leaves no id pointing at nothing."""
+    from tracehop.traces.store.database import SpanDatabase
+
+    def request(name: str) -> ExportTraceServiceRequest:
+        span = SpanProto(trace_id=b"\1" * 16, span_id=name.encode().ljust(8, b"_"), name=name)
+        resource = ResourceProto(
+            attributes=[KeyValue(key="service.name", value=AnyValue(string_value="svc"))]
+        )
+        scope_spans = ScopeSpans(scope=InstrumentationScope(name="scope"), spans=[span])
+        return ExportTraceServiceRequest(
+            resource_spans=[ResourceSpans(resource=resource, scope_spans=[scope_spans])]
+        )
+
+    database = SpanDatabase(tmp_path / "traces.sqlite3")
+    try:
+        # A real SQLite failure in the middle of the transaction (after the resource and scope were stored).
+        database._connection.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON spans WHEN NEW.name = 'refused'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            database.insert(request("refused"))
+        assert database.insert(request("stored")) == 1
+        rows = database._connection.execute(
+            "SELECT s.name, r.id IS NOT NULL, c.id IS NOT NULL, a.key FROM spans AS s"
+            " LEFT JOIN resources AS r ON r.id = s.resource_id LEFT JOIN scopes AS c ON c.id = s.scope_id"
+            " LEFT JOIN resource_attributes AS a ON a.resource_id = s.resource_id"
+        ).fetchall()
+        assert rows == [("stored", 1, 1, "service.name")]
+    finally:
+        database.close()

@@ -166,6 +166,11 @@ class SpanDatabase:
         self._last_chunk = last_chunk or 0
         self._scopes: dict[int, ScopeInfo] = {}
         self._scopes_lock = threading.Lock()
+        # Row ids of the resources and scopes stored (by table and serialised body): each export request
+        # names its process's resource and scopes again, and looking them up (with the resource's
+        # attribute rows) cost about a tenth of `insert`'s CPU (tracehop/bench/ingest_cost.py). Rows of
+        # both tables are never deleted (retention.py deletes spans and traces): a known id stays valid.
+        self._interned: dict[tuple[str, bytes], int] = {}
         self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._closed = False
 
@@ -214,31 +219,54 @@ class SpanDatabase:
         spans; the copy received last replaces the earlier one.
         """
         count = 0
-        with self._lock, self._connection:
-            cursor = self._connection.cursor()
-            terms: list[tuple[str, str, int]] = []
-            traces: list[tuple[str, int, int]] = []
-            for resource_spans in request.resource_spans:
-                resource_id = self._intern_resource(resource_spans)
-                service = service_name(resource_spans)
-                resource_chunk = self._next_chunk()
-                for scope_spans in resource_spans.scope_spans:
-                    scope_id = self._intern("scopes", _scope_key(scope_spans))
-                    chunks = (resource_chunk, self._next_chunk())
-                    for span in scope_spans.spans:
-                        # One execute per span (not executemany): the attribute rows need its rowid.
-                        row = (*_span_row(span, service, resource_id, scope_id), *chunks)
-                        cursor.execute(_INSERT_SPAN, row)
-                        if cursor.rowcount == 0:  # received before
-                            self._replace_earlier_copy(cursor, row, terms)
-                        rowid = cursor.lastrowid
-                        terms.extend((key, value, rowid) for key, value in indexing.span_search_terms(span))
-                        traces.append((row[0], row[6], row[6]))
-                        count += 1
-            cursor.executemany(indexing.INSERT_SPAN_ATTRIBUTE, terms)
-            # In arrival order: a trace's number is that of its first span ever received.
-            cursor.executemany(_UPSERT_TRACE, traces)
+        interned: dict[tuple[str, bytes], int] = {}  # known once this transaction commits
+        with self._lock:
+            with self._connection:
+                cursor = self._connection.cursor()
+                terms: list[tuple[str, str, int]] = []
+                traces: list[tuple[str, int, int]] = []
+                for resource_spans in request.resource_spans:
+                    resource_id = self._known(
+                        "resources", _resource_key(resource_spans), interned, resource_spans
+                    )
+                    service = service_name(resource_spans)
+                    resource_chunk = self._next_chunk()
+                    for scope_spans in resource_spans.scope_spans:
+                        scope_id = self._known("scopes", _scope_key(scope_spans), interned)
+                        chunks = (resource_chunk, self._next_chunk())
+                        for span in scope_spans.spans:
+                            # One execute per span (not executemany): the attribute rows need its rowid.
+                            row = (*_span_row(span, service, resource_id, scope_id), *chunks)
+                            cursor.execute(_INSERT_SPAN, row)
+                            if cursor.rowcount == 0:  # received before
+                                self._replace_earlier_copy(cursor, row, terms)
+                            rowid = cursor.lastrowid
+                            terms.extend(
+                                (key, value, rowid) for key, value in indexing.span_search_terms(span)
+                            )
+                            traces.append((row[0], row[6], row[6]))
+                            count += 1
+                cursor.executemany(indexing.INSERT_SPAN_ATTRIBUTE, terms)
+                # In arrival order: a trace's number is that of its first span ever received.
+                cursor.executemany(_UPSERT_TRACE, traces)
+            # Ids of rows this transaction stored are valid once it has committed (it did: no exception).
+            self._interned.update(interned)
         return count
+
+    def _known(
+        self,
+        table: str,
+        body: bytes,
+        interned: dict[tuple[str, bytes], int],
+        resource_spans: ResourceSpans | None = None,
+    ) -> int:
+        """The row id of a resource or scope, stored (with a resource's attribute rows) if new."""
+        key = (table, body)
+        row_id = self._interned.get(key, interned.get(key))
+        if row_id is None:
+            row_id = self._intern_resource(resource_spans) if resource_spans else self._intern(table, body)
+            interned[key] = row_id
+        return row_id
 
     @staticmethod
     def _replace_earlier_copy(
