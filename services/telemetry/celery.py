@@ -54,6 +54,7 @@ from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from services.telemetry.logs import configure_logging
+from services.telemetry.parent_death import flush_spans_when_parent_dies
 from services.telemetry.setup import instrument, setup_tracing, shutdown_tracing
 from services.web import settings
 
@@ -87,6 +88,7 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
     the module that builds the Celery app (the worker imports it before any signal is sent)."""
     hooks = hooks or CeleryHooks()
     span_links = span_links_enabled()
+    pool_forks: list[bool] = []  # set by worker_init in the main process, inherited by its children
 
     def set_up_tracing() -> None:
         setup_tracing(service, wrap_exporter=hooks.wrap_exporter)
@@ -101,6 +103,7 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
     def on_worker_init(sender: Any = None, **_: object) -> None:
         refuse_unpatched_green_pool(sender)  # first: nothing else should start in such a worker
         _call(hooks.on_worker_start)
+        pool_forks.append(forks_children(sender))
         if not forks_children(sender):
             set_up_tracing()  # the jobs run in this very process: solo, threads, gevent, eventlet
         elif not hooks.trace_in_children:
@@ -111,6 +114,9 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
         configure_logging(service)
         if hooks.trace_in_children:
             set_up_tracing()
+        if hooks.trace_in_children and hooks.flush_on_child_exit and any(pool_forks):
+            # A pool child: Celery SIGKILLs it when its main process dies, queued spans and all.
+            flush_spans_when_parent_dies()
 
     def on_worker_process_shutdown(**_: object) -> None:
         # prefork children only: they exit with os._exit, which skips atexit.
