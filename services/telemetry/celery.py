@@ -13,6 +13,8 @@ be set up and flushed:
 - prefork: no tracer provider in the main process (a provider made before the fork belongs to the
   parent: the children could neither install their own nor flush it when they exit), one per child.
   A child exits with `os._exit`, skipping atexit: hence the explicit flush in `worker_process_shutdown`.
+  A child Celery kills because its main process died (SIGKILL) flushed nothing: it now gets SIGTERM
+  instead and flushes first (parent_death.py).
 - every other pool: the jobs run in the one process that sent `worker_init`, so the provider is made
   there, once (`worker_process_init` is never sent for threads and gevent; solo sends it in the main
   process too, where `setup_tracing` is then a no-op: one provider, no "Overriding of current
