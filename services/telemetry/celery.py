@@ -13,8 +13,8 @@ be set up and flushed:
 - prefork: no tracer provider in the main process (a provider made before the fork belongs to the
   parent: the children could neither install their own nor flush it when they exit), one per child.
   A child exits with `os._exit`, skipping atexit: hence the explicit flush in `worker_process_shutdown`.
-  A child Celery kills because its main process died (SIGKILL) flushed nothing: it now gets SIGTERM
-  instead and flushes first (parent_death.py).
+  A child Celery killed because its main process died (SIGKILL) flushed nothing: it now gets SIGTERM,
+  and exits through `worker_process_shutdown` too (parent_death.py).
 - every other pool: the jobs run in the one process that sent `worker_init`, so the provider is made
   there, once (`worker_process_init` is never sent for threads and gevent; solo sends it in the main
   process too, where `setup_tracing` is then a no-op: one provider, no "Overriding of current
@@ -117,7 +117,8 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
         if hooks.trace_in_children:
             set_up_tracing()
         if hooks.trace_in_children and hooks.flush_on_child_exit and any(pool_forks):
-            # A pool child: Celery SIGKILLs it when its main process dies, queued spans and all.
+            # A pool child: Celery SIGKILLs it when its main process dies, queued spans and all; SIGTERM
+            # takes it out through worker_process_shutdown (the flush) instead.
             flush_spans_when_parent_dies()
 
     def on_worker_process_shutdown(**_: object) -> None:

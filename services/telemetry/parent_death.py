@@ -4,41 +4,24 @@ Celery makes each pool child die with its main process: it sets the child's pare
 SIGKILL (celery/concurrency/prefork.py, `process_initializer`). So `kill -9` of a worker's main process
 also killed, at once, its children — and with them the spans their batch span processor still held: the
 `run/…` CONSUMER spans of every job a child finished in the last OTEL_BSP_SCHEDULE_DELAY. The jobs were
-done (SUCCESS, acknowledged), their traces incomplete: the `make chaos` run lost 8-18 worker spans per
-kill at 40 requests/s, counted in the window BEFORE the kill (the users master's), since chaos files a
-trace under the window its request was sent in.
+done (SUCCESS, acknowledged), their traces incomplete: `make chaos` counted 8-18 such traces per worker
+kill at 40 requests/s, in the window BEFORE the kill (chaos files a trace under the window its request
+was sent in), the users master's.
 
-Here the parent-death signal is SIGTERM instead, handled by: export what is queued (at most
-FLUSH_BUDGET_S), then die of SIGTERM as the default action would — the child still never outlives its
-main process by more than the budget. The export runs on a thread of its own: the handler interrupts the
-main thread anywhere, possibly inside the span processor holding its lock, and a flush on the main
-thread would then wait for that lock forever; from a thread it just runs out of budget.
+Here the parent-death signal is billiard's terminate signal (SIGTERM) instead. A pool child already
+handles it the way it handles `supervisorctl stop` (which signals the program's whole process group):
+billiard's handler raises SystemExit in the child, whose way out sends `worker_process_shutdown`, where
+the spans are flushed (celery.py; bounded by the export timeout). The child still dies with its main
+process; a job it was running ends as under SIGKILL (not acknowledged: the broker or the job ledger
+hands it out again).
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-
+from billiard.common import TERM_SIGNAL
 from billiard.util import set_pdeathsig
-
-from services.telemetry.setup import shutdown_tracing
-
-# Long enough for one export to a live backend (a few ms); short enough that a child stuck on a dead
-# backend is gone within a second of its main process.
-FLUSH_BUDGET_S = 1.0
 
 
 def flush_spans_when_parent_dies() -> None:
-    """Call in each pool child, after Celery's process_initializer (its `worker_process_init` signal)."""
-    signal.signal(signal.SIGTERM, _flush_then_die)
-    set_pdeathsig(signal.SIGTERM)
-
-
-def _flush_then_die(signum: int, _frame: object) -> None:
-    flushing = threading.Thread(target=shutdown_tracing, name="flush-on-sigterm", daemon=True)
-    flushing.start()
-    flushing.join(FLUSH_BUDGET_S)
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+    """Call in each pool child, after Celery's process_initializer set SIGKILL (`worker_process_init`)."""
+    set_pdeathsig(TERM_SIGNAL)
