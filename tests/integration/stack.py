@@ -31,6 +31,19 @@ from tracehop.traffic import wait_for_job
 
 TRACE_TIMEOUT_S = 30.0
 
+# A one-process stack whose lost jobs come back through the job ledger within seconds: a short start
+# deadline and reconciler interval, and a visibility timeout long enough that kombu's sweep cannot be
+# what brought a job back.
+FAST_LEDGER_ENV = {
+    "GUNICORN_WORKERS": "1",
+    "OTEL_BSP_SCHEDULE_DELAY": "200",
+    "TRACEHOP_MAIL_LATENCY_MS": "1",
+    "TRACEHOP_WORKER_CONCURRENCY": "1",
+    "TRACEHOP_VISIBILITY_TIMEOUT_S": "3600",
+    "TRACEHOP_JOB_START_DEADLINE_S": "3",
+    "TRACEHOP_RECONCILE_INTERVAL_S": "0.5",
+}
+
 # A span of each of these (service, kind): the whole trace of POST /api/users has arrived.
 WHOLE_TRACE = (("gateway", "SERVER"), ("users", "SERVER"), ("worker", "CONSUMER"))
 

@@ -25,19 +25,10 @@ import requests
 
 from services.worker.job_claims import LEDGER_KEY
 from tests.integration.fault_tools import Programs
-from tests.integration.stack import RunningStack, start_private_stack, stop_in_background
+from tests.integration.stack import FAST_LEDGER_ENV, RunningStack, start_private_stack, stop_in_background
 from tests.valkey_process import AofValkey
 
-ENV = {
-    "GUNICORN_WORKERS": "1",
-    "OTEL_BSP_SCHEDULE_DELAY": "200",
-    "TRACEHOP_MAIL_LATENCY_MS": "1",
-    "TRACEHOP_WORKER_CONCURRENCY": "1",
-    # Long: the job must come back through the ledger, not through kombu's visibility-timeout sweep.
-    "TRACEHOP_VISIBILITY_TIMEOUT_S": "3600",
-    "TRACEHOP_JOB_START_DEADLINE_S": "3",
-    "TRACEHOP_RECONCILE_INTERVAL_S": "0.5",
-}
+ENV = FAST_LEDGER_ENV  # the job must come back through the ledger
 
 
 @pytest.fixture(scope="module")

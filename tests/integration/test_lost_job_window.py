@@ -29,18 +29,11 @@ import redis
 
 from tests.integration.amqp_fixtures import env_for_broker
 from tests.integration.fault_tools import Programs, metric_value
-from tests.integration.stack import RunningStack, start_private_stack, stop_in_background
+from tests.integration.stack import FAST_LEDGER_ENV, RunningStack, start_private_stack, stop_in_background
 from tracehop.traffic import fault_baggage
 
 ENV = {
-    "GUNICORN_WORKERS": "1",
-    "OTEL_BSP_SCHEDULE_DELAY": "200",
-    "TRACEHOP_MAIL_LATENCY_MS": "1",
-    "TRACEHOP_WORKER_CONCURRENCY": "1",
-    # Long: a job must come back through the ledger, not through kombu's visibility-timeout sweep.
-    "TRACEHOP_VISIBILITY_TIMEOUT_S": "3600",
-    "TRACEHOP_JOB_START_DEADLINE_S": "3",
-    "TRACEHOP_RECONCILE_INTERVAL_S": "0.5",
+    **FAST_LEDGER_ENV,
     "TRACEHOP_JOB_CLAIM_LEASE_S": "2",
     "TRACEHOP_FAULT_INJECTION": "1",  # worker:kill=job_claimed
 }
