@@ -13,8 +13,6 @@ be set up and flushed:
 - prefork: no tracer provider in the main process (a provider made before the fork belongs to the
   parent: the children could neither install their own nor flush it when they exit), one per child.
   A child exits with `os._exit`, skipping atexit: hence the explicit flush in `worker_process_shutdown`.
-  A child Celery killed because its main process died (SIGKILL) flushed nothing: it now gets SIGTERM,
-  and exits through `worker_process_shutdown` too (parent_death.py).
 - every other pool: the jobs run in the one process that sent `worker_init`, so the provider is made
   there, once (`worker_process_init` is never sent for threads and gevent; solo sends it in the main
   process too, where `setup_tracing` is then a no-op: one provider, no "Overriding of current
@@ -56,7 +54,6 @@ from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from services.telemetry.logs import configure_logging
-from services.telemetry.parent_death import flush_spans_when_parent_dies
 from services.telemetry.setup import instrument, setup_tracing, shutdown_tracing
 from services.web import settings
 
@@ -90,7 +87,6 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
     the module that builds the Celery app (the worker imports it before any signal is sent)."""
     hooks = hooks or CeleryHooks()
     span_links = span_links_enabled()
-    pool_forks: list[bool] = []  # set by worker_init in the main process, inherited by its children
 
     def set_up_tracing() -> None:
         setup_tracing(service, wrap_exporter=hooks.wrap_exporter)
@@ -105,7 +101,6 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
     def on_worker_init(sender: Any = None, **_: object) -> None:
         refuse_unpatched_green_pool(sender)  # first: nothing else should start in such a worker
         _call(hooks.on_worker_start)
-        pool_forks.append(forks_children(sender))
         if not forks_children(sender):
             set_up_tracing()  # the jobs run in this very process: solo, threads, gevent, eventlet
         elif not hooks.trace_in_children:
@@ -116,10 +111,6 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
         configure_logging(service)
         if hooks.trace_in_children:
             set_up_tracing()
-        if hooks.trace_in_children and hooks.flush_on_child_exit and any(pool_forks):
-            # A pool child: Celery SIGKILLs it when its main process dies, queued spans and all; SIGTERM
-            # takes it out through worker_process_shutdown (the flush) instead.
-            flush_spans_when_parent_dies()
 
     def on_worker_process_shutdown(**_: object) -> None:
         # prefork children only: they exit with os._exit, which skips atexit.
