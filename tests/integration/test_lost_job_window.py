@@ -147,8 +147,8 @@ def test_a_worker_killed_right_after_claiming_the_job_loses_no_job(stack: Runnin
         return span.name == "run/send_welcome_email" and not span.attributes.get("job.duplicate_skipped")
 
     def finished(spans) -> bool:
-        # The killed attempt's span arrives too (its pool child flushes on the way out: parent_death.py);
-        # on Redis only the reconciler's copy can have finished the job.
+        # Wait for the run that finished the job, not just any run span: on Redis only the reconciler's
+        # copy can have finished it.
         if stack.broker == "redis":
             return any(ran(s) and s.attributes.get("job.republished") for s in spans)
         return any(map(ran, spans))
