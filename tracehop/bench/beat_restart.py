@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"kill {number + 1}: {kills[-1]}")
     finally:
         stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
     report = {
         "kills": kills,
         "summary": {
