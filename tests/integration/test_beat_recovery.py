@@ -161,3 +161,19 @@ def test_a_stopped_beat_is_not_serving(stack: RunningStack):
     assert stopped.problem == f"beat pid {pid} is stopped (SIGSTOP)"
     resumed = eventually(lambda: (status := beat_status(stack)).ready and status, 30, "beat ready again")
     assert resumed.pid == pid
+
+
+def test_a_beat_stopped_cleanly_takes_its_marker_along(stack: RunningStack):
+    """supervisord's stop (SIGTERM): beat syncs its schedule and removes its marker on the way out, and a
+    beat started again is ready once it has written its own."""
+    programs = Programs(stack.stack)
+    marker = stack.stack.layout.beat_ready_marker
+    eventually(lambda: beat_status(stack).ready, 60, "beat ready")
+    old_pid = programs.pid("beat")
+    programs.stop("beat")
+    assert not marker.exists()
+    status = beat_status(stack)
+    assert (status.state, status.ready, status.problem) == ("STOPPED", False, "no beat process runs")
+    programs.start("beat")
+    ready = eventually(lambda: (status := beat_status(stack)).ready and status, 60, "beat ready again")
+    assert ready.pid != old_pid and beat_ready.read(marker).pid == ready.pid  # type: ignore[union-attr]
