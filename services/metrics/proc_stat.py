@@ -24,6 +24,9 @@ class ProcStat:
     pgid: int
     cpu_seconds: float  # user + system since the process started
     resident_bytes: int
+    # When the process started, in clock ticks since boot (field 22): with the pid, it names one process
+    # even after the system gives the pid to another.
+    started_ticks: int = 0
 
     @property
     def zombie(self) -> bool:
@@ -33,7 +36,8 @@ class ProcStat:
 def parse_stat(pid: int, text: str) -> ProcStat:
     """The text of /proc/<pid>/stat, parsed."""
     # The command name (field 2) is in parentheses and may itself contain spaces and ')': split after the
-    # LAST ')'. Fields then start at field 3 (state): ppid is field 4, pgrp 5, utime 14, stime 15, rss 24.
+    # LAST ')'. Fields then start at field 3 (state): ppid is field 4, pgrp 5, utime 14, stime 15,
+    # starttime 22, rss 24.
     fields = text[text.rindex(")") + 2 :].split()
     return ProcStat(
         pid=pid,
@@ -42,6 +46,7 @@ def parse_stat(pid: int, text: str) -> ProcStat:
         pgid=int(fields[2]),
         cpu_seconds=(int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
         resident_bytes=int(fields[21]) * PAGE_BYTES,
+        started_ticks=int(fields[19]),
     )
 
 

@@ -116,6 +116,12 @@ def celery_config() -> dict[str, object]:
         "worker_max_tasks_per_child": 1 if broken_on_purpose.NO_FLUSH_ON_CHILD_EXIT.on else None,
         # celery beat: a periodic job, each run a trace of its own (tests shorten the period).
         "beat_schedule": {"heartbeat": {"task": "heartbeat", "schedule": worker["beat_interval_s"]}},
+        # Celery's scheduler, plus a marker naming the beat process once it has loaded the schedule and
+        # ticked: what says a restarted beat serves again (beat_scheduler.py).
+        "beat_scheduler": "services.worker.beat_scheduler:ReadyMarkingScheduler",
+        # Write each run's time to the schedule file as soon as it is sent (Celery: every 3 minutes): a
+        # beat SIGKILLed before that sync would send again, on restart, a run it had already sent.
+        "beat_sync_every": 1,
         # The welcome e-mail's retry budget (tests shorten the poison job's life with a smaller one).
         "task_annotations": {"send_welcome_email": {"max_retries": worker["mail_max_retries"]}},
         # Ours, read by the worker's hooks below.

@@ -41,4 +41,5 @@ def test_each_program_gets_its_services_check():
 
     assert service_checks.service_check("worker-b", readiness, jobs) == jobs.check
     assert service_checks.service_check("users", readiness, jobs) is readiness
-    assert service_checks.service_check("beat", readiness, jobs) is None
+    # beat's probe passes only for the process supervisord runs now, once it has loaded its schedule.
+    assert service_checks.service_check("beat", readiness, jobs) is readiness

@@ -244,28 +244,25 @@ class Chaos:
         return result
 
     def _wait_recovered(
-        self, service: Check | None, readiness: Check, program: str, old_pid: int, t0: float
+        self, service: Check, readiness: Check, program: str, old_pid: int, t0: float
     ) -> tuple[float | None, float | None, float]:
         """Seconds until the service answers again for good, until a process other than `old_pid` passes
         the readiness probe (old_pid 0: any process), and how long the service check failed meanwhile.
 
         "For good": the first answer after the LAST failed check seen before the process was replaced (an
-        orphaned gunicorn worker may answer at first and stop before the new master serves). With no
-        service check (beat), the service is back when its process is."""
+        orphaned gunicorn worker may answer at first and stop before the new master serves)."""
         service_back: float | None = None
         replaced: float | None = None
         unavailable = 0.0
         last = t0
         while time.monotonic() - t0 < RECOVERY_LIMIT_S:
             ready = readiness() is None
-            serving = ready if service in (None, readiness) else service() is None
+            serving = ready if service is readiness else service() is None
             now = time.monotonic()
             if replaced is None:
                 new_pid = self.pid(program)
                 if ready and (old_pid == 0 or (new_pid and new_pid != old_pid)):
                     replaced = round(now - t0, 2)
-            if service is None:
-                serving = replaced is not None
             if not serving:
                 unavailable += now - last
                 service_back = None

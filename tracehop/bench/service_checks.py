@@ -8,7 +8,10 @@ replaced:
   the port), whichever process answers it — an orphaned gunicorn worker, or the new master's;
 - the worker service (programs `worker` and `worker-b`): jobs complete (`JobsComplete`). A metrics page
   answering says nothing about consuming;
-- beat: only beat publishes the schedule, so its service is back when a new beat process is.
+- beat: its readiness probe, which passes only once the process supervisord runs now has loaded the
+  schedule and ticked (its ready marker names its pid: services/worker/beat_ready.py). Only beat publishes
+  the schedule, so no other process can answer for it; and since the probe does not wait for supervisord
+  to call the new process RUNNING, the figure is beat's own restart, not supervisord's `startsecs`.
 """
 
 from __future__ import annotations
@@ -107,10 +110,8 @@ def progressed(before: dict[str, float], after: dict[str, float]) -> bool:
     return any(count > before.get(url, 0.0) for url, count in after.items())
 
 
-def service_check(program: str, readiness: Check, jobs: JobsComplete) -> Check | None:
-    """How chaos asks whether `program`'s service answers; None when only a new process can (beat)."""
+def service_check(program: str, readiness: Check, jobs: JobsComplete) -> Check:
+    """How chaos asks whether `program`'s service answers."""
     if program in PROGRAM_NAMES:
         return jobs.check
-    if program == "beat":
-        return None
     return readiness

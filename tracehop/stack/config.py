@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.web import settings
+from services.worker.beat_ready import marker_path
 
 LOCALHOST = settings.LOCALHOST
 
@@ -104,8 +105,10 @@ class StackLayout:
         """celery beat's schedule database (the dbm module may add a suffix such as `.db`)."""
         return self.var_dir / "celerybeat-schedule"
 
-    def beat_schedule_files(self) -> list[Path]:
-        return sorted(self.var_dir.glob(f"{self.beat_schedule.name}*"))
+    @property
+    def beat_ready_marker(self) -> Path:
+        """Written by each beat process once it has loaded the schedule (services/worker/beat_ready.py)."""
+        return marker_path(self.beat_schedule)
 
     def multiproc_dir(self, program: str) -> Path:
         """PROMETHEUS_MULTIPROC_DIR of one program (the gunicorn services: of their every process)."""

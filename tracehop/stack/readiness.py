@@ -1,4 +1,5 @@
-"""Is a component of the stack ready? One probe per component: an HTTP GET or a Redis PING."""
+"""Is a component of the stack ready? One probe per component: an HTTP GET, a Redis PING, or for celery
+beat (which answers nothing) the marker its running process writes once it has loaded its schedule."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from services.worker import beat_ready
+from tracehop.stack.supervisor_client import SupervisorClient, SupervisorUnavailable
 
 # Probes talk to 127.0.0.1: never through a proxy from the user's environment.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -70,3 +75,27 @@ def _reason(error: Exception) -> str:
     if isinstance(reason, TimeoutError):
         return "timed out"
     return str(reason) or type(reason).__name__
+
+
+@dataclass(frozen=True)
+class BeatProbe:
+    """celery beat answers no request, and its schedule file outlives it: beat is ready once the process
+    supervisord runs as `beat` NOW has loaded its schedule and ticked, which its ready marker says with its
+    pid (services/worker/beat_ready.py). A marker a killed beat left names another pid: not ready."""
+
+    marker: Path
+    supervisor: SupervisorClient
+    component: str = "beat"
+
+    @property
+    def url(self) -> str:
+        return str(self.marker)
+
+    def check(self, timeout: float = 1.0) -> str | None:
+        try:
+            pid = next((info.pid for info in self.supervisor.processes() if info.name == self.component), 0)
+        except SupervisorUnavailable as error:
+            return f"supervisord does not answer ({error})"
+        if not pid:
+            return "no beat process runs"
+        return beat_ready.problem(self.marker, pid)

@@ -47,7 +47,7 @@ from tracehop.stack.processes import (
     process_exists,
 )
 from tracehop.stack.prometheus_config import write_local_prometheus_config
-from tracehop.stack.readiness import ReadinessProbe
+from tracehop.stack.readiness import BeatProbe, ReadinessProbe
 from tracehop.stack.supervisor_client import ProcessInfo, SupervisorClient, SupervisorUnavailable
 from tracehop.stack.supervisord_conf import build_programs, render_supervisord_conf, worker_pool
 from tracehop.stack.worker_programs import WorkerProgram, split_pool, worker_concurrency
@@ -278,7 +278,9 @@ class LocalStack:
             "prometheus": f"{urls.get('prometheus', '')}/-/ready",
         }
         return [
-            BeatProbe(self.layout) if name == "beat" else ReadinessProbe(name, checks[name])
+            BeatProbe(self.layout.beat_ready_marker, self._client)
+            if name == "beat"
+            else ReadinessProbe(name, checks[name])
             for name in self.components
         ]
 
@@ -433,10 +435,9 @@ class LocalStack:
         for directory in (layout.var_dir, layout.log_dir, layout.redis_dir, layout.prometheus_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._remove_runtime_files()
-        # beat's readiness is its schedule file appearing: one left by an earlier run would lie. (Losing
-        # the last-run times only means each periodic job waits one full period after `up`.)
-        for path in layout.beat_schedule_files():
-            path.unlink()
+        # The schedule file stays (each periodic job's last run: one missed while the stack was down runs
+        # at `up`); a ready marker of the last run names a pid that may have been reused since.
+        layout.beat_ready_marker.unlink(missing_ok=True)
         self._choose_redis_port()
         self.check_ports_free()
         # prometheus_client's multiprocess files of a previous run would be counted again.
@@ -629,22 +630,6 @@ class LocalStack:
     def _remove_runtime_files(self) -> None:
         for path in (self.layout.supervisord_pidfile, self.layout.supervisor_socket, self.layout.state_file):
             path.unlink(missing_ok=True)
-
-
-@dataclass(frozen=True)
-class BeatProbe:
-    """celery beat answers no request: it is ready once it has opened its schedule file, which it does
-    after loading the app, right before it starts ticking."""
-
-    layout: StackLayout
-    component: str = "beat"
-
-    @property
-    def url(self) -> str:
-        return str(self.layout.beat_schedule)
-
-    def check(self, timeout: float = 1.0) -> str | None:
-        return None if self.layout.beat_schedule_files() else "schedule file not written yet"
 
 
 def _valkey_binary() -> Path:
