@@ -21,6 +21,7 @@ if not settings.prometheus_multiproc_dir():
 from services.metrics import multiprocess
 from services.metrics.span_export_metrics import CountingSpanExporter
 from services.telemetry import gunicorn_hooks
+from services.web import heap
 from services.web.worker_listeners import ListensWhenReady
 
 # gthread: a few threads per process serve I/O-bound requests (the gateway waits on users and Redis)
@@ -56,6 +57,11 @@ def on_starting(server):
 def post_fork(server, worker):
     withdraw_listeners_until_ready(worker)
     start_telemetry(worker)
+
+
+def post_worker_init(worker):
+    # The app is loaded now (gunicorn calls this after load_wsgi), tracing since post_fork.
+    heap.freeze_startup_heap()
 
 
 def start_telemetry(worker):
