@@ -4,8 +4,10 @@
         'services.gateway:create_app()'
 
 Telemetry is set up in each worker AFTER the fork (post_fork) and flushed when the worker exits
-(worker_exit); the Prometheus multiprocess files of a dead worker are marked dead (child_exit). Loading
-this file must set up no tracing (tests/integration/test_compose_start.py checks it).
+(worker_exit); the Prometheus multiprocess files of a dead worker are marked dead (child_exit). Once the
+app is loaded (post_worker_init) the worker freezes its startup heap, so that full garbage collections
+stop walking it (services/web/heap.py). Loading this file must set up no tracing
+(tests/integration/test_compose_start.py checks it).
 """
 
 import tempfile
