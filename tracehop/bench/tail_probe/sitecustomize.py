@@ -12,9 +12,10 @@ One file per process, `<pid>.events`, lines of space-separated fields:
   P <pid> <ppid> <service or -> <argv0…>          once, when the process writes its first line
   G <start wall ns> <wall ns> <thread cpu ns> <generation> <collected>     a collection
   E <start wall ns> <wall ns> <thread cpu ns> <spans> <longest stretch ns>  an export (the exporter's call)
-The longest stretch is the most thread CPU between two of the encoder's pauses (tracehop's exporter pauses
-every 32 spans to let requests run). In a gevent worker the export's thread CPU also counts the requests
-its greenlets served while the POST waited for the network: there only the stretch is the export's own.
+The longest stretch is the most thread CPU the encoder ran without a pause (tracehop's exporter pauses
+every 32 spans to let requests run), from the encoding's start to its end, the POST left out. In a gevent
+worker the export's thread CPU also counts the requests its greenlets served while the POST waited for
+the network: there only the stretch is the export's own.
 """
 
 import contextlib
@@ -72,6 +73,15 @@ class _Probe:
             stretch["last"] = time.thread_time_ns()
 
         module.let_requests_run = timed_pause
+        encode = module.encode_spans_json
+
+        def timed_encode(*args, **kwargs):
+            try:
+                return encode(*args, **kwargs)
+            finally:  # the encoding's last stretch: from its last pause (or its start) to its end
+                stretch["longest"] = max(stretch["longest"], time.thread_time_ns() - stretch["last"])
+
+        module.encode_spans_json = timed_encode
         export = module.OTLPJsonSpanExporter.export
 
         def timed_export(self, spans):
@@ -81,9 +91,9 @@ class _Probe:
                 return export(self, spans)
             finally:
                 wall, cpu = time.time_ns() - wall0, time.thread_time_ns() - cpu0
-                # Only between pauses (or the whole call if the batch was too small to pause): after the
-                # last pause comes the POST, during which a gevent worker runs its requests on this thread.
-                longest = stretch["longest"] or cpu
+                # The encoding's stretches only: the POST after it waits for the network, and meanwhile a
+                # gevent worker runs its requests on this same thread.
+                longest = stretch["longest"]
                 probe._out().write(f"E {wall0} {wall} {cpu} {len(spans)} {longest}\n")
 
         module.OTLPJsonSpanExporter.export = timed_export
