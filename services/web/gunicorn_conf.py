@@ -4,8 +4,10 @@
         'services.gateway:create_app()'
 
 Telemetry is set up in each worker AFTER the fork (post_fork) and flushed when the worker exits
-(worker_exit); the Prometheus multiprocess files of a dead worker are marked dead (child_exit). Loading
-this file must set up no tracing (tests/integration/test_compose_start.py checks it).
+(worker_exit); the Prometheus multiprocess files of a dead worker are marked dead (child_exit). Once the
+app is loaded (post_worker_init) the worker freezes its startup heap, so that full garbage collections
+stop walking it (services/web/heap.py). Loading this file must set up no tracing
+(tests/integration/test_compose_start.py checks it).
 """
 
 import tempfile
@@ -21,6 +23,7 @@ if not settings.prometheus_multiproc_dir():
 from services.metrics import multiprocess
 from services.metrics.span_export_metrics import CountingSpanExporter
 from services.telemetry import gunicorn_hooks
+from services.web import heap
 from services.web.worker_listeners import ListensWhenReady
 
 # gthread: a few threads per process serve I/O-bound requests (the gateway waits on users and Redis)
@@ -56,6 +59,11 @@ def on_starting(server):
 def post_fork(server, worker):
     withdraw_listeners_until_ready(worker)
     start_telemetry(worker)
+
+
+def post_worker_init(worker):
+    # The app is loaded now (gunicorn calls this after load_wsgi), tracing since post_fork.
+    heap.freeze_startup_heap()
 
 
 def start_telemetry(worker):

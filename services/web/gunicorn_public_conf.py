@@ -7,7 +7,7 @@ that holds against slow clients (services/web/public_door.py, limits in services
 The users service stays on gthread (gunicorn_conf.py): only the gateway talks to it.
 """
 
-from services.web import settings
+from services.web import heap, settings
 from services.web.gunicorn_conf import *  # noqa: F403 - this file is gunicorn_conf.py with another worker
 from services.web.gunicorn_conf import start_telemetry, withdraw_listeners_until_ready
 
@@ -24,3 +24,4 @@ def post_fork(server, worker):
 
 def post_worker_init(worker):
     start_telemetry(worker)
+    heap.freeze_startup_heap()  # after telemetry: its modules and provider are startup heap too

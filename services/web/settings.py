@@ -102,6 +102,20 @@ def log_span_events() -> bool:
     return env_bool("TRACEHOP_LOG_SPAN_EVENTS", True)
 
 
+def gc_freeze() -> bool:
+    """TRACEHOP_GC_FREEZE (default true): a gunicorn worker freezes its startup heap once the app is loaded,
+    so full garbage collections stop walking it (services/web/heap.py)."""
+    return env_bool("TRACEHOP_GC_FREEZE", True)
+
+
+def gc_gen0_threshold() -> int | None:
+    """TRACEHOP_GC_GEN0_THRESHOLD: generation 0's threshold in a gunicorn worker (unset or 0: Python's)."""
+    value = env_int("TRACEHOP_GC_GEN0_THRESHOLD", 0)
+    if value < 0:
+        raise ValueError(f"TRACEHOP_GC_GEN0_THRESHOLD must be 0 (Python's default) or more, got {value}")
+    return value or None
+
+
 def deployment_environment() -> str:
     return env_str("TRACEHOP_ENV", "local")
 

@@ -1,0 +1,95 @@
+"""The tail tool (tracehop/bench/tail.py): its start-up probe in a real Python process, and its analysis.
+
+The probe must record collections from the first import on and wrap tracehop's exporter once that module
+has finished importing, in a process that never mentions the probe; the analysis must say which slow
+requests overlapped which stall.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tracehop.bench.tail import PROBE_DIR, ProcessEvents, Window, analyse, read_events
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# A process that exports one batch of 40 spans through tracehop's exporter to a local HTTP server that
+# accepts anything, and runs a full collection and a young one of its own.
+EXPORTING_PROCESS = textwrap.dedent(
+    """
+    import gc, http.server, threading
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter
+
+    class Accept(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Accept)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    gc.collect()
+    gc.collect(0)
+    provider = TracerProvider()
+    exporter = OTLPJsonSpanExporter(f"http://127.0.0.1:{server.server_port}/v1/traces")
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=60_000))
+    for index in range(40):
+        provider.get_tracer("t").start_span(f"s{index}").end()
+    assert provider.force_flush(10_000)
+    provider.shutdown()
+    """
+)
+
+
+def test_probe_records_collections_and_the_exporters_stretches(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROBE_DIR),
+        "TRACEHOP_TAIL_PROBE_DIR": str(tmp_path),
+        "OTEL_SERVICE_NAME": "probed",
+    }
+    subprocess.run([sys.executable, "-c", EXPORTING_PROCESS], cwd=REPO_ROOT, env=env, check=True, timeout=60)
+    [process] = read_events(tmp_path)
+    assert process.service == "probed"
+    generations = {gc[3] for gc in process.gcs}
+    assert {0, 2} <= generations, process.gcs
+    assert all(gc[1] >= gc[2] * 0.5 and gc[2] > 0 for gc in process.gcs if gc[3] == 2)
+    [export] = process.exports
+    start, wall, cpu, spans, longest = export
+    assert spans == 40
+    # 40 spans: one pause after the 32nd, so the longest stretch is part of the encoding, not all of it.
+    assert 0 < longest < cpu <= wall * 2, export
+
+
+def _window(requests: list[tuple[int, int, str]]) -> Window:
+    return Window("traced", 0, 10**9, requests, {"users": 0.2}, (1.0, 1.0, 1.0))
+
+
+def test_analysis_names_the_stall_the_slowest_requests_overlapped() -> None:
+    ms = 10**6
+    # 200 requests, one every 5 ms, taking 2 ms; two stalled behind a 40 ms full collection in users.
+    requests = [(i * 5 * ms, 2 * ms, "get") for i in range(200)]
+    requests[100] = (500 * ms, 45 * ms, "get")
+    requests[101] = (505 * ms, 40 * ms, "get")
+    users = ProcessEvents(
+        1, "users", gcs=[(501 * ms, 41 * ms, 40 * ms, 2, 0), (20 * ms, ms // 2, ms // 2, 0, 0)]
+    )
+    gateway = ProcessEvents(2, "gateway", exports=[(300 * ms, 3 * ms, 1 * ms, 250, ms // 2)])
+    result = analyse(_window(requests), [users, gateway])
+    overlap = result["slowest_1pct_overlap"]
+    assert overlap["users gen2"] == {"all": round(9 / 200, 3), "slowest_1pct": 1.0}, overlap
+    assert overlap["gateway export"]["slowest_1pct"] == 0.0
+    assert result["services"]["users"]["gen2"]["per_1000_req"] == 5.0
+    assert result["services"]["users"]["gen2"]["cpu_ms_max"] == 40.0
+    assert result["services"]["users"]["gen0"]["per_1000_req"] == 5.0
+    assert result["services"]["gateway"]["exports"]["longest_stretch_ms_max"] == 0.5
+    assert result["cpu_ms_per_req"]["users"] == 1.0

@@ -1,0 +1,295 @@
+"""Where the traced tail at 100 req/s comes from: garbage collections and span exports, request by request.
+
+    python -m tracehop.bench.tail                      # untraced and tracehop, 3 rounds x 20 s at 100 req/s
+    python -m tracehop.bench.tail --variant nofreeze:TRACEHOP_GC_FREEZE=false --rounds 4
+
+`make bench` gives one p99 per window, and on a shared 2-core machine the neighbours move it more than
+tracing does. This tool measures what can cause a slow request instead: each process of every stack
+records its garbage collections and span exports (`tail_probe/sitecustomize.py`, loaded only in the
+stacks this tool starts), the generator records when every request was due and how long it took, and the
+report says, per service and per 1,000 requests, how many collections of each generation ran and how
+long they held the interpreter (thread CPU time, which the neighbours do not stretch, beside wall time),
+how long each export held it, and how often the slowest 1% of requests overlapped a collection or an
+export compared with all requests. Modes run interleaved (ABAB…, then BABA…) in the same minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+
+from tracehop.bench import procs
+from tracehop.bench.load import REQUEST_TIMEOUT_S, BenchRequest, BuiltinLoad, UserMix, _Connection
+from tracehop.bench.queue import wait_for_drain
+from tracehop.bench.runner import MODE_ENV
+from tracehop.bench.stats import percentile
+from tracehop.stack.config import free_stack_ports
+from tracehop.stack.runner import LocalStack
+
+PROBE_DIR = Path(__file__).with_name("tail_probe")
+SERVICES = ("gateway", "users", "worker")
+
+
+@dataclass
+class Stack:
+    name: str
+    stack: LocalStack
+    probe_dir: Path
+    groups: dict[str, tuple[int, ...]]
+    redis: redis.Redis
+
+
+@dataclass
+class Window:
+    name: str
+    start_ns: int
+    end_ns: int
+    requests: list[tuple[int, int, str]]  # (due wall ns, latency ns, kind)
+    cpu_s: dict[str, float]
+    loadavg: tuple[float, float, float]
+    errors: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def start_stack(name: str, base_mode: str, extra_env: dict[str, str], root: Path) -> Stack:
+    probe_dir = root / name / "probe"
+    probe_dir.mkdir(parents=True)
+    env = {
+        **MODE_ENV[base_mode],
+        **extra_env,
+        "PYTHONPATH": str(PROBE_DIR),
+        "TRACEHOP_TAIL_PROBE_DIR": str(probe_dir),
+    }
+    stack = LocalStack(
+        root / name / "var", root / name / "logs", free_stack_ports(), env, prometheus=False, beat=False
+    )
+    stack.start(timeout=120)
+    groups = procs.service_groups({status.component: status.pid for status in stack.status()})
+    return Stack(name, stack, probe_dir, groups, redis.Redis.from_url(stack.urls["redis"]))
+
+
+def warm_up(stack: Stack, mix: UserMix) -> None:
+    session = requests.Session()
+    session.trust_env = False
+    for index in range(mix.max_user_id):
+        body = {"name": "Tail Seed", "email": f"seed-{index}@example.org"}
+        session.post(f"{stack.stack.urls['gateway']}/api/users", json=body, timeout=10).raise_for_status()
+    BuiltinLoad(stack.stack.urls["gateway"], mix, 3.0, connections=4).run()
+    wait_for_drain(stack.redis, time.monotonic(), 45)
+
+
+def fixed_rate(
+    base_url: str, mix: UserMix, rate: float, duration_s: float, threads: int = 8
+) -> tuple[list, int]:
+    """Open loop as the bench's generator (latency counts from when a request was due), keeping each
+    request's due time on the wall clock so it can be matched against the processes' events."""
+    host, port = base_url.removeprefix("http://").split(":")
+    start_wall_ns, start = time.time_ns(), time.monotonic()
+    slots = iter(range(10**9))
+    lock = threading.Lock()
+    records: list[tuple[int, int, str]] = []
+    errors = [0]
+
+    def run(index: int) -> None:
+        rng = random.Random(index)
+        connection = _Connection(host, int(port), REQUEST_TIMEOUT_S)
+        while True:
+            with lock:
+                slot = next(slots)
+            due = start + slot / rate
+            if due >= start + duration_s:
+                break
+            if (wait := due - time.monotonic()) > 0:
+                time.sleep(wait)
+            request: BenchRequest = mix.next_request(rng, index * 10**6 + slot)
+            try:
+                status, _ = connection.send(request)
+            except OSError:
+                status = 0
+            latency = time.monotonic() - due
+            with lock:
+                records.append((start_wall_ns + int((due - start) * 1e9), int(latency * 1e9), request.kind))
+                if status not in (200, 201):
+                    errors[0] += 1
+        connection.close()
+
+    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return records, errors[0]
+
+
+def measure(stack: Stack, mix: UserMix, rate: float, duration_s: float) -> Window:
+    before = procs.snapshot(stack.groups)
+    start_ns = time.time_ns()
+    records, errors = fixed_rate(stack.stack.urls["gateway"], mix, rate, duration_s)
+    end_ns = time.time_ns()
+    wait_for_drain(stack.redis, time.monotonic(), 45)
+    time.sleep(1.5)  # the last batch of spans exported, so its CPU counts in this window
+    after = procs.snapshot(stack.groups)
+    cpu = {name: procs.usage_between(before.get(name, {}), after[name]).cpu_s for name in after}
+    return Window(stack.name, start_ns, end_ns, records, cpu, procs.load_average(), errors)
+
+
+# ---------------------------------------------------------------------------------------- the events
+
+
+@dataclass
+class ProcessEvents:
+    pid: int
+    service: str
+    # (start wall ns, wall ns, thread cpu ns, generation, collected)
+    gcs: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    # (start wall ns, wall ns, thread cpu ns, spans, longest stretch between the encoder's pauses ns)
+    exports: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+
+
+def read_events(probe_dir: Path) -> list[ProcessEvents]:
+    processes = []
+    for path in probe_dir.glob("*.events"):
+        events = None
+        for line in path.read_text().splitlines():
+            fields = line.split()
+            if not fields:
+                continue
+            if fields[0] == "P":
+                events = ProcessEvents(int(fields[1]), fields[3])
+                processes.append(events)
+            elif events is not None and len(fields) == 6:
+                values = tuple(int(value) for value in fields[1:])
+                (events.gcs if fields[0] == "G" else events.exports).append(values)
+    return processes
+
+
+def _overlaps(intervals: list[tuple[int, int]], start: int, end: int) -> bool:
+    return any(s < end and s + d > start for s, d in intervals)
+
+
+def analyse(window: Window, processes: list[ProcessEvents]) -> dict[str, Any]:
+    lo, hi = window.start_ns, window.end_ns + 2 * 10**9
+    requests_n = len(window.requests)
+    per_1000 = 1000 / max(1, requests_n)
+    services: dict[str, Any] = {}
+    stalls: dict[str, list[tuple[int, int]]] = defaultdict(list)  # what can hold up a request
+    for service in ("gateway", "users", "worker"):
+        mine = [p for p in processes if p.service == service]
+        gcs = [g for p in mine for g in p.gcs if lo <= g[0] < hi]
+        exports = [e for p in mine for e in p.exports if lo <= e[0] < hi]
+        by_gen = {gen: [g for g in gcs if g[3] == gen] for gen in (0, 1, 2)}
+        record: dict[str, Any] = {
+            "cpu_ms_per_req": round(window.cpu_s.get(service, 0) / max(1, requests_n) * 1000, 3)
+        }
+        for gen, items in by_gen.items():
+            cpus = sorted(g[2] / 1e6 for g in items)
+            record[f"gen{gen}"] = {
+                "per_1000_req": round(len(items) * per_1000, 1),
+                "cpu_ms_per_1000_req": round(sum(cpus) * per_1000, 2),
+                "cpu_ms_p50": round(percentile(cpus, 50) or 0, 3),
+                "cpu_ms_max": round(max(cpus, default=0), 3),
+                "wall_ms_max": round(max((g[1] / 1e6 for g in items), default=0), 3),
+            }
+        if exports:
+            record["exports"] = {
+                "per_1000_req": round(len(exports) * per_1000, 1),
+                "spans": sum(e[3] for e in exports),
+                "cpu_ms_per_1000_req": round(sum(e[2] for e in exports) / 1e6 * per_1000, 2),
+                "cpu_ms_max": round(max(e[2] for e in exports) / 1e6, 3),
+                "wall_ms_max": round(max(e[1] for e in exports) / 1e6, 3),
+                "longest_stretch_ms_max": round(max(e[4] for e in exports) / 1e6, 3),
+            }
+        services[service] = record
+        if service != "worker":
+            stalls[f"{service} gen2"] += [(g[0], g[1]) for g in by_gen[2]]
+            stalls[f"{service} gc>=1ms"] += [(g[0], g[1]) for g in gcs if g[1] >= 10**6]
+            stalls[f"{service} export"] += [(e[0], e[1]) for e in exports]
+    latencies = sorted(r[1] for r in window.requests)
+    cut = latencies[int(len(latencies) * 0.99)] if latencies else 0
+    slow = [r for r in window.requests if r[1] >= cut]
+    overlap = {}
+    for name, intervals in stalls.items():
+        all_share = sum(_overlaps(intervals, r[0], r[0] + r[1]) for r in window.requests) / max(1, requests_n)
+        slow_share = sum(_overlaps(intervals, r[0], r[0] + r[1]) for r in slow) / max(1, len(slow))
+        overlap[name] = {"all": round(all_share, 3), "slowest_1pct": round(slow_share, 3)}
+    ms = [latency / 1e6 for latency in latencies]
+    return {
+        "window": window.name,
+        "requests": requests_n,
+        "errors": window.errors,
+        "p50_ms": round(percentile(ms, 50) or 0, 2),
+        "p99_ms": round(percentile(ms, 99) or 0, 2),
+        "max_ms": round(max(ms, default=0), 2),
+        "loadavg": window.loadavg,
+        "cpu_ms_per_req": {k: round(v * 1000 / max(1, requests_n), 3) for k, v in window.cpu_s.items()},
+        "services": services,
+        "slowest_1pct_overlap": overlap,
+    }
+
+
+def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:
+    """name[=base]:VAR=VALUE,VAR=VALUE  (base defaults to tracehop; `untraced` and `stock` are bases too)."""
+    head, _, assignments = text.partition(":")
+    name, _, base = head.partition("=")
+    env = dict(item.split("=", 1) for item in assignments.split(",") if item)
+    return name, base or ("untraced" if name == "untraced" else "tracehop"), env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", action="append", default=[], help="name[=base]:VAR=VALUE,… (repeatable)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--output", type=Path, default=Path("bench/runs/tail.json"))
+    parser.add_argument("--root", type=Path, default=None, help="where the stacks live (default: a temp dir)")
+    args = parser.parse_args(argv)
+    variants = [parse_variant(v) for v in (args.variant or ["untraced", "tracehop"])]
+    root = args.root or Path(os.environ.get("TMPDIR", "/tmp")) / f"tracehop-tail-{os.getpid()}"
+    mix = UserMix()
+    stacks: list[Stack] = []
+    results: list[dict[str, Any]] = []
+    try:
+        for name, base, env in variants:
+            print(f"starting {name} ({base}, {env})", flush=True)
+            stacks.append(start_stack(name, base, env, root))
+        for stack in stacks:
+            warm_up(stack, mix)
+        windows: list[tuple[Stack, Window]] = []
+        for round_number in range(args.rounds):
+            order = stacks if round_number % 2 == 0 else stacks[::-1]
+            for stack in order:
+                window = measure(stack, mix, args.rate, args.duration)
+                windows.append((stack, window))
+                brief = analyse(window, read_events(stack.probe_dir))
+                print(
+                    json.dumps({k: brief[k] for k in ("window", "p50_ms", "p99_ms", "max_ms", "loadavg")}),
+                    flush=True,
+                )
+        for stack, window in windows:
+            results.append(analyse(window, read_events(stack.probe_dir)))
+    finally:
+        for stack in stacks:
+            stack.stack.stop()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(
+        json.dumps({"variants": [list(v) for v in variants], "windows": results}, indent=1)
+    )
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
