@@ -92,8 +92,12 @@ def _no_custom_headers(_: object) -> dict:
 
 def wsgi_helpers() -> types.ModuleType:
     """The WSGI module as the Flask instrumentation should see it, with the capture variables as they
-    are now. A module object whose missing names are the real module's."""
+    are now: a module object holding the real module's names, three of them replaced."""
     namespace = types.ModuleType("tracehop_otel_wsgi")
+    # The real module's names copied (a module-level __getattr__ alone costs ~3 µs per lookup: Python
+    # tries the namespace's dict and raises AttributeError internally first), and __getattr__ for any
+    # name the real module gains later.
+    namespace.__dict__.update({k: v for k, v in vars(otel_wsgi).items() if not k.startswith("__")})
     namespace.__getattr__ = lambda name: getattr(otel_wsgi, name)  # type: ignore[method-assign]
     namespace.collect_request_attributes = collect_request_attributes_once  # type: ignore[attr-defined]
     capture = {name: os.environ.get(name) for name in _CAPTURE_VARIABLES}
