@@ -72,18 +72,31 @@ def check_versions() -> None:
         )
 
 
-def collect_request_attributes_once(environ: dict[str, Any], sem_conv_opt_in_mode: Any = None) -> dict:
-    """The stock `collect_request_attributes`; the second call for the same environ (and mode) gets a
-    copy of what the first computed, since nothing it reads has changed in between."""
-    if sem_conv_opt_in_mode is None:
+_UNSET: Any = object()
+
+
+def collect_request_attributes_once(
+    environ: dict[str, Any], mode: Any = _UNSET, *, sem_conv_opt_in_mode: Any = _UNSET
+) -> dict:
+    """The stock `collect_request_attributes`; the span's collection gets a copy of what the metrics'
+    collection computed for the same environ and mode, since nothing it reads has changed in between.
+
+    The two calls are told apart by how 0.66b1 makes them: the wrapped `wsgi_app` (first, for the
+    metrics) passes the mode positionally, `before_request` (second, for the span) by keyword. So a
+    cached copy is only ever taken by the span's call, and a first call always computes afresh (an
+    environ reused for another request cannot hand on a stale copy).
+    """
+    if mode is not _UNSET:
+        attributes = otel_wsgi.collect_request_attributes(environ, mode)
+        # A copy: the caller adds the response's attributes to its dict (for the metrics).
+        environ[CACHE_KEY] = (mode, dict(attributes))
+        return attributes
+    if sem_conv_opt_in_mode is _UNSET:
         sem_conv_opt_in_mode = otel_wsgi._StabilityMode.DEFAULT
     cached = environ.pop(CACHE_KEY, None)
     if cached is not None and cached[0] is sem_conv_opt_in_mode:
         return cached[1]
-    attributes = otel_wsgi.collect_request_attributes(environ, sem_conv_opt_in_mode)
-    # A copy: the caller adds the response's attributes to its dict (for the metrics).
-    environ[CACHE_KEY] = (sem_conv_opt_in_mode, dict(attributes))
-    return attributes
+    return otel_wsgi.collect_request_attributes(environ, sem_conv_opt_in_mode)
 
 
 def _no_custom_headers(_: object) -> dict:

@@ -267,3 +267,42 @@ def test_checked_versions_are_the_locked_ones() -> None:
     lock = (Path(__file__).parents[2] / "requirements.lock").read_text().splitlines()
     for name, checked in flask_request_attributes.CHECKED_VERSIONS.items():
         assert f"{name}=={checked}" in lock
+
+
+def test_one_collection_per_request_and_none_handed_on_through_a_reused_environ(
+    monkeypatch: pytest.MonkeyPatch, spans: InMemorySpanExporter
+) -> None:
+    from werkzeug.test import EnvironBuilder
+
+    calls = []
+    stock_collect = flask_request_attributes.otel_wsgi.collect_request_attributes
+
+    def counting(*args: Any, **kwargs: Any) -> dict:
+        calls.append(args[0].get("PATH_INFO"))
+        return stock_collect(*args, **kwargs)
+
+    monkeypatch.setattr(flask_request_attributes.otel_wsgi, "collect_request_attributes", counting)
+    stock_app, lean_app = small_app(), small_app()
+    instrumented(stock_app, lean_helpers=False)
+    instrumented(lean_app, lean_helpers=True)
+    lean_helpers = flask_request_attributes.otel_flask.otel_wsgi
+    runs = []
+    try:
+        for app, helpers in ((stock_app, flask_request_attributes.otel_wsgi), (lean_app, lean_helpers)):
+            flask_request_attributes.otel_flask.otel_wsgi = helpers
+            spans.clear()
+            calls.clear()
+            # One environ dict for two requests (a server is free to do that): the excluded probe's
+            # collection (for its metrics only) must not become the next request's span attributes.
+            environ = EnvironBuilder(path="/healthz", base_url="http://127.0.0.1:8000").get_environ()
+            for path in ("/healthz", "/items/3"):
+                environ["PATH_INFO"] = path
+                body = app(environ, lambda status, headers, exc_info=None: None)
+                b"".join(body)
+                body.close()
+            runs.append((shape(spans.get_finished_spans()), list(calls)))
+    finally:
+        flask_request_attributes.uninstall()
+    assert runs[0][0] == runs[1][0]
+    assert runs[0][1] == ["/healthz", "/items/3", "/items/3"]  # stock: twice for a traced request
+    assert runs[1][1] == ["/healthz", "/items/3"]  # ours: once
