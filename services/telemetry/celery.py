@@ -53,7 +53,6 @@ from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from services.telemetry import celery_task_attributes
 from services.telemetry.logs import configure_logging
 from services.telemetry.setup import instrument, setup_tracing, shutdown_tracing
 from services.web import settings
@@ -174,10 +173,6 @@ def instrument_celery_spans(span_links: bool) -> None:
     locked opentelemetry-instrumentation-celery 0.66b1 has). Idempotent, and off when tracing is disabled."""
     if settings.tracing_disabled():
         return
-    if settings.lean_instrumentation():
-        celery_task_attributes.install()  # the task attributes set by a table (the module says why)
-    else:
-        celery_task_attributes.uninstall()  # one process, one setting: stock means stock
     instrumentor = CeleryInstrumentor()  # a singleton: the first instrument() call sets the mode
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(use_span_links=span_links)
