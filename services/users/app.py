@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 
+from services.telemetry import redis_connection_attributes
 from services.telemetry.logs import configure_logging
 from services.telemetry.setup import instrument
 from services.users.database import redis_client, register_database_errors
@@ -28,6 +29,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Redis is this service's database, so its commands are spans (the design's `db_query` step).
     # Only here: in the gateway and worker Redis is Celery's broker, whose polling would bury the trace.
     instrument([RedisInstrumentor()])
+    if settings.lean_instrumentation():
+        # Its connection attributes built once per pool, not per command (the module says why).
+        redis_connection_attributes.install()
+    else:
+        redis_connection_attributes.uninstall()  # one process, one setting: stock means stock
     client = redis_client(app.config["REDIS_URL"])
     app.extensions["user_store"] = UserStore(client)
     app.register_blueprint(blueprint)

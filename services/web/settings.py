@@ -186,6 +186,14 @@ def lean_tracer() -> bool:
     return env_bool("TRACEHOP_LEAN_TRACER", True)
 
 
+def lean_instrumentation() -> bool:
+    """TRACEHOP_LEAN_INSTRUMENTATION (default true): in tracehop's setup, the stock instrumentations' per-
+    request attribute work is done once where it is repeated (services/telemetry/flask_request_attributes.py
+    and redis_connection_attributes.py, each proven equal to the stock instrumentation); false: the
+    instrumentations' own."""
+    return env_bool("TRACEHOP_LEAN_INSTRUMENTATION", True) and tracing_setup() != "stock"
+
+
 def tracing_setup() -> str:
     """TRACEHOP_TRACING_SETUP: `tracehop` (as shipped) or `stock`, OpenTelemetry's documented setup with
     the SDK's defaults and none of tracehop's additions; `make bench` measures both (docs/performance.md)."""
