@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
@@ -283,6 +284,24 @@ def test_otlp_json_export_is_stored_with_hex_ids(store: RunningTraceStore, http:
         HOUR_AGO_NS,
         HOUR_AGO_NS + 2 * MS,
     )
+
+
+def test_store_process_freezes_its_startup_heap(tmp_path: Path, http: requests.Session) -> None:
+    """The store's own process (`run`) moves its start-up objects out of the collector's reach once the
+    viewer is built (server.py, RunningTraceStore), and goes on storing spans afterwards."""
+    assert gc.get_freeze_count() == 0, "something else froze this test process's heap"
+    try:
+        with serve_in_thread(db_path=tmp_path / "traces.sqlite3", freeze_heap=True) as store:
+            deadline = time.monotonic() + 30
+            while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            # The viewer's modules (Flask, Jinja) are imported by then: far more than the test's own.
+            assert gc.get_freeze_count() > 10_000
+            response = _post(http, store, json.dumps(otlp_json_body()).encode(), "application/json")
+            assert response.status_code == 200
+            assert len(TraceQuery(store.query_url).get_trace("5b8efff798038103d269b633813fc60c")) == 3
+    finally:
+        gc.unfreeze()  # the rest of the test run collects as usual
 
 
 def test_trace_json_has_jaegers_shape(store: RunningTraceStore, http: requests.Session) -> None:

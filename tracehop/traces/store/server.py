@@ -6,6 +6,7 @@ Run: `python -m tracehop trace-store --otlp-port 4318 --query-port 16686 --db va
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -193,6 +194,13 @@ class RunningTraceStore:
 
     The query port serves the query API and the trace viewer (which shows log lines from `log_dir` and
     links to Prometheus at `prometheus_url` when given).
+
+    `freeze_heap` (the store's own process, `run`): once the viewer is built, every object alive is moved
+    out of the cyclic garbage collector's reach (`gc.freeze`). Decoding an OTLP/JSON export allocates ~25
+    dicts and lists per span; they trigger collections that walked the ~300,000 objects of the imported
+    modules (Flask, protobuf, ...) again and again: 10 µs of the store's CPU per span in a replay of the
+    services' exports (docs/performance.md, "The trace store's CPU per span"). Objects made afterwards are
+    collected as before. Not for a store embedded in another program (tests): that would pin its garbage.
     """
 
     def __init__(
@@ -204,8 +212,10 @@ class RunningTraceStore:
         log_dir: Path | None = None,
         prometheus_url: str | None = None,
         retention: Retention | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         self.db_path = db_path
+        self._freeze_heap = freeze_heap
         self.host = host
         self.database = SpanDatabase(db_path)
         self.retention = retention or Retention()
@@ -278,6 +288,8 @@ class RunningTraceStore:
             self._query_app.warm_up()
         except Exception as error:  # the viewer's own first page will say it again; retention goes on
             sys.stderr.write(f"trace store: building the trace viewer failed: {error!r}\n")
+        if self._freeze_heap:
+            gc.freeze()
         while True:
             try:
                 deleted = self.database.prune(self.retention, time.time_ns())
@@ -309,9 +321,12 @@ def serve_in_thread(
     log_dir: Path | None = None,
     prometheus_url: str | None = None,
     retention: Retention | None = None,
+    freeze_heap: bool = False,
 ) -> RunningTraceStore:
     """Start the store in background threads (port 0 picks a free port); for tests and embedding."""
-    return RunningTraceStore(otlp_port, query_port, db_path, host, log_dir, prometheus_url, retention)
+    return RunningTraceStore(
+        otlp_port, query_port, db_path, host, log_dir, prometheus_url, retention, freeze_heap
+    )
 
 
 def run(
@@ -325,7 +340,9 @@ def run(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down cleanly (blocking)."""
     stop_requested = threading.Event()
-    store = serve_in_thread(otlp_port, query_port, db_path, host, log_dir, prometheus_url, retention)
+    store = serve_in_thread(
+        otlp_port, query_port, db_path, host, log_dir, prometheus_url, retention, freeze_heap=True
+    )
     previous = {
         sig: signal.signal(sig, lambda *_: stop_requested.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
