@@ -14,8 +14,10 @@ still holds its pipes must leave too.
 The kernel sends the parent-death signal each time the thread the child counts as its parent exits: one
 SIGKILL of the main process signals a child one to three times, a few ms apart, depending on which of the
 main's threads dies first. That is what made the first version of this fix (SIGTERM, whose second
-delivery killed the child in its flush) pass one run and fail the next. The second test makes the repeats
-certain: it sends the child the same signal again, every millisecond, for as long as the child lives.
+delivery killed the child in its flush) pass one run and fail the next. Two things here make it certain:
+the trace store is paused (SIGSTOP) for half a second around the kill, so each child is still in its
+flush when any repeat comes (its POST waits; the export timeout is 3 s); and the second test sends the
+child the same signal again every few milliseconds during that half second.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ ENV = {
 }
 JOBS = 6
 POOL = 2
+HOLD_S = 0.5  # the trace store paused: the children's flush waits this long
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +89,35 @@ def assert_flushed_on_the_way_out(stack: RunningStack, main: int, pool: list[int
     Programs(stack.stack).wait_running("worker", other_than=main, timeout=60)  # for the next test
 
 
+@contextlib.contextmanager
+def trace_store_paused(stack: RunningStack) -> Iterator[None]:
+    store = Programs(stack.stack).pid("trace-store")
+    os.kill(store, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(store, signal.SIGCONT)
+
+
 def test_a_killed_worker_main_process_loses_no_finished_jobs_span(stack: RunningStack):
     main, pool, traces = finished_jobs(stack)
-    os.kill(main, signal.SIGKILL)
+    with trace_store_paused(stack):
+        os.kill(main, signal.SIGKILL)
+        time.sleep(HOLD_S)
     assert_flushed_on_the_way_out(stack, main, pool, traces)
 
 
 def test_a_repeated_parent_death_signal_does_not_cut_the_flush_short(stack: RunningStack):
     main, pool, traces = finished_jobs(stack)
-    os.kill(main, signal.SIGKILL)
-    # At once, and until the children are gone: the kernel's own signals come while the main process
-    # dies, and the test above shows that they alone start the exit; these may overtake them.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (alive := [pid for pid in pool if process_exists(pid)]):
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, PARENT_DEATH_SIGNAL)
-        time.sleep(0.001)
+    with trace_store_paused(stack):
+        os.kill(main, signal.SIGKILL)
+        # At once, and while the children wait in their flush: the kernel's own signals come while the
+        # main process dies, and the test above shows that they alone start the exit; these may overtake
+        # them, and the later ones are the repeats.
+        deadline = time.monotonic() + HOLD_S
+        while time.monotonic() < deadline:
+            for pid in pool:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, PARENT_DEATH_SIGNAL)
+            time.sleep(0.005)
     assert_flushed_on_the_way_out(stack, main, pool, traces)
