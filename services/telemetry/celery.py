@@ -13,6 +13,8 @@ be set up and flushed:
 - prefork: no tracer provider in the main process (a provider made before the fork belongs to the
   parent: the children could neither install their own nor flush it when they exit), one per child.
   A child exits with `os._exit`, skipping atexit: hence the explicit flush in `worker_process_shutdown`.
+  A child Celery killed because its main process died (SIGKILL) flushed nothing: it now gets a
+  parent-death signal of its own and leaves through `worker_process_shutdown` too (parent_death.py).
 - every other pool: the jobs run in the one process that sent `worker_init`, so the provider is made
   there, once (`worker_process_init` is never sent for threads and gevent; solo sends it in the main
   process too, where `setup_tracing` is then a no-op: one provider, no "Overriding of current
@@ -53,6 +55,7 @@ from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from services.telemetry import parent_death
 from services.telemetry.logs import configure_logging
 from services.telemetry.setup import instrument, setup_tracing, shutdown_tracing
 from services.web import settings
@@ -87,6 +90,7 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
     the module that builds the Celery app (the worker imports it before any signal is sent)."""
     hooks = hooks or CeleryHooks()
     span_links = span_links_enabled()
+    pool_forks: list[bool] = []  # set by worker_init in the main process, inherited by its children
 
     def set_up_tracing() -> None:
         setup_tracing(service, wrap_exporter=hooks.wrap_exporter)
@@ -101,6 +105,7 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
     def on_worker_init(sender: Any = None, **_: object) -> None:
         refuse_unpatched_green_pool(sender)  # first: nothing else should start in such a worker
         _call(hooks.on_worker_start)
+        pool_forks.append(forks_children(sender))
         if not forks_children(sender):
             set_up_tracing()  # the jobs run in this very process: solo, threads, gevent, eventlet
         elif not hooks.trace_in_children:
@@ -111,9 +116,14 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
         configure_logging(service)
         if hooks.trace_in_children:
             set_up_tracing()
+        if hooks.trace_in_children and hooks.flush_on_child_exit and any(pool_forks):
+            # A pool child: Celery SIGKILLs it when its main process dies, queued spans and all; this
+            # takes it out through worker_process_shutdown (the flush) instead.
+            parent_death.flush_spans_when_parent_dies(shutdown_tracing)
 
     def on_worker_process_shutdown(**_: object) -> None:
         # prefork children only: they exit with os._exit, which skips atexit.
+        parent_death.leaving()  # first: a parent-death signal must not cut the flush short
         if hooks.flush_on_child_exit:
             shutdown_tracing()
         _call(hooks.on_child_exit)
