@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import types
 from collections.abc import Callable
-from importlib.metadata import version
 from typing import Any
 
 import opentelemetry.instrumentation.flask as otel_flask
@@ -42,6 +41,8 @@ from opentelemetry.util.http import (
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE,
 )
+
+from services.telemetry.checked_versions import require_checked_versions
 
 # The distributions whose internals this module relies on, at the versions it was checked against.
 CHECKED_VERSIONS = {
@@ -63,13 +64,7 @@ _CAPTURE_VARIABLES = (
 
 def check_versions() -> None:
     """Fail loudly when an installed instrumentation is not the version this module was checked against."""
-    wrong = {name: version(name) for name in CHECKED_VERSIONS if version(name) != CHECKED_VERSIONS[name]}
-    if wrong:
-        raise RuntimeError(
-            f"services/telemetry/flask_request_attributes.py replaces internals of {CHECKED_VERSIONS}, "
-            f"but {wrong} is installed: check the replacement against the new version (and its "
-            "differential test), then update CHECKED_VERSIONS"
-        )
+    require_checked_versions("services/telemetry/flask_request_attributes.py", CHECKED_VERSIONS)
 
 
 _UNSET: Any = object()

@@ -23,11 +23,12 @@ OpenTelemetry's own.
 from __future__ import annotations
 
 import contextlib
-from importlib.metadata import version
 from typing import Any
 
 import opentelemetry.instrumentation.redis as otel_redis
 from opentelemetry.instrumentation.redis import util as otel_redis_util
+
+from services.telemetry.checked_versions import require_checked_versions
 
 CHECKED_VERSIONS = {"opentelemetry-instrumentation-redis": "0.66b1"}
 
@@ -38,14 +39,8 @@ _MISSING = object()
 
 
 def check_versions() -> None:
-    """Fail loudly when the installed instrumentation is not the version this module was checked against."""
-    wrong = {name: version(name) for name in CHECKED_VERSIONS if version(name) != CHECKED_VERSIONS[name]}
-    if wrong:
-        raise RuntimeError(
-            f"services/telemetry/redis_connection_attributes.py replaces internals of {CHECKED_VERSIONS}, "
-            f"but {wrong} is installed: check the replacement against the new version (and its "
-            "differential test), then update CHECKED_VERSIONS"
-        )
+    """Fail loudly when an installed instrumentation is not the version this module was checked against."""
+    require_checked_versions("services/telemetry/redis_connection_attributes.py", CHECKED_VERSIONS)
 
 
 def set_connection_attributes(

@@ -7,7 +7,12 @@ signals, so the tasks themselves stay free of metrics code.
 
 from __future__ import annotations
 
+import errno
+import os
+import sys
 import time
+from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from celery import signals
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
@@ -45,7 +50,48 @@ def start_server(port: int, addr: str) -> None:
     registry.register(exemplars.ExemplarCollector(multiprocess.MultiProcessCollector(None), directory))
     # The server runs in the main process (worker_init), so the tree's root is this process.
     registry.register(ProcessTreeCollector(root_role="main", child_role="child"))
-    start_http_server(port, addr=addr, registry=registry)
+    server = _bind(port, addr, registry)
+    _listener.update(server=server, pid=os.getpid())
+    signals.worker_process_init.connect(
+        _close_inherited_listener, weak=False, dispatch_uid="tracehop.metrics_listener"
+    )
+
+
+# The main process's /metrics server, and which process started it.
+_listener: dict[str, Any] = {"server": None, "pid": 0}
+
+# How long a new main process waits for its /metrics port (see _bind).
+BIND_WAIT_S = 15.0
+
+
+def _bind(port: int, addr: str, registry: CollectorRegistry) -> WSGIServer:
+    """Start the /metrics server, waiting while another process still holds the port: after the worker's
+    main process is SIGKILLed, supervisord starts its successor at once, while a pool child of the old
+    one may still be leaving (flushing its spans). Without the wait the successor ran on without /metrics
+    — Celery logs and swallows an exception from a worker_init receiver — and was never ready again."""
+    deadline = time.monotonic() + BIND_WAIT_S
+    while True:
+        try:
+            server, _ = start_http_server(port, addr=addr, registry=registry)
+            return server
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                # Fail loudly, as a process: supervisord restarts a worker that exits, not one that
+                # goes on without the port its readiness probe and Prometheus read.
+                print(f"worker /metrics on {addr}:{port}: {error}", file=sys.stderr, flush=True)
+                os._exit(os.EX_UNAVAILABLE)
+            time.sleep(0.1)
+
+
+def _close_inherited_listener(**_: object) -> None:
+    """In a prefork child: close its copy of the main process's /metrics listening socket (fork copies
+    every descriptor). A child outlives a SIGKILLed main process for a moment (it flushes its spans:
+    services/telemetry/parent_death.py), and while it held the socket the port stayed taken and the
+    kernel queued the readiness probe's connections on a socket nobody accepts from. Not in the process
+    that serves (solo sends worker_process_init there too)."""
+    server = _listener["server"]
+    if server is not None and os.getpid() != _listener["pid"]:
+        server.socket.close()
 
 
 def connect_signals() -> None:

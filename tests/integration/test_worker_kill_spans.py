@@ -27,8 +27,10 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import requests
 
 from services.telemetry.parent_death import PARENT_DEATH_SIGNAL
 from tests.integration.fault_tools import Programs
@@ -122,4 +124,57 @@ def test_a_repeated_parent_death_signal_does_not_cut_the_flush_short(stack: Runn
             for pid in pool:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, PARENT_DEATH_SIGNAL)
+    assert_flushed_on_the_way_out(stack, main, pool, traces)
+
+
+def listening_socket_inodes(port: int) -> set[str]:
+    """The inodes of the sockets listening on 127.0.0.1:`port` (/proc/net/tcp: state 0A is LISTEN)."""
+    local = f"0100007F:{port:04X}"
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[3] == "0A":
+            inodes.add(fields[9])
+    return inodes
+
+
+def holds_any(pid: int, inodes: set[str]) -> bool:
+    fd_dir = f"/proc/{pid}/fd"
+    held = set()
+    for fd in os.listdir(fd_dir):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"{fd_dir}/{fd}")
+            if target.startswith("socket:["):
+                held.add(target[len("socket:[") : -1])
+    return bool(held & inodes)
+
+
+def test_pool_children_do_not_hold_the_main_process_metrics_port(stack: RunningStack):
+    """A child outlives its killed main process while it flushes (above); had it kept its inherited copy
+    of the main's /metrics listening socket, the port would stay taken and the successor's readiness
+    probe connect to a socket nobody accepts from (`make chaos`: the worker not back within 60 s)."""
+    main = Programs(stack.stack).wait_running("worker", timeout=60)
+    pool = eventually(lambda: len(children(main)) == POOL and children(main), 60, "the worker's pool")
+    listener = listening_socket_inodes(stack.stack.ports.worker_metrics)
+    assert listener and holds_any(main, listener), "the main process serves /metrics"
+    assert not [pid for pid in pool if holds_any(pid, listener)]
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def test_the_successor_serves_metrics_while_the_killed_main_process_child_still_flushes(
+    stack: RunningStack,
+):
+    main, pool, traces = finished_jobs(stack)
+    url = stack.stack.urls["worker_metrics"]
+    with trace_store_paused(stack):  # the children's flush waits: they outlive their main process
+        os.kill(main, signal.SIGKILL)
+        successor = Programs(stack.stack).wait_running("worker", other_than=main, timeout=60)
+        eventually(lambda: answers(url), 30, "the successor's /metrics")
+        assert holds_any(successor, listening_socket_inodes(stack.stack.ports.worker_metrics))
     assert_flushed_on_the_way_out(stack, main, pool, traces)
