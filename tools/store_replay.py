@@ -23,7 +23,6 @@ import http.client
 import json
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from typing import Any
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from services.metrics import proc_stat
+from tracehop.stack.config import free_ports
 from tracehop.traces.store.otlp import decode_export_request, decompress
 
 # (seconds since the window started, path, Content-Type, Content-Encoding, client port, body)
@@ -165,17 +166,6 @@ def _regroup(posts: list[Post], size: int) -> list[Post]:
     return sorted(regrouped, key=lambda post: post[0])
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def replay(path: Path, transcode: str | None, regroup: int | None) -> None:
     with path.open("rb") as file:
         recording = pickle.load(file)
@@ -191,7 +181,7 @@ def replay(path: Path, transcode: str | None, regroup: int | None) -> None:
         posts = _regroup(posts, regroup)
     spans = sum(_span_count(decode_export_request(post[5], post[2])) for post in posts)
     directory = Path(tempfile.mkdtemp(prefix="store-replay-"))
-    otlp_port, query_port = _free_port(), _free_port()
+    otlp_port, query_port = free_ports(2)
     store = subprocess.Popen(
         [sys.executable, "-m", "tracehop", "trace-store", "--otlp-port", str(otlp_port)]
         + ["--query-port", str(query_port), "--db", str(directory / "traces.sqlite3")],
@@ -207,7 +197,7 @@ def replay(path: Path, transcode: str | None, regroup: int | None) -> None:
         by_connection: dict[int, list[Post]] = {}
         for post in posts:
             by_connection.setdefault(post[4], []).append(post)
-        before = _cpu_s(store.pid)
+        before = proc_stat.cpu_seconds(store.pid)
         started = time.monotonic()
 
         def send(own: list[Post]) -> None:
@@ -226,7 +216,7 @@ def replay(path: Path, transcode: str | None, regroup: int | None) -> None:
         for sender in senders:
             sender.join()
         time.sleep(0.5)
-        used = _cpu_s(store.pid) - before
+        used = proc_stat.cpu_seconds(store.pid) - before
     finally:
         store.terminate()
         store.wait()

@@ -44,6 +44,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from services.metrics import proc_stat
 from services.telemetry.export_retry import RetryingSpanExporter
 from tracehop.stack.config import free_port
 from tracehop.traces.store.database import SpanDatabase
@@ -142,11 +143,6 @@ class Round:
     notes: list[str] = field(default_factory=list)
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _wait_for_port(port: int, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
@@ -206,7 +202,7 @@ def run_round(
             answered = time.monotonic()
             if ok and result.first_answer_s is None:
                 result.first_answer_s = answered - started
-                result.cpu_to_first_answer_s = _cpu_s(process.pid)
+                result.cpu_to_first_answer_s = proc_stat.cpu_seconds(process.pid)
             elif ok:
                 result.query_count += 1
                 result.query_max_s = max(result.query_max_s, answered - asked)

@@ -59,6 +59,14 @@ def read_stat(pid: int) -> ProcStat | None:
     return parse_stat(pid, text)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process that must be alive (ProcessLookupError when it is gone)."""
+    stat = read_stat(pid)
+    if stat is None:
+        raise ProcessLookupError(f"process {pid} is gone")
+    return stat.cpu_seconds
+
+
 def pids() -> list[int]:
     """Every process id in /proc (a few hundred entries on a busy host; [] without /proc)."""
     try:

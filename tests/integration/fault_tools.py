@@ -23,7 +23,7 @@ from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
 from tracehop.stack.runner import LocalStack
-from tracehop.stack.supervisor_client import SupervisorClient
+from tracehop.stack.supervisor_client import ProcessInfo, SupervisorClient
 
 
 class Programs:
@@ -33,9 +33,13 @@ class Programs:
         # Stopping the worker waits for its running job: longer than the client's default 5 s.
         self.client = SupervisorClient(stack.layout.supervisor_socket, timeout=60)
 
+    def info(self, name: str) -> ProcessInfo:
+        info = self.client.process(name)
+        assert info is not None, f"supervisord runs no program {name!r}"
+        return info
+
     def pid(self, name: str) -> int:
-        (info,) = [info for info in self.client.processes() if info.name == name]
-        return info.pid
+        return self.info(name).pid
 
     def stop(self, name: str) -> None:
         self.client.stop_program(name)
@@ -53,7 +57,7 @@ class Programs:
     def wait_running(self, name: str, other_than: int = 0, timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
         while True:
-            (info,) = [info for info in self.client.processes() if info.name == name]
+            info = self.info(name)
             if info.state == "RUNNING" and info.pid != other_than:
                 return info.pid
             if time.monotonic() > deadline:

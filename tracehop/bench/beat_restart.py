@@ -43,10 +43,8 @@ LIMIT_S = 30.0
 
 
 def beat_state(supervisor: SupervisorClient) -> tuple[str, int]:
-    for info in supervisor.processes():
-        if info.name == "beat":
-            return info.state, info.pid
-    return "ABSENT", 0
+    info = supervisor.process("beat")
+    return ("ABSENT", 0) if info is None else (info.state, info.pid)
 
 
 def kill_once(stack: LocalStack, supervisor: SupervisorClient, probe: BeatProbe) -> dict[str, Any]:

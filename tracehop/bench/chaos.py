@@ -213,10 +213,8 @@ class Chaos:
                 raise RuntimeError(f"the worker service runs no probe job: {problem}")
 
     def pid(self, program: str) -> int:
-        for info in self.supervisor.processes():
-            if info.name == program:
-                return info.pid if info.state == "RUNNING" else 0
-        return 0
+        info = self.supervisor.process(program)
+        return info.pid if info is not None and info.is_running else 0
 
     def inject(self, fault: Fault, started: float) -> FaultResult:
         result = FaultResult(fault.name, round(time.monotonic() - started, 1))

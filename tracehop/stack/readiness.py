@@ -93,9 +93,9 @@ class BeatProbe:
 
     def check(self, timeout: float = 1.0) -> str | None:
         try:
-            pid = next((info.pid for info in self.supervisor.processes() if info.name == self.component), 0)
+            info = self.supervisor.process(self.component)
         except SupervisorUnavailable as error:
             return f"supervisord does not answer ({error})"
-        if not pid:
+        if info is None or not info.pid:
             return "no beat process runs"
-        return beat_ready.problem(self.marker, pid)
+        return beat_ready.problem(self.marker, info.pid)

@@ -92,6 +92,10 @@ class SupervisorClient:
             for info in self._call("supervisor.getAllProcessInfo")
         ]
 
+    def process(self, name: str) -> ProcessInfo | None:
+        """The program `name`'s process, None when supervisord runs no program of that name."""
+        return next((info for info in self.processes() if info.name == name), None)
+
     def stop_program(self, name: str) -> None:
         """Stop one program (its whole process group) and wait until it is down."""
         self._call("supervisor.stopProcess", name, True)
