@@ -4,8 +4,9 @@ Measured with `python -m tracehop.bench.tail` (docs/performance.md, "The traced 
 traced users worker runs a full (generation 2) collection every few hundred requests, and without a
 freeze each one walks every object the worker made at startup — Flask, Werkzeug, redis-py, Celery's
 client side, OpenTelemetry's SDK and instrumentations, prometheus_client — about 45 ms of CPU with the
-interpreter lock held, during which no request of that worker moves. That is the traced p99 at
-100 req/s. Untraced workers allocate less per request and reached a full collection rarely.
+interpreter lock held, during which no request of that worker moves: the largest single stall behind
+the traced tail at 100 req/s (the bench's wall-clock p99 did not show the freeze's effect above its
+noise). Untraced workers allocate less per request and reached a full collection rarely.
 
 `gc.freeze()` once the app and tracing are loaded moves those objects to the permanent generation,
 which no collection walks, so a full collection costs what the requests left behind. The same heap

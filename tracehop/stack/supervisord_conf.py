@@ -155,7 +155,7 @@ def build_programs(
         programs.append(
             Program(
                 name="beat",
-                # `celery -A services.worker.celery_app beat`, without Celery's command line (0.3-0.4 s of
+                # `celery -A services.worker.celery_app beat`, without Celery's command line (~0.08 s of
                 # CPU sooner back after a crash: services/worker/beat.py). The schedule file keeps the last
                 # run of each periodic job, under var/ like all state.
                 command=[
