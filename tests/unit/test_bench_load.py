@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.required_tools import skip_or_fail
-from tracehop.bench.load import BuiltinLoad, TrivialHttp, TrivialServer, UserMix
+from tracehop.bench.load import REQUEST_TIMEOUT_S, BuiltinLoad, TrivialHttp, TrivialServer, UserMix
 from tracehop.bench.wrk import WrkLoad
 
 MIX = UserMix(post_share=0.5, max_user_id=5)
@@ -92,8 +92,9 @@ def test_fixed_rate_sends_exactly_the_schedule_and_calls_the_hook(gateway):
     assert result.requests == len(gateway.seen) == len(answers) == 20
     assert result.duration_s == 0.5 and result.rps == pytest.approx(40)
     assert result.target_rps == 40 and result.shape == "fixed_rate"
-    request, status, body, at = answers[0]
+    request, status, body, at, latency_s = answers[0]
     assert status == (201 if request.kind == "create" else 200) and at > 0
+    assert 0 <= latency_s < REQUEST_TIMEOUT_S  # from when it was due until read
 
 
 def test_error_statuses_are_counted_not_reported_as_success(gateway):

@@ -61,8 +61,9 @@ class UserMix:
         return BenchRequest("get", "GET", f"/api/users/{rng.randint(1, self.max_user_id)}")
 
 
-# Called in the generator's threads with each answer: (request, status, body, time.time() when read).
-ResponseHook = Callable[[BenchRequest, int, bytes, float], None]
+# Called in the generator's threads with each answer: (request, status, body, time.time() when read,
+# seconds from when the request was due until then: its latency as the window counts it).
+ResponseHook = Callable[[BenchRequest, int, bytes, float, float], None]
 
 
 @dataclass
@@ -273,7 +274,7 @@ class BuiltinLoad:
                     tally.errors += 1
                 tally.done += 1
                 if self._on_response is not None:
-                    self._on_response(request, status, body, time.time())
+                    self._on_response(request, status, body, time.time(), answered - due)
         finally:
             tally.cpu_s = time.thread_time() - cpu_started
             connection.close()

@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tracehop.bench import procs
-from tracehop.bench.load import BenchRequest, BuiltinLoad, LoadResult, TrivialServer, UserMix
+from tracehop.bench.load import BenchRequest, BuiltinLoad, LoadResult, ResponseHook, TrivialServer, UserMix
 from tracehop.bench.probe import CpuProbe
 from tracehop.bench.queue import DrainResult, wait_for_drain
 from tracehop.bench.report import (
@@ -301,7 +301,9 @@ def _cpu_by_component(
     return {name: procs.usage_between(before.get(name, {}), after[name]).cpu_s for name in after}
 
 
-def make_load(bench: BenchStack, settings: BenchSettings, phase: str, on_response: Callable | None) -> Load:
+def make_load(
+    bench: BenchStack, settings: BenchSettings, phase: str, on_response: ResponseHook | None
+) -> Load:
     if phase == FIXED_RATE:
         return BuiltinLoad(
             bench.gateway,
@@ -316,13 +318,11 @@ def make_load(bench: BenchStack, settings: BenchSettings, phase: str, on_respons
     return BuiltinLoad(bench.gateway, settings.mix, settings.duration_s, connections=settings.connections)
 
 
-def freshness_sampler(
-    tracker: FreshnessTracker, every: int
-) -> Callable[[BenchRequest, int, bytes, float], None]:
+def freshness_sampler(tracker: FreshnessTracker, every: int) -> ResponseHook:
     """A response hook handing one in `every` successful POST /api/users to the freshness tracker."""
     seen = iter(range(1, 2**62))
 
-    def hook(request: BenchRequest, status: int, body: bytes, at: float) -> None:
+    def hook(request: BenchRequest, status: int, body: bytes, at: float, _latency_s: float) -> None:
         if request.kind != "create" or status != 201 or next(seen) % every:
             return
         trace_id = json.loads(body).get("trace_id")

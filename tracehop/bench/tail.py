@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,7 +29,7 @@ import redis
 import requests
 
 from tracehop.bench import procs
-from tracehop.bench.load import REQUEST_TIMEOUT_S, BenchRequest, BuiltinLoad, UserMix, _Connection
+from tracehop.bench.load import BenchRequest, BuiltinLoad, UserMix
 from tracehop.bench.queue import wait_for_drain
 from tracehop.bench.runner import MODE_ENV
 from tracehop.bench.stats import percentile
@@ -93,44 +91,15 @@ def warm_up(stack: Stack, mix: UserMix) -> None:
 def fixed_rate(
     base_url: str, mix: UserMix, rate: float, duration_s: float, threads: int = 8
 ) -> tuple[list, int]:
-    """Open loop as the bench's generator (latency counts from when a request was due), keeping each
+    """The bench's open-loop generator (latency counts from when a request was due), keeping each
     request's due time on the wall clock so it can be matched against the processes' events."""
-    host, port = base_url.removeprefix("http://").split(":")
-    start_wall_ns, start = time.time_ns(), time.monotonic()
-    slots = iter(range(10**9))
-    lock = threading.Lock()
-    records: list[tuple[int, int, str]] = []
-    errors = [0]
+    records: list[tuple[int, int, str]] = []  # list.append is atomic: the generator's threads share it
 
-    def run(index: int) -> None:
-        rng = random.Random(index)
-        connection = _Connection(host, int(port), REQUEST_TIMEOUT_S)
-        while True:
-            with lock:
-                slot = next(slots)
-            due = start + slot / rate
-            if due >= start + duration_s:
-                break
-            if (wait := due - time.monotonic()) > 0:
-                time.sleep(wait)
-            request: BenchRequest = mix.next_request(rng, index * 10**6 + slot)
-            try:
-                status, _ = connection.send(request)
-            except OSError:
-                status = 0
-            latency = time.monotonic() - due
-            with lock:
-                records.append((start_wall_ns + int((due - start) * 1e9), int(latency * 1e9), request.kind))
-                if status not in (200, 201):
-                    errors[0] += 1
-        connection.close()
+    def record(request: BenchRequest, _status: int, _body: bytes, at: float, latency_s: float) -> None:
+        records.append((int((at - latency_s) * 1e9), int(latency_s * 1e9), request.kind))
 
-    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return records, errors[0]
+    result = BuiltinLoad(base_url, mix, duration_s, connections=threads, rate=rate, on_response=record).run()
+    return records, result.errors
 
 
 def measure(stack: Stack, mix: UserMix, rate: float, duration_s: float) -> Window:
