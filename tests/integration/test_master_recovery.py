@@ -4,7 +4,8 @@ never calls the new master RUNNING before its own workers listen, and nothing is
 
 What "answers throughout" means here, honestly: every request is answered, at worst after ONE immediate
 retry with the same Idempotency-Key; at most one first attempt fails (a connection the kernel queued on
-a listener in the microseconds before it closed is reset: services/web/worker_listeners.py); and the
+a listener in the moment before it closed is reset: services/web/worker_listeners.py); no worker crashes
+(the gateway's door did as it stopped with a connection queued: public_door.leave_port); and the
 longest time without an answer stays well under the 2 s of issue 14. Before this change users had
 3.2 s requests (connections queued on new workers still loading the app) and resets when its orphans
 stopped, and the gateway answered nobody for ~5 s (gunicorn's gevent worker exits with its master).
@@ -181,7 +182,7 @@ def test_a_killed_master_costs_no_answer(stack: RunningStack, program: str):
         orphans_gone_at = time.monotonic()
         time.sleep(1.0)  # a little of the new master's service alone
     # A worker that crashes while it stops leaves its requests unanswered and its listener open: the door's
-    # hand-off of queued connections did (public_door.leave_port), in ~1 of 3 runs at load 20-30.
+    # hand-off of queued connections did (public_door.leave_port), in 6 of 20 looped runs at load 10-30.
     log = (stack.log_dir / f"{program}.log").read_text()
     crashes = [line for line in log.splitlines() if "Exception in worker process" in line]
     assert not crashes, crashes
