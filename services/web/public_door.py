@@ -80,8 +80,12 @@ class PublicDoorWorker(ListensWhenReady, GeventWorker):
         servers = []
         for listener in self.sockets:
             listener.setblocking(1)
+            # The name, not the socket: a connection accepted as the worker stops is served after its
+            # listener closed (leave_port), and a closed socket has no name to ask.
             server = StreamServer(
-                listener, handle=partial(self.handle, listener), spawn=Pool(self.worker_connections)
+                listener,
+                handle=partial(self.handle, listener.getsockname()),
+                spawn=Pool(self.worker_connections),
             )
             if self.cfg.workers > 1:
                 server.max_accept = 1  # as gunicorn does: leave the next connection to a sibling worker
@@ -92,11 +96,8 @@ class PublicDoorWorker(ListensWhenReady, GeventWorker):
             self.notify()
             gevent.sleep(1.0)
 
-        # Leave the port's group first: take what the kernel queued for us, then close the listener.
         for server in servers:
-            server.stop_accepting()
-            accept_queued(server.socket, partial(self._accept_into, server))
-            server.socket.close()
+            leave_port(server)
         # Then finish the requests in hand, up to the graceful timeout (as GeventWorker.run).
         deadline = time.monotonic() + self.cfg.graceful_timeout
         while time.monotonic() < deadline and any(
@@ -109,14 +110,7 @@ class PublicDoorWorker(ListensWhenReady, GeventWorker):
                 self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
                 server.pool.kill(timeout=1)
 
-    def _accept_into(self, server: StreamServer, listener: socket.socket) -> None:
-        try:
-            client, addr = listener.accept()
-        except BlockingIOError:
-            return
-        server.pool.spawn(self.handle, listener, client, addr)
-
-    def handle(self, listener, client, addr) -> None:
+    def handle(self, listener_name, client, addr) -> None:
         client.setblocking(1)
         if self.open_connections >= self.limits.max_connections:
             REFUSED_CONNECTIONS.labels(reason="over_capacity").inc()
@@ -126,16 +120,15 @@ class PublicDoorWorker(ListensWhenReady, GeventWorker):
         self.open_connections += 1
         OPEN_CONNECTIONS.inc()
         try:
-            self._serve(listener, client, addr)
+            self._serve(listener_name, client, addr)
         finally:
             self.open_connections -= 1
             OPEN_CONNECTIONS.dec()
             util.close(client)
 
-    def _serve(self, listener, client, addr) -> None:
+    def _serve(self, listener_name, client, addr) -> None:
         req = None
         parser = http.get_parser(self.cfg, client, addr)
-        listener_name = listener.getsockname()
         # A new connection's first request must be complete within the header timeout of the connection
         # opening; a later one may first wait for the keep-alive timeout, then has the header timeout.
         opened = time.monotonic()
@@ -203,6 +196,29 @@ class PublicDoorWorker(ListensWhenReady, GeventWorker):
             _refuse(client, json_error_response(408, "request_timeout", message), linger=False)
             return None
         return req
+
+
+def leave_port(server: StreamServer) -> None:
+    """Leave the port's group: stop accepting, hand what the kernel already queued for this listener to the
+    server's handler, then close the listener (worker_listeners.py).
+
+    The hand-off is gevent's own (`do_read`, `do_handle`, what its accept loop runs): StreamServer keeps
+    the raw stdlib socket under gevent's, which has `_accept` but no `accept`, and calling `accept` on it
+    made an orphan that found a connection queued as it stopped crash out of `run` with its listener still
+    open and its requests unfinished. The close is in a `finally` for any such failure: a listener left
+    open while the process goes down resets every connection the kernel queues on it meanwhile.
+    """
+    server.stop_accepting()
+    try:
+        accept_queued(server.socket, lambda _listener: _accept_one(server))
+    finally:
+        server.socket.close()
+
+
+def _accept_one(server: StreamServer) -> None:
+    accepted = server.do_read()  # (client socket, address), or None when nothing was there after all
+    if accepted:
+        server.do_handle(*accepted)  # spawned in the server's pool, as a connection accepted earlier
 
 
 def _plain_gevent_socket(listener) -> socket.socket:

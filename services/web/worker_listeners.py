@@ -13,8 +13,9 @@ new connections over every listener on the port by a hash of the connection, so:
 
 So a worker of ours gives its early sockets back at once (post_fork), opens them again when it is about to
 accept (run), and when it stops, accepts what is already queued, then closes them before finishing its
-requests. What stays: a connection the kernel queued for a socket in the microseconds between the last
-accept and the close (or between gunicorn opening the socket and post_fork) is reset. The kernel could
+requests. What stays: a connection the kernel queued for a socket in the moment between the last
+accept and the close (or between gunicorn opening the socket and post_fork) is reset — microseconds, or
+as long as the process is descheduled there on a loaded machine (docs/reliability.md). The kernel could
 hand those to another listener (`net.ipv4.tcp_migrate_req=1`, Linux ≥ 5.14; off by default).
 """
 

@@ -4,7 +4,8 @@ never calls the new master RUNNING before its own workers listen, and nothing is
 
 What "answers throughout" means here, honestly: every request is answered, at worst after ONE immediate
 retry with the same Idempotency-Key; at most one first attempt fails (a connection the kernel queued on
-a listener in the microseconds before it closed is reset: services/web/worker_listeners.py); and the
+a listener in the moment before it closed is reset: services/web/worker_listeners.py); no worker crashes
+(the gateway's door did as it stopped with a connection queued: public_door.leave_port); and the
 longest time without an answer stays well under the 2 s of issue 14. Before this change users had
 3.2 s requests (connections queued on new workers still loading the app) and resets when its orphans
 stopped, and the gateway answered nobody for ~5 s (gunicorn's gevent worker exits with its master).
@@ -118,6 +119,18 @@ class Stream:
             self.answered_at.append(ended)
         return outcome
 
+    def failed_attempts(self, since: float) -> list[str]:
+        """For a failure's message: every failed attempt, timed from `since` and on the wall clock (UTC,
+        as the services' logs), so that it can be laid beside their lines."""
+        to_wall = time.time() - time.monotonic()
+        return [
+            f"{call} at +{started - since:.3f} s "
+            f"({time.strftime('%H:%M:%S', time.gmtime(started + to_wall))}"
+            f".{int((started + to_wall) % 1 * 1e6):06d}Z, {seconds:.3f} s): {outcome}"
+            for started, seconds, call, outcome in self.attempts
+            if outcome != "ok"
+        ]
+
     def slowest_health(self, since: float) -> float:
         return max(s for started, s, call, _ in self.attempts if started >= since and call == "_health")
 
@@ -168,8 +181,14 @@ def test_a_killed_master_costs_no_answer(stack: RunningStack, program: str):
             time.sleep(0.05)
         orphans_gone_at = time.monotonic()
         time.sleep(1.0)  # a little of the new master's service alone
-    assert not stream.lost, f"requests that failed twice: {Counter(stream.lost)}"
-    assert len(stream.first_failures) <= 1, f"first attempts that failed: {Counter(stream.first_failures)}"
+    # A worker that crashes while it stops leaves its requests unanswered and its listener open: the door's
+    # hand-off of queued connections did (public_door.leave_port), in 6 of 20 looped runs at load 10-30.
+    log = (stack.log_dir / f"{program}.log").read_text()
+    crashes = [line for line in log.splitlines() if "Exception in worker process" in line]
+    assert not crashes, crashes
+    failed = stream.failed_attempts(since=killed_at)
+    assert not stream.lost, f"requests that failed twice: {Counter(stream.lost)}; failed attempts: {failed}"
+    assert len(stream.first_failures) <= 1, f"first attempts that failed: {failed}"
     # Timed on the killed service's own /healthz: creates go through the gateway, users and Redis (fsync
     # per write), and on this shared machine take 0.5-2.5 s under load with or without a kill.
     gap = stream.longest_health_gap(since=killed_at - 1.0)
@@ -181,13 +200,12 @@ def test_a_killed_master_costs_no_answer(stack: RunningStack, program: str):
     (status,) = [s for s in stack.stack.status() if s.component == program]
     assert status.ready and status.pid != old_master, status
     assert serving_workers(status.pid, port)
-    log = (stack.log_dir / f"{program}.log").read_text()
     assert "master gone: serving on" in log
     assert "master gone, a new worker serves: stopping" in log
     assert "Connection in use" not in stack.stack.layout.program_output(program).read_text()
     print(
         f"{program}: {len(stream.answered_at)} answered, /healthz: longest gap {gap:.2f} s, slowest "
-        f"{slowest:.2f} s, first attempts failed: {stream.first_failures}, "
+        f"{slowest:.2f} s, failed attempts: {failed}, "
         f"orphans gone {orphans_gone_at - killed_at:.1f} s after the kill, "
         f"status showed NOT SERVING while they answered: {seen_orphans_answer_for_it}"
     )
