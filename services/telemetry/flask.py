@@ -1,7 +1,7 @@
 """Tracing for a Flask app: SERVER spans, the `traceresponse` header and one JSON access line per request.
 
 One call, `instrument_flask_app(app)`, from the app factory. Outgoing `requests` calls get their CLIENT
-spans and `traceparent` from `instrument([RequestsInstrumentor()])` (setup.py). Metrics plug in through
+spans and `traceparent` from `instrument_requests()` (setup.py). Metrics plug in through
 `on_response` (tracehop passes services/metrics/flask_metrics.py's recorder); this module imports none.
 """
 
