@@ -7,7 +7,6 @@ from typing import Any
 
 import redis
 from flask import Flask
-from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
 from services.clients.users_client import UsersClient
 from services.demo import broken_on_purpose
@@ -20,7 +19,7 @@ from services.gateway.trust_boundary import TrustSettings, install_trust_boundar
 from services.gateway.workflow_routes import blueprint as workflow_blueprint
 from services.telemetry.celery import instrument_celery_producer
 from services.telemetry.logs import configure_logging
-from services.telemetry.setup import instrument
+from services.telemetry.setup import instrument_requests
 from services.web import settings
 from services.web.observe import observe_flask_app
 from services.worker.celery_app import app as celery_app
@@ -39,7 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # the context injected into the task message headers — without it the worker starts a new trace.
     # (Broken on purpose #1 leaves Celery out: the worker's spans then start traces of their own.)
     broken_on_purpose.warn_if_any(SERVICE)
-    instrument([RequestsInstrumentor()])
+    instrument_requests()
     if not broken_on_purpose.UNINSTRUMENTED_PRODUCER.on:
         instrument_celery_producer()
     # The clients, built from the settings in app.config (a test passes its own settings, not clients).

@@ -52,12 +52,11 @@ from typing import Any
 from celery import concurrency, signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
-from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from services.telemetry import parent_death
 from services.telemetry.logs import configure_logging
-from services.telemetry.setup import instrument, setup_tracing, shutdown_tracing
+from services.telemetry.setup import instrument_requests, setup_tracing, shutdown_tracing
 from services.web import settings
 
 SPAN_LINKS_VARIABLE = "TRACEHOP_CELERY_SPAN_LINKS"
@@ -95,7 +94,7 @@ def instrument_celery(service: str, *, beat_service: str = "beat", hooks: Celery
     def set_up_tracing() -> None:
         setup_tracing(service, wrap_exporter=hooks.wrap_exporter)
         instrument_celery_spans(span_links)
-        instrument([RequestsInstrumentor()])
+        instrument_requests()
         _call(hooks.after_tracing_setup)
 
     def on_setup_logging(**_: object) -> None:

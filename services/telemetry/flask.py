@@ -1,7 +1,7 @@
 """Tracing for a Flask app: SERVER spans, the `traceresponse` header and one JSON access line per request.
 
 One call, `instrument_flask_app(app)`, from the app factory. Outgoing `requests` calls get their CLIENT
-spans and `traceparent` from `instrument([RequestsInstrumentor()])` (setup.py). Metrics plug in through
+spans and `traceparent` from `instrument_requests()` (setup.py). Metrics plug in through
 `on_response` (tracehop passes services/metrics/flask_metrics.py's recorder); this module imports none.
 """
 
@@ -16,7 +16,7 @@ from loguru import logger
 from opentelemetry import trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-from services.telemetry import flask_request_attributes
+from services.telemetry import flask_request_attributes, flask_request_url
 from services.telemetry.logs import NO_SPAN_EVENT
 from services.telemetry.safe_attributes import mask_emails
 from services.web import settings
@@ -44,8 +44,11 @@ def instrument_flask_app(app: Flask, *, on_response: ResponseObserver | None = N
     _add_access_log_and_traceresponse(app, on_response, quiet)
     if not settings.tracing_disabled():
         if settings.lean_instrumentation():
-            # The stock instrumentation with its per-request attribute work done once (the module says why).
+            # The stock instrumentation with its per-request attribute work done once, and the request
+            # URL its excluded-URL check reads built without a re-parse that changes nothing (the modules
+            # say why).
             flask_request_attributes.install(app)
+            flask_request_url.install(app)
         else:
             flask_request_attributes.uninstall()  # one process, one setting: stock means stock
         FlaskInstrumentor().instrument_app(

@@ -23,11 +23,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.processor.baggage import BaggageSpanProcessor
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from services.telemetry import requests_client_attributes
 from services.telemetry.export_retry import DropReportingBatchSpanProcessor, RetryingSpanExporter, queue_size
 from services.telemetry.lean_tracer import LeanTracerProvider
 from services.telemetry.otlp_json_exporter import OTLPJsonSpanExporter
@@ -213,3 +215,16 @@ def instrument(instrumentors: Sequence[object]) -> None:
     for instrumentor in instrumentors:
         if not instrumentor.is_instrumented_by_opentelemetry:  # type: ignore[attr-defined]
             instrumentor.instrument()  # type: ignore[attr-defined]
+
+
+def instrument_requests() -> None:
+    """CLIENT spans and `traceparent` for `requests` calls: the stock instrumentation, with its per-call URL
+    work done once in tracehop's setup (requests_client_attributes.py says why; `stock` and
+    TRACEHOP_LEAN_INSTRUMENTATION=false keep the instrumentation's own)."""
+    if settings.tracing_disabled():
+        return
+    if settings.lean_instrumentation():
+        requests_client_attributes.install()
+    else:
+        requests_client_attributes.uninstall()  # one process, one setting: stock means stock
+    instrument([RequestsInstrumentor()])

@@ -188,9 +188,9 @@ def lean_tracer() -> bool:
 
 def lean_instrumentation() -> bool:
     """TRACEHOP_LEAN_INSTRUMENTATION (default true): in tracehop's setup, the stock instrumentations' per-
-    request attribute work is done once where it is repeated (services/telemetry/flask_request_attributes.py
-    and redis_connection_attributes.py, each proven equal to the stock instrumentation); false: the
-    instrumentations' own."""
+    request attribute work is done once where it is repeated (services/telemetry/flask_request_attributes.py,
+    flask_request_url.py, requests_client_attributes.py and redis_connection_attributes.py, each proven
+    equal to the stock instrumentation); false: the instrumentations' own."""
     return env_bool("TRACEHOP_LEAN_INSTRUMENTATION", True) and tracing_setup() != "stock"
 
 

@@ -481,10 +481,8 @@ def gateway_requests(redis_url: str, users_url: str) -> Callable[[int], None]:
 
 
 def worker_requests(redis_url: str) -> Callable[[int], None]:
-    from opentelemetry.instrumentation.requests import RequestsInstrumentor
-
     from services.telemetry.celery import instrument_celery_spans
-    from services.telemetry.setup import instrument
+    from services.telemetry.setup import instrument_requests
     from services.worker import job_metrics, tasks
     from services.worker.celery_app import app as celery_app
 
@@ -494,7 +492,7 @@ def worker_requests(redis_url: str) -> Callable[[int], None]:
     # Celery and requests instrumentations (services/telemetry/celery.py's set_up_tracing).
     job_metrics.connect_signals()
     instrument_celery_spans(False)
-    instrument([RequestsInstrumentor()])
+    instrument_requests()
     parents = traceparents(4096)
 
     def one(i: int) -> None:
