@@ -42,7 +42,7 @@ from tracehop.bench.tail_events import (
     read_events,
     store_posts,
     summarise_breakdowns,
-    summarise_store_posts,
+    summarise_served,
 )
 from tracehop.stack.config import free_stack_ports
 from tracehop.stack.runner import LocalStack
@@ -156,13 +156,58 @@ def fixed_rate(
     return records, result.errors
 
 
+class TimedFreshnessTracker(FreshnessTracker):
+    """The bench's freshness poller, with what it costs the generator's process: its thread's CPU, and
+    the longest it ran for one SQLite poll and for one confirmation through the query API (CPU held in
+    the process whose threads time the requests)."""
+
+    cpu_ns = polls = confirms = 0
+    poll_max_ns = confirm_max_ns = 0
+
+    def _run(self) -> None:
+        started = time.thread_time_ns()
+        span_counts = self._reader.span_counts
+
+        def timed_counts(trace_ids: Any) -> dict[str, int]:
+            before = time.thread_time_ns()
+            try:
+                return span_counts(trace_ids)
+            finally:
+                self.polls += 1
+                self.poll_max_ns = max(self.poll_max_ns, time.thread_time_ns() - before)
+
+        self._reader.span_counts = timed_counts  # type: ignore[method-assign]
+        try:
+            super()._run()
+        finally:
+            self.cpu_ns = time.thread_time_ns() - started
+
+    def _confirm(self, trace_id: str) -> bool:
+        before = time.thread_time_ns()
+        try:
+            return super()._confirm(trace_id)
+        finally:
+            self.confirms += 1
+            self.confirm_max_ns = max(self.confirm_max_ns, time.thread_time_ns() - before)
+
+    def costs(self) -> dict[str, Any]:
+        return {
+            "thread_cpu_ms": round(self.cpu_ns / 1e6, 1),
+            "polls": self.polls,
+            "poll_cpu_ms_max": round(self.poll_max_ns / 1e6, 3),
+            "confirms": self.confirms,
+            "confirm_cpu_ms_max": round(self.confirm_max_ns / 1e6, 3),
+        }
+
+
 def measure(stack: Stack, mix: UserMix, rate: float, duration_s: float, freshness: bool) -> Window:
     tracker = None
     if freshness and stack.traced:
         # As `make bench` does in its traced fixed-rate windows: one POST in ten timed until its trace is
         # queryable, by a poller thread in this (the generator's) process.
         reader = TraceStoreReader(stack.stack.layout.traces_db)
-        tracker = FreshnessTracker(reader, TraceQuery(stack.stack.urls["query"]), stack.create_spans).start()
+        query = TraceQuery(stack.stack.urls["query"])
+        tracker = TimedFreshnessTracker(reader, query, stack.create_spans).start()
     hook = freshness_sampler(tracker, 10) if tracker is not None else None
     before = procs.snapshot(stack.groups)
     start_ns = time.time_ns()
@@ -170,7 +215,7 @@ def measure(stack: Stack, mix: UserMix, rate: float, duration_s: float, freshnes
     end_ns = time.time_ns()
     extra = {}
     if tracker is not None:
-        extra["freshness"] = tracker.finish().as_dict()
+        extra["freshness"] = tracker.finish().as_dict() | {"poller": tracker.costs()}
     wait_for_drain(stack.redis, time.monotonic(), 45)
     time.sleep(1.5)  # the last batch of spans exported, so its CPU counts in this window
     after = procs.snapshot(stack.groups)
@@ -225,7 +270,11 @@ def analyse(window: Window, processes: list[ProcessEvents]) -> dict[str, Any]:
     posts = store_posts(processes, lo, hi)
     services["trace store"] = {
         "cpu_ms_per_req": round(window.cpu_s.get("trace-store", 0) / max(1, requests_n) * 1000, 3),
-        "posts": summarise_store_posts(posts, requests_n),
+        "posts": summarise_served(posts, requests_n),
+        # The query API's requests: in these windows, the freshness poller's confirmations.
+        "queries": summarise_served(
+            [r for p in processes if p.is_store for r in p.requests if lo <= r.start < hi], requests_n
+        ),
     }
     stalls["store POST"] = [(post.start, post.wall) for post in posts]
     stalls["store POST cpu>=4ms"] = [(post.start, post.wall) for post in posts if post.cpu >= 4 * 10**6]
@@ -267,6 +316,12 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:
     return name, base or ("untraced" if name == "untraced" else "tracehop"), env
 
 
+def write_output(path: Path, variants: list[Any], freshness: bool, results: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"variants": [list(v) for v in variants], "freshness_poller": freshness, "windows": results}
+    path.write_text(json.dumps(document, indent=1))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", default=[], help="name[=base]:VAR=VALUE,… (repeatable)")
@@ -292,13 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             stacks.append(start_stack(name, base, env, root))
         for stack in stacks:
             warm_up(stack, mix)
-        windows: list[tuple[Stack, Window]] = []
         for round_number in range(args.rounds):
             order = stacks if round_number % 2 == 0 else stacks[::-1]
             for stack in order:
                 window = measure(stack, mix, args.rate, args.duration, args.freshness)
-                windows.append((stack, window))
-                brief = analyse(window, read_events(stack.probe_dir))
+                results.append(analyse(window, read_events(stack.probe_dir)))
+                brief = results[-1]
                 print(
                     json.dumps(
                         {k: brief[k] for k in ("window", "p50_ms", "p99_ms", "max_ms", "loadavg")}
@@ -306,18 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ),
                     flush=True,
                 )
-        for stack, window in windows:
-            results.append(analyse(window, read_events(stack.probe_dir)))
+                # After every window: a run stopped early (a busy machine stretches windows) keeps its data.
+                write_output(args.output, variants, args.freshness, results)
     finally:
         for stack in stacks:
             stack.stack.stop()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {"variants": [list(v) for v in variants], "freshness_poller": args.freshness, "windows": results},
-            indent=1,
-        )
-    )
+    write_output(args.output, variants, args.freshness, results)
     print(f"wrote {args.output}")
     return 0
 

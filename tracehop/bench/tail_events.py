@@ -208,7 +208,8 @@ def store_posts(processes: Sequence[ProcessEvents], lo: int, hi: int) -> list[Se
     return [post for p in processes if p.is_store for post in p.store_posts if lo <= post.start < hi]
 
 
-def summarise_store_posts(posts: Sequence[Served], requests_n: int) -> dict[str, Any]:
+def summarise_served(posts: Sequence[Served], requests_n: int) -> dict[str, Any]:
+    """How many per 1,000 requests, their thread CPU, wall time and run-queue wait."""
     if not posts:
         return {}
     per_1000 = 1000 / max(1, requests_n)
