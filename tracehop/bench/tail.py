@@ -1,16 +1,23 @@
-"""Where the traced tail at 100 req/s comes from: garbage collections and span exports, request by request.
+"""Where the traced tail at 100 req/s comes from: request by request, and what ran beside the slow ones.
 
     python -m tracehop.bench.tail                      # untraced and tracehop, 3 rounds x 20 s at 100 req/s
     python -m tracehop.bench.tail --variant nofreeze:TRACEHOP_GC_FREEZE=false --rounds 4
+    python -m tracehop.bench.tail --freshness --variant untraced --variant tracehop \
+        --variant storenice:TRACEHOP_TAIL_STORE_NICE=10
 
 `make bench` gives one p99 per window, and on a shared 2-core machine the neighbours move it more than
 tracing does. This tool measures what can cause a slow request instead: each process of every stack
-records its garbage collections and span exports (`tail_probe/sitecustomize.py`, loaded only in the
-stacks this tool starts), the generator records when every request was due and how long it took, and the
-report says, per service and per 1,000 requests, how many collections of each generation ran and how
-long they held the interpreter (thread CPU time, which the neighbours do not stretch, beside wall time),
-how long each export held it, and how often the slowest 1% of requests overlapped a collection or an
-export compared with all requests. Modes run interleaved (ABAB…, then BABA…) in the same minutes.
+records its garbage collections, span exports, Flask requests and (the trace store) OTLP POSTs and
+query-API requests (`tail_probe/sitecustomize.py`, loaded only in the stacks this tool starts), with
+thread CPU time, which the neighbours do not stretch, and run-queue wait beside wall time; the generator
+tags each request so that its latency can be split between the generator, the gateway and users
+(`tail_events.py`). The report says, per service and per 1,000 requests, how many collections of each
+generation ran and how long they held the interpreter, how long each export and store POST took, how
+often the slowest 1% of requests overlapped each of them compared with all requests, and where the
+slowest 1% spent their extra time compared with the middle half. Modes run interleaved (ABAB…, then
+BABA…) in the same minutes. `--freshness` adds the freshness poller as a thread of the generator's
+process, where `make bench` ran it until it got a process of its own (freshness_process.py): to measure
+what it cost there.
 """
 
 from __future__ import annotations
@@ -333,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--freshness",
         action="store_true",
-        help="run the bench's freshness poller in traced windows, as it does",
+        help="run the freshness poller in traced windows, as a thread of this process (as make bench did)",
     )
     args = parser.parse_args(argv)
     variants = [parse_variant(v) for v in (args.variant or ["untraced", "tracehop"])]
