@@ -56,7 +56,6 @@ from tracehop.stack.runner import LocalStack
 from tracehop.traces.query import TraceQuery
 
 PROBE_DIR = Path(__file__).with_name("tail_probe")
-SERVICES = ("gateway", "users", "worker")
 
 
 @dataclass
@@ -210,8 +209,8 @@ class TimedFreshnessTracker(FreshnessTracker):
 def measure(stack: Stack, mix: UserMix, rate: float, duration_s: float, freshness: bool) -> Window:
     tracker = None
     if freshness and stack.traced:
-        # As `make bench` does in its traced fixed-rate windows: one POST in ten timed until its trace is
-        # queryable, by a poller thread in this (the generator's) process.
+        # As `make bench` did in its traced fixed-rate windows until the poller got a process of its own:
+        # one POST in ten timed until its trace is queryable, by a thread of this (the generator's) process.
         reader = TraceStoreReader(stack.stack.layout.traces_db)
         query = TraceQuery(stack.stack.urls["query"])
         tracker = TimedFreshnessTracker(reader, query, stack.create_spans).start()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,10 +223,3 @@ def summarise_served(posts: Sequence[Served], requests_n: int) -> dict[str, Any]
         "runq_ms_max": round(max(post.runq for post in posts) / 1e6, 3),
         "body_kb_p50": round((percentile(sorted(post.size for post in posts), 50) or 0) / 1024, 1),
     }
-
-
-def group_by_service(processes: Sequence[ProcessEvents]) -> dict[str, list[ProcessEvents]]:
-    grouped: dict[str, list[ProcessEvents]] = defaultdict(list)
-    for process in processes:
-        grouped["trace store" if process.is_store else process.service].append(process)
-    return grouped
