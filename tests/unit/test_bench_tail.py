@@ -88,7 +88,14 @@ def test_analysis_names_the_stall_the_slowest_requests_overlapped() -> None:
         1, "users", gcs=[(501 * ms, 41 * ms, 40 * ms, 2, 0), (20 * ms, ms // 2, ms // 2, 0, 0)]
     )
     gateway = ProcessEvents(2, "gateway", exports=[(300 * ms, 3 * ms, 1 * ms, 250, ms // 2)])
-    result = analyse(_window(requests), [users, gateway])
+    # A store POST of 8 ms of CPU beside the stalled pair, and a quick one early on.
+    store = ProcessEvents(
+        3,
+        "-",
+        "tracehop/__main__.py trace-store --otlp-port",
+        store_posts=[Served(502 * ms, 30 * ms, 8 * ms, 0, size=20_000), Served(51 * ms, ms, ms, 0, size=900)],
+    )
+    result = analyse(_window(requests), [users, gateway, store])
     overlap = result["slowest_1pct_overlap"]
     assert overlap["users gen2"] == {"all": round(9 / 200, 3), "slowest_1pct": 1.0}, overlap
     assert overlap["gateway export"]["slowest_1pct"] == 0.0
@@ -97,6 +104,9 @@ def test_analysis_names_the_stall_the_slowest_requests_overlapped() -> None:
     assert result["services"]["users"]["gen0"]["per_1000_req"] == 5.0
     assert result["services"]["gateway"]["exports"]["longest_stretch_ms_max"] == 0.5
     assert result["cpu_ms_per_req"]["users"] == 1.0
+    assert overlap["store POST cpu>=4ms"]["slowest_1pct"] == 1.0, overlap
+    assert result["services"]["trace store"]["posts"]["per_1000_req"] == 10.0
+    assert result["services"]["trace store"]["posts"]["cpu_ms_max"] == 8.0
 
 
 # A Flask app served twice through Flask.__call__, and the trace store's OTLP receiver ingesting one POST:

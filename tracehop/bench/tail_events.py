@@ -213,7 +213,7 @@ def summarise_served(posts: Sequence[Served], requests_n: int) -> dict[str, Any]
         return {}
     per_1000 = 1000 / max(1, requests_n)
     cpus = sorted(post.cpu / 1e6 for post in posts)
-    return {
+    summary = {
         "per_1000_req": round(len(posts) * per_1000, 1),
         "cpu_ms_per_1000_req": round(sum(cpus) * per_1000, 2),
         "cpu_ms_p50": round(percentile(cpus, 50) or 0, 3),
@@ -221,5 +221,7 @@ def summarise_served(posts: Sequence[Served], requests_n: int) -> dict[str, Any]
         "wall_ms_p50": round(percentile(sorted(post.wall / 1e6 for post in posts), 50) or 0, 3),
         "wall_ms_max": round(max(post.wall for post in posts) / 1e6, 3),
         "runq_ms_max": round(max(post.runq for post in posts) / 1e6, 3),
-        "body_kb_p50": round((percentile(sorted(post.size for post in posts), 50) or 0) / 1024, 1),
     }
+    if any(post.size for post in posts):  # store POSTs have a body size; requests do not
+        summary["body_kb_p50"] = round((percentile(sorted(post.size for post in posts), 50) or 0) / 1024, 1)
+    return summary
