@@ -15,6 +15,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
+from tracehop.bench.freshness_process import FreshnessProcess
 from tracehop.bench.spans import (
     FreshnessTracker,
     TraceRoot,
@@ -187,3 +188,22 @@ def test_freshness_is_measured_once_the_whole_trace_is_queryable(store: RunningT
     # Not before the second span was stored, and well within the polling resolution after it.
     assert 0.15 <= result.delays_s[0] < 3
     assert result.as_dict()["samples"] == 2
+
+
+def test_the_poller_in_its_own_process_measures_freshness_the_same_way(
+    store: RunningTraceStore, tmp_path: Path
+):
+    _export(store, export_request(TRACE_A, [("a1" * 8, "", POST, 0)]))  # the store creates its tables
+    db = Path(os.fspath(tmp_path / "store.sqlite3"))
+    tracker = FreshnessProcess(db, store.query_url, expected_spans=2, poll_s=0.02).start()
+    assert tracker.pid != os.getpid() and tracker.cpu_s() > 0  # a process of its own, which has started
+    responded = time.time()
+    tracker.add(TRACE_A, responded)
+    tracker.add(TRACE_B, responded)  # never arrives
+    time.sleep(0.3)
+    _export(store, export_request(TRACE_A, [("a2" * 8, "a1" * 8, "POST", 1)]))
+    result = tracker.finish(timeout_s=3)
+    assert result.incomplete == 1
+    assert len(result.delays_s) == 1
+    # Not before the second span was stored, and well within the polling resolution after it.
+    assert 0.3 <= result.delays_s[0] < 3

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tracehop.bench.stats import (
     latency_percentiles_ms,
     normalise_rps,
     paired_ratios,
     percentile,
+    pooled_percentile,
     ratio,
+    slowest,
     spread,
 )
 
@@ -64,3 +68,34 @@ def test_ratio_and_paired_ratios():
     assert ratio(None, 100.0) is None
     assert ratio(1.0, 0.0) is None
     assert paired_ratios([90.0, 80.0], [100.0, 100.0]) == pytest.approx([0.9, 0.8])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    windows=st.lists(
+        st.lists(st.floats(min_value=0, max_value=1e4, allow_nan=False), min_size=1, max_size=400),
+        min_size=1,
+        max_size=6,
+    ),
+    q=st.sampled_from([50.0, 90.0, 99.0, 99.9]),
+)
+def test_pooled_percentile_from_kept_tails_is_the_percentile_of_all_values_or_none(windows, q):
+    kept = [(len(values), slowest(values)) for values in windows]
+    pooled = pooled_percentile(kept, q)
+    everything = [value for values in windows for value in values]
+    if pooled is not None:  # when it answers, it is exact
+        assert pooled == pytest.approx(percentile(everything, q), rel=1e-9, abs=1e-9)
+    # Every value kept: always an answer.
+    assert pooled_percentile([(len(v), sorted(v, reverse=True)) for v in windows], q) == pytest.approx(
+        percentile(everything, q), rel=1e-9, abs=1e-9
+    )
+
+
+def test_pooled_p99_of_five_windows_of_1500_is_the_75th_slowest_and_needs_only_tails():
+    windows = [[float(i * 5 + w) for i in range(1500)] for w in range(5)]
+    kept = [(1500, slowest(values)) for values in windows]
+    assert all(len(values) == 150 for _, values in kept)
+    assert pooled_percentile(kept, 99) == pytest.approx(percentile([v for w in windows for v in w], 99))
+    # One window holding every slow request: its tenth is not enough to place the pooled p99.
+    lopsided = [[1.0] * 1500 for _ in range(19)] + [[float(i) for i in range(1500)]]
+    assert pooled_percentile([(1500, slowest(v)) for v in lopsided], 50) is None

@@ -13,7 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tracehop.bench.tail import PROBE_DIR, ProcessEvents, Window, analyse, read_events
+from tracehop.bench.tail import PROBE_DIR, Window, analyse
+from tracehop.bench.tail_events import ClientRequest, ProcessEvents, Served, break_down, read_events
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,7 +72,10 @@ def test_probe_records_collections_and_the_exporters_stretches(tmp_path: Path) -
 
 
 def _window(requests: list[tuple[int, int, str]]) -> Window:
-    return Window("traced", 0, 10**9, requests, {"users": 0.2}, (1.0, 1.0, 1.0))
+    client = [
+        ClientRequest(i, kind, due, due, due + latency, 0) for i, (due, latency, kind) in enumerate(requests)
+    ]
+    return Window("traced", 0, 10**9, client, {"users": 0.2}, (1.0, 1.0, 1.0))
 
 
 def test_analysis_names_the_stall_the_slowest_requests_overlapped() -> None:
@@ -84,7 +88,14 @@ def test_analysis_names_the_stall_the_slowest_requests_overlapped() -> None:
         1, "users", gcs=[(501 * ms, 41 * ms, 40 * ms, 2, 0), (20 * ms, ms // 2, ms // 2, 0, 0)]
     )
     gateway = ProcessEvents(2, "gateway", exports=[(300 * ms, 3 * ms, 1 * ms, 250, ms // 2)])
-    result = analyse(_window(requests), [users, gateway])
+    # A store POST of 8 ms of CPU beside the stalled pair, and a quick one early on.
+    store = ProcessEvents(
+        3,
+        "-",
+        "tracehop/__main__.py trace-store --otlp-port",
+        store_posts=[Served(502 * ms, 30 * ms, 8 * ms, 0, size=20_000), Served(51 * ms, ms, ms, 0, size=900)],
+    )
+    result = analyse(_window(requests), [users, gateway, store])
     overlap = result["slowest_1pct_overlap"]
     assert overlap["users gen2"] == {"all": round(9 / 200, 3), "slowest_1pct": 1.0}, overlap
     assert overlap["gateway export"]["slowest_1pct"] == 0.0
@@ -93,3 +104,75 @@ def test_analysis_names_the_stall_the_slowest_requests_overlapped() -> None:
     assert result["services"]["users"]["gen0"]["per_1000_req"] == 5.0
     assert result["services"]["gateway"]["exports"]["longest_stretch_ms_max"] == 0.5
     assert result["cpu_ms_per_req"]["users"] == 1.0
+    assert overlap["store POST cpu>=4ms"]["slowest_1pct"] == 1.0, overlap
+    assert result["services"]["trace store"]["posts"]["per_1000_req"] == 10.0
+    assert result["services"]["trace store"]["posts"]["cpu_ms_max"] == 8.0
+
+
+# A Flask app served twice through Flask.__call__, and the trace store's OTLP receiver ingesting one POST:
+# the probe must record both requests (with their query) and the POST, with thread CPU and run-queue wait.
+SERVING_PROCESS = textwrap.dedent(
+    """
+    import gc, json, time, urllib.request
+    import flask
+    from tracehop.traces.store.server import serve_in_thread
+
+    gc.collect()  # a collection after the imports: the probe wraps what is imported by then
+    app = flask.Flask("probed")
+
+    @app.get("/api/users/<int:user>")
+    def user(user):
+        deadline = time.thread_time() + 0.003
+        while time.thread_time() < deadline:  # 3 ms of CPU
+            pass
+        return {"id": user}
+
+    client = app.test_client()
+    assert client.get("/api/users/7?tail=41").json == {"id": 7}
+    assert client.get("/api/users/8").status_code == 200
+    with serve_in_thread() as store:
+        body = json.dumps({"resourceSpans": []}).encode()
+        request = urllib.request.Request(
+            store.traces_url, body, {"Content-Type": "application/json"}, method="POST"
+        )
+        assert urllib.request.urlopen(request, timeout=10).status == 200
+    """
+)
+
+
+def test_probe_records_flask_requests_and_the_stores_posts(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(PROBE_DIR), "TRACEHOP_TAIL_PROBE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", SERVING_PROCESS], cwd=REPO_ROOT, env=env, check=True, timeout=60)
+    [process] = read_events(tmp_path)
+    tagged, plain = process.requests
+    assert (tagged.method, tagged.path, plain.path) == ("GET", "/api/users/7?tail=41", "/api/users/8")
+    assert tagged.cpu >= 3 * 10**6 and tagged.wall >= tagged.cpu * 0.5 and tagged.runq >= 0
+    [post] = process.store_posts
+    assert post.size == len(b'{"resourceSpans": []}') and post.wall > 0 and post.cpu > 0
+
+
+def test_breakdown_splits_a_request_between_generator_gateway_and_users() -> None:
+    ms = 10**6
+    # Due at 0, sent at 1 ms, gateway 3-20 ms, users 5-15 ms inside it, answered at 22 ms.
+    client = [ClientRequest(7, "get", 0, 1 * ms, 22 * ms, 0)]
+    gateway = ProcessEvents(
+        1, "gateway", requests=[Served(3 * ms, 17 * ms, 2 * ms, ms, "GET", "/api/users/3?tail=7")]
+    )
+    users = ProcessEvents(
+        2,
+        "users",
+        requests=[
+            Served(4 * ms, 3 * ms, ms, 0, "GET", "/users/9"),  # another request's, overlapping
+            Served(5 * ms, 10 * ms, ms, 2 * ms, "GET", "/users/3"),
+        ],
+    )
+    [found] = break_down(client, [gateway, users])
+    assert {part: value // ms for part, value in found.parts.items()} == {
+        "send_late": 1,
+        "to_gateway": 2,
+        "gateway_to_users": 2,
+        "users": 10,
+        "gateway_after_users": 5,
+        "back": 2,
+    }
+    assert (found.gateway_runq, found.users_runq) == (ms, 2 * ms)

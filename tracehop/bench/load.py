@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from tracehop.bench.stats import latency_percentiles_ms, round_or_none
+from tracehop.bench.stats import latency_percentiles_ms, round_or_none, slowest
 
 CREATE_PATH = "/api/users"
 REQUEST_TIMEOUT_S = 10.0
@@ -220,6 +220,8 @@ class BuiltinLoad:
         errors = sum(t.errors for t in self._tallies)
         # Fixed rate: the window is the schedule's length; saturation: until the last answer came in.
         duration = self._duration_s if self._rate is not None else self._finished_at - self._start
+        # Fixed rate: the slowest tenth kept, so that a p99 can be taken over all windows together.
+        extra = {} if self._rate is None else {"slowest_ms": [round(s * 1000, 2) for s in slowest(latencies)]}
         return LoadResult(
             generator="builtin",
             shape=self.shape,
@@ -231,6 +233,7 @@ class BuiltinLoad:
             cpu_s=sum(t.cpu_s for t in self._tallies),
             target_rps=self._rate,
             behind_schedule=sum(t.behind for t in self._tallies),
+            extra=extra,
             **latency_percentiles_ms(latencies),
         )
 

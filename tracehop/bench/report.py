@@ -16,7 +16,15 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from tracehop.bench.stats import median, normalise_rps, paired_ratios, ratio, round_or_none, spread
+from tracehop.bench.stats import (
+    median,
+    normalise_rps,
+    paired_ratios,
+    pooled_percentile,
+    ratio,
+    round_or_none,
+    spread,
+)
 from tracehop.stack.config import SERVICES
 
 SCHEMA_VERSION = 2
@@ -161,6 +169,15 @@ def _latency(windows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     }
 
 
+def _pooled_p99(windows: Sequence[Mapping[str, Any]]) -> float | None:
+    """The p99 of every window's requests together (results before it was recorded: None)."""
+    if not windows or any("slowest_ms" not in w["load"] for w in windows):
+        return None
+    return round_or_none(
+        pooled_percentile([(w["load"]["requests"], w["load"]["slowest_ms"]) for w in windows], 99), 2
+    )
+
+
 def summarise_mode(
     windows: Sequence[Mapping[str, Any]], mode: str, reference_ms: float | None
 ) -> dict[str, Any]:
@@ -195,6 +212,7 @@ def summarise_mode(
             "target_rps": fixed[0]["load"]["target_rps"] if fixed else None,
             "rps": round_or_none(median(w["load"]["rps"] for w in fixed), 1),
             **_latency(fixed),
+            "p99_pooled_ms": _pooled_p99(fixed),
             "errors": sum(w["load"]["errors"] for w in fixed),
             "behind_schedule": sum(w["load"]["behind_schedule"] for w in fixed),
             "loadgen_cpu_s_per_s": round_or_none(
@@ -234,6 +252,9 @@ def compare(windows: Sequence[Mapping[str, Any]], modes: Mapping[str, Any], mode
         "cpu_ms_added_per_req": round_or_none(None if cpu_t is None or cpu_u is None else cpu_t - cpu_u),
         "ratio_p99_fixed_rate": round_or_none(
             ratio(traced["fixed_rate"]["p99_ms"], untraced["fixed_rate"]["p99_ms"])
+        ),
+        "ratio_p99_fixed_rate_pooled": round_or_none(
+            ratio(traced["fixed_rate"].get("p99_pooled_ms"), untraced["fixed_rate"].get("p99_pooled_ms"))
         ),
     }
 
@@ -448,6 +469,7 @@ def results_table(document: Mapping[str, Any]) -> Table:
     add("req/s at fixed rate", lambda m: m["fixed_rate"]["rps"])
     for key in ("p50_ms", "p95_ms", "p99_ms"):
         add(f"{key.removesuffix('_ms')} ms at fixed rate", lambda m, k=key: m["fixed_rate"][k])
+    add("p99 ms at fixed rate, all windows pooled", lambda m: m["fixed_rate"].get("p99_pooled_ms"))
     for service in document[modes[-1]]["services"]:
         add(
             f"{service} CPU ms per request",

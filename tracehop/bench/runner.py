@@ -40,6 +40,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tracehop.bench import procs
+from tracehop.bench.freshness_process import FreshnessProcess
 from tracehop.bench.load import BenchRequest, BuiltinLoad, LoadResult, ResponseHook, TrivialServer, UserMix
 from tracehop.bench.probe import CpuProbe
 from tracehop.bench.queue import DrainResult, wait_for_drain
@@ -318,7 +319,7 @@ def make_load(
     return BuiltinLoad(bench.gateway, settings.mix, settings.duration_s, connections=settings.connections)
 
 
-def freshness_sampler(tracker: FreshnessTracker, every: int) -> ResponseHook:
+def freshness_sampler(tracker: FreshnessTracker | FreshnessProcess, every: int) -> ResponseHook:
     """A response hook handing one in `every` successful POST /api/users to the freshness tracker."""
     seen = iter(range(1, 2**62))
 
@@ -347,11 +348,14 @@ def measure_window(
     # with a ratio sampler: most traces are not sampled, and the tracker cannot tell which.
     if phase == FIXED_RATE and bench.traced and settings.sampling_ratio >= 1:
         expected = bench.shapes[bench.kind_roots["create"]].spans
-        tracker = FreshnessTracker(bench.reader, bench.query, expected).start()
+        # In a process of its own: it must not hold the interpreter lock of the threads that time the
+        # requests (freshness_process.py).
+        tracker = FreshnessProcess(bench.stack.layout.traces_db, bench.stack.urls["query"], expected).start()
         on_response = freshness_sampler(tracker, settings.freshness_every)
     load = make_load(bench, settings, phase, on_response)
     label = f"round {round_number}/{settings.rounds} · {bench.mode} · {phase.replace('_', ' ')}"
 
+    tracker_cpu_before = tracker.cpu_s() if tracker is not None else 0.0
     before = _Counters.read(bench, others, probe)
     load.start()
     while load.running():
@@ -359,6 +363,7 @@ def measure_window(
         time.sleep(0.25)
     result = load.result()
     after = _Counters.read(bench, others, probe, with_pss=True)
+    tracker_cpu_after = tracker.cpu_s() if tracker is not None else 0.0
 
     probe_cpu_ms, probe_wall_ms = probe.window(before.at, after.at)
     progress.status(label, "draining the job queue")
@@ -386,6 +391,12 @@ def measure_window(
     freshness = tracker.finish() if tracker is not None else None
 
     record = window_record(bench, phase, round_number, result, before, after, drained, drain, spans)
+    if tracker is not None:  # the poller's process: the bench's own CPU, not a neighbour's
+        poller_cpu = tracker_cpu_after - tracker_cpu_before
+        record["machine"]["freshness_poller_cpu_s"] = round(poller_cpu, 2)
+        record["machine"]["foreign_cpu_s"] = round(
+            max(0.0, record["machine"]["foreign_cpu_s"] - poller_cpu), 2
+        )
     record["probe_cpu_ms"], record["probe_wall_ms"] = probe_cpu_ms, probe_wall_ms
     progress.window_done(label, record, freshness)
     return record, freshness

@@ -100,3 +100,41 @@ def paired_ratios(traced: Sequence[float], untraced: Sequence[float]) -> list[fl
 
 def round_or_none(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
+
+
+# Each fixed-rate window keeps its slowest tenth of latencies: enough for the p99 of all windows together
+# unless one window holds more than a tenth of its own requests above that p99 (then `pooled_percentile`
+# says it cannot tell, rather than guess).
+KEPT_TAIL_SHARE = 0.10
+
+
+def slowest(values: Sequence[float], share: float = KEPT_TAIL_SHARE) -> list[float]:
+    """The slowest `share` of the values (at least one, when there are any), slowest first."""
+    ordered = sorted(values, reverse=True)
+    return ordered[: max(1, math.ceil(len(ordered) * share))] if ordered else []
+
+
+def pooled_percentile(windows: Sequence[tuple[int, Sequence[float]]], q: float) -> float | None:
+    """The q-th percentile (as `percentile` defines it) of all windows' values together, from each
+    window's (count, slowest values, slowest first): exact, or None when the kept values do not decide it.
+
+    Why pool: at 100 req/s a 15 s window has 1,500 requests, so its p99 is its 15th-slowest request, and
+    a median of five such figures still moves by milliseconds from run to run; five windows pooled give
+    the 75th-slowest of 7,500.
+    """
+    total = sum(count for count, _ in windows)
+    if total == 0:
+        return None
+    rank = (total - 1) * q / 100
+    low, high = math.floor(rank), min(math.floor(rank) + 1, total - 1)
+    top_low, top_high = total - 1 - low, total - 1 - high  # positions from the slowest, top_high <= top_low
+    kept = sorted((value for _, values in windows for value in values), reverse=True)
+    if top_low >= len(kept):
+        return None
+    # A window whose values were not all kept may hold unkept ones up to its fastest kept one: the order
+    # of the kept values is the true order only above every such bound.
+    bound = max((min(values) for count, values in windows if 0 < len(values) < count), default=-math.inf)
+    if kept[top_low] < bound:
+        return None
+    at_low, at_high = kept[top_low], kept[top_high]
+    return at_low + (at_high - at_low) * (rank - low)
