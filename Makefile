@@ -74,7 +74,7 @@ chaos: install ## faults under load on a private stack, then every job accounted
 	@$(PY) -m tracehop.bench.chaos $(if $(SHORT),--short) $(if $(BROKER),--broker $(BROKER))
 
 .PHONY: bench
-bench: install ## the cost of tracing: untraced, stock OpenTelemetry and tracehop side by side (BENCH_MODES, BENCH_ROUNDS=3, BENCH_DURATION=15; PROFILE=1: py-spy)
+bench: install ## the cost of tracing: untraced, stock OpenTelemetry and tracehop side by side (BENCH_MODES, BENCH_ROUNDS=5, BENCH_DURATION=15; PROFILE=1: py-spy)
 	@$(PY) -m tracehop.bench $(if $(PROFILE),--profile bench/profiles)
 
 .PHONY: export-cost

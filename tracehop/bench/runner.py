@@ -1,6 +1,6 @@
 """`make bench`: what tracing costs, measured on one machine in one run.
 
-    python -m tracehop.bench                               # 3 rounds x 15 s windows: about 5 minutes
+    python -m tracehop.bench                               # 5 rounds x 15 s windows x 3 modes: about 16 minutes
     BENCH_ROUNDS=1 BENCH_DURATION=5 python -m tracehop.bench   # a quick look (1-2 minutes)
     python -m tracehop.bench --profile bench/profiles       # py-spy profiles instead of numbers
 
@@ -111,7 +111,7 @@ START_TIMEOUT_S = 120.0
 
 @dataclass(frozen=True)
 class BenchSettings:
-    rounds: int = 3
+    rounds: int = 5  # per-round ratios range over ±0.1 here: five give a steadier median (issue 11)
     duration_s: float = 15.0
     rate: float = 100.0
     connections: int = 8
