@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -66,17 +67,40 @@ def parse_otlp_json(body: bytes) -> ExportTraceServiceRequest:
     accepts the rest (enums as names or integers, 64-bit integers as strings or numbers). Unknown fields
     are ignored, as the OTLP specification requires of receivers.
     """
+    # What exporters send: parsed by orjson and decoded five times faster than by json_format
+    # (otlp_json_fast.py), together a third of the CPU of json.loads and the fast decoder.
+    fast = _fast_json(body)
+    if fast is not None:
+        return fast
+    # Anything else exactly as before orjson: json.loads, then json_format.
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BadRequest(f"body is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise BadRequest("OTLP/JSON body must be an object with a resourceSpans list")
+    return parse_otlp_json_document(document)
+
+
+def _fast_json(body: bytes) -> ExportTraceServiceRequest | None:
+    """The request decoded by orjson and the fast decoder, or None when the general path must decide.
+
+    orjson parses what `json.loads` parses, alike, but for a few forms: it refuses NaN and Infinity
+    literals, lone surrogate escapes and UTF-16/32 bodies, and reads integers beyond 64 bits as floats.
+    A refused body goes to `json.loads`; a float where the fast decoder wants an integer is NotCanonical;
+    and every document the fast decoder declines is parsed again by `json.loads` for `json_format`, so the
+    general path never sees what orjson made of it.
+    """
     try:
-        # What exporters send, decoded five times faster than by json_format (otlp_json_fast.py).
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(document) is not dict:
+        return None
+    try:
         return otlp_json_fast.decode(document)
     except otlp_json_fast.NotCanonical:
-        return parse_otlp_json_document(document)
+        return None
 
 
 def parse_otlp_json_document(document: dict[str, Any]) -> ExportTraceServiceRequest:
