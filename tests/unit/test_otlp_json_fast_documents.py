@@ -304,7 +304,7 @@ def test_json_values_of_another_type_are_left_to_json_format() -> None:
     json_format does (the first fast decoder stored `"parentSpanId": 0` as a root span; the reference
     rejects it)."""
     span = {"traceId": "0" * 31 + "1", "spanId": "0" * 15 + "2"}
-    for name in sorted(otlp_json_fast._SPAN_FIELDS):
+    for name in sorted(otlp_json_fast.SPAN_FIELD_NAMES):
         for value in (None, 0, 1, "", "x", False, [], {}):
             document = {"resourceSpans": [{"scopeSpans": [{"spans": [{**span, name: value}]}]}]}
             assert_stores_as_the_reference([_dumps(document)])

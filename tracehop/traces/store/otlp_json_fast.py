@@ -355,7 +355,8 @@ def _id(value: Any, length: int) -> bytes:
     return decoded
 
 
-# Span fields by JSON name: the proto field name and the converter of the JSON value.
+# Span fields by JSON name: the proto field name and the converter of the JSON value (attributes, events
+# and links, which carry index terms, are converted in _span itself).
 _SPAN_FIELDS: dict[str, tuple[str, Any]] = {
     "traceId": ("trace_id", lambda value: _id(value, 16)),
     "spanId": ("span_id", lambda value: _id(value, 8)),
@@ -366,11 +367,9 @@ _SPAN_FIELDS: dict[str, tuple[str, Any]] = {
     "kind": ("kind", _int_enum),
     "startTimeUnixNano": ("start_time_unix_nano", _uint64),
     "endTimeUnixNano": ("end_time_unix_nano", _uint64),
-    "attributes": ("attributes", _attributes),
     "droppedAttributesCount": ("dropped_attributes_count", _uint32),
-    "events": ("events", lambda value: [_event(event, None) for event in _list(value)]),
     "droppedEventsCount": ("dropped_events_count", _uint32),
-    "links": ("links", lambda value: [_link(link, None) for link in _list(value)]),
     "droppedLinksCount": ("dropped_links_count", _uint32),
     "status": ("status", _status),
 }
+SPAN_FIELD_NAMES = (*_SPAN_FIELDS, "attributes", "events", "links")
