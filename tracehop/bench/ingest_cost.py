@@ -3,8 +3,8 @@
 `python -m tracehop.bench.ingest_cost [--rounds N] [--batch 9] [--profile json|protobuf]` replays the
 recorded spans (span_sample.py) as SDK spans, encodes them in batches as the services send them
 (tracehop's OTLP/JSON encoder, or the SDK's protobuf encoder), and times with `time.process_time` what
-the store does with one export body: decode (otlp.decode_export_request) and store
-(SpanDatabase.insert, into a fresh SQLite file per round). The HTTP handler is not included.
+the store does with one export body: decode (otlp.decode_export_batch) and store
+(SpanDatabase.insert_groups, into a fresh SQLite file per round). The HTTP handler is not included.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from services.telemetry.otlp_json_encoder import encode_spans_json
 from tracehop.bench.span_sample import DEFAULT_SAMPLE, sdk_spans
 from tracehop.traces.store.database import SpanDatabase
-from tracehop.traces.store.otlp import JSON, PROTOBUF, decode_export_request
+from tracehop.traces.store.otlp import JSON, PROTOBUF, decode_export_batch
 
 ENCODERS: dict[str, tuple[str, Callable[[list], bytes]]] = {
     "json": (JSON, encode_spans_json),
@@ -50,7 +50,7 @@ def ingest(content_type: str, payloads: list[bytes], directory: str, round_name:
     try:
         started = time.process_time()
         for payload in payloads:
-            database.insert(decode_export_request(payload, content_type))
+            database.insert_groups(decode_export_batch(payload, content_type))
         return time.process_time() - started
     finally:
         database.close()

@@ -26,7 +26,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
 from tracehop.traces.store.attribute_text import go_json
-from tracehop.traces.store.database import SpanDatabase, StoredSpan, TraceSearch, service_name
+from tracehop.traces.store.database import SpanDatabase, StoredSpan, TraceSearch
+from tracehop.traces.store.ingest_batch import service_name
 from tracehop.traces.store.otlp import JSON, BadRequest
 from tracehop.traces.store.query_params import (
     SPAN_KIND,

@@ -23,12 +23,11 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
-from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
-from tracehop.traces.store import indexing
+from tracehop.traces.store import indexing, ingest_batch
 from tracehop.traces.store.attribute_text import as_string
+from tracehop.traces.store.ingest_batch import ResourceGroup
 from tracehop.traces.store.query_params import DEFAULT_SEARCH_DEPTH
 from tracehop.traces.store.retention import (
     PRUNE_CHUNK_TRACES,
@@ -41,7 +40,6 @@ from tracehop.traces.store.service_map import ServiceMap, build_service_map
 from tracehop.traces.store.span_filter import ScopeInfo, span_conditions
 
 DEFAULT_NUM_TRACES = DEFAULT_SEARCH_DEPTH
-INT64_MAX = 2**63 - 1  # SQLite integers are signed 64-bit; OTLP timestamps are fixed64
 # Span kinds as Jaeger's memory store records operations (memory/tenant.go fromOTELSpanKind): an
 # unspecified (or unknown) kind is "", which the API then reports as "internal".
 OPERATION_KINDS = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -213,7 +211,11 @@ class SpanDatabase:
             self._connection.close()
 
     def insert(self, request: ExportTraceServiceRequest) -> int:
-        """Store every span of one export request in one transaction; return how many.
+        """Store every span of one export request in one transaction; return how many."""
+        return self.insert_groups(ingest_batch.from_request(request))
+
+    def insert_groups(self, groups: list[ResourceGroup]) -> int:
+        """Store every span of one export request (ingest_batch.py) in one transaction; return how many.
 
         One row per (trace_id, span_id): an exporter retrying a batch it thinks failed must not duplicate
         spans; the copy received last replaces the earlier one.
@@ -224,31 +226,51 @@ class SpanDatabase:
             with self._connection:
                 cursor = self._connection.cursor()
                 terms: list[tuple[str, str, int]] = []
-                traces: list[tuple[str, int, int]] = []
-                for resource_spans in request.resource_spans:
-                    resource_id = self._known(
-                        "resources", _resource_key(resource_spans), interned, resource_spans
-                    )
-                    service = service_name(resource_spans)
+                # Each trace's earliest and latest span start in this request, in order of first arrival:
+                # one upsert per trace rather than per span, with the same result.
+                traces: dict[str, list[int]] = {}
+                for group in groups:
+                    resource_id = self._known("resources", group.key, interned, group.resource_spans)
+                    service = group.service
                     resource_chunk = self._next_chunk()
-                    for scope_spans in resource_spans.scope_spans:
-                        scope_id = self._known("scopes", _scope_key(scope_spans), interned)
-                        chunks = (resource_chunk, self._next_chunk())
-                        for span in scope_spans.spans:
+                    for scope in group.scopes:
+                        scope_id = self._known("scopes", scope.key, interned)
+                        scope_chunk = self._next_chunk()
+                        for (
+                            trace_id,
+                            span_id,
+                            parent,
+                            name,
+                            kind,
+                            start,
+                            end,
+                            status,
+                            body,
+                            span_terms,
+                        ) in scope.spans:
+                            row = (
+                                trace_id, span_id, parent, service, name, kind, start, end, status,
+                                resource_id, scope_id, body, resource_chunk, scope_chunk,
+                            )  # fmt: skip
                             # One execute per span (not executemany): the attribute rows need its rowid.
-                            row = (*_span_row(span, service, resource_id, scope_id), *chunks)
                             cursor.execute(_INSERT_SPAN, row)
                             if cursor.rowcount == 0:  # received before
                                 self._replace_earlier_copy(cursor, row, terms)
                             rowid = cursor.lastrowid
-                            terms.extend(
-                                (key, value, rowid) for key, value in indexing.span_search_terms(span)
-                            )
-                            traces.append((row[0], row[6], row[6]))
+                            terms.extend((key, value, rowid) for key, value in span_terms)
+                            starts = traces.get(trace_id)
+                            if starts is None:
+                                traces[trace_id] = [start, start]
+                            elif start < starts[0]:
+                                starts[0] = start
+                            elif start > starts[1]:
+                                starts[1] = start
                             count += 1
                 cursor.executemany(indexing.INSERT_SPAN_ATTRIBUTE, terms)
                 # In arrival order: a trace's number is that of its first span ever received.
-                cursor.executemany(_UPSERT_TRACE, traces)
+                cursor.executemany(
+                    _UPSERT_TRACE, [(trace_id, low, high) for trace_id, (low, high) in traces.items()]
+                )
             # Ids of rows this transaction stored are valid once it has committed (it did: no exception).
             self._interned.update(interned)
         return count
@@ -290,7 +312,7 @@ class SpanDatabase:
         return row_id
 
     def _intern_resource(self, resource_spans: ResourceSpans) -> int:
-        resource_id = self._intern("resources", _resource_key(resource_spans))
+        resource_id = self._intern("resources", ingest_batch.resource_key(resource_spans))
         terms = indexing.searchable(resource_spans.resource.attributes)
         self._connection.executemany(
             indexing.INSERT_RESOURCE_ATTRIBUTE, [(key, value, resource_id) for key, value in terms]
@@ -461,45 +483,3 @@ class SpanDatabase:
         with self._reading() as connection:
             rows = connection.execute(f"SELECT id, body FROM {table} WHERE id IN ({marks})", wanted)
             return dict(rows.fetchall())
-
-
-def _resource_key(resource_spans: ResourceSpans) -> bytes:
-    # Deterministic serialisation so that the same resource always interns to the same row.
-    return ResourceSpans(
-        resource=resource_spans.resource, schema_url=resource_spans.schema_url
-    ).SerializeToString(deterministic=True)
-
-
-def _scope_key(scope_spans: ScopeSpans) -> bytes:
-    return ScopeSpans(scope=scope_spans.scope, schema_url=scope_spans.schema_url).SerializeToString(
-        deterministic=True
-    )
-
-
-def service_name(resource_spans: ResourceSpans) -> str:
-    """`service.name` of the resource if it is a string, else "" (memory.go getServiceNameFromResource)."""
-    return _string_attribute(resource_spans.resource.attributes, "service.name")
-
-
-def _string_attribute(attributes: Iterable[KeyValue], key: str) -> str:
-    for attribute in attributes:
-        if attribute.key == key and attribute.value.WhichOneof("value") == "string_value":
-            return attribute.value.string_value
-    return ""
-
-
-def _span_row(span: SpanProto, service: str, resource_id: int, scope_id: int) -> tuple[Any, ...]:
-    return (
-        span.trace_id.hex(),
-        span.span_id.hex(),
-        span.parent_span_id.hex(),
-        service,
-        span.name,
-        span.kind,
-        min(span.start_time_unix_nano, INT64_MAX),
-        min(span.end_time_unix_nano, INT64_MAX),
-        span.status.code,
-        resource_id,
-        scope_id,
-        span.SerializeToString(),
-    )

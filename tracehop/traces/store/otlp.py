@@ -10,10 +10,11 @@ import gzip
 import json
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -21,7 +22,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
-from tracehop.traces.store import otlp_json_fast
+from tracehop.traces.store import ingest_batch, otlp_json_fast
+from tracehop.traces.store.ingest_batch import ResourceGroup
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -29,6 +31,7 @@ TRACES_PATH = "/v1/traces"
 # An SDK configured for every signal also posts metrics and logs: accept and drop them quietly.
 DROPPED_SIGNAL_PATHS = frozenset({"/v1/metrics", "/v1/logs"})
 MAX_BODY_BYTES = 64 * 1024 * 1024
+Decoded = TypeVar("Decoded")
 
 
 class BadRequest(ValueError):
@@ -58,6 +61,20 @@ def decode_export_request(body: bytes, content_type: str) -> ExportTraceServiceR
     return request
 
 
+def decode_export_batch(body: bytes, content_type: str) -> list[ResourceGroup]:
+    """What the store keeps of an export body (ingest_batch.py): OTLP/JSON as exporters write it straight
+    from the JSON (otlp_json_fast.decode_batch), anything else through `decode_export_request`."""
+    if content_type == JSON:
+        groups = _fast_json(body, otlp_json_fast.decode_batch)
+        if groups is not None:
+            return groups
+        request = _parse_general_json(body)
+        check_ids(request)
+    else:
+        request = decode_export_request(body, content_type)
+    return ingest_batch.from_request(request)
+
+
 def parse_otlp_json(body: bytes) -> ExportTraceServiceRequest:
     """Decode OTLP/JSON.
 
@@ -66,17 +83,43 @@ def parse_otlp_json(body: bytes) -> ExportTraceServiceRequest:
     accepts the rest (enums as names or integers, 64-bit integers as strings or numbers). Unknown fields
     are ignored, as the OTLP specification requires of receivers.
     """
+    # What exporters send: parsed by orjson and decoded five times faster than by json_format
+    # (otlp_json_fast.py), together a third of the CPU of json.loads and the fast decoder.
+    fast = _fast_json(body, otlp_json_fast.decode)
+    return fast if fast is not None else _parse_general_json(body)
+
+
+def _parse_general_json(body: bytes) -> ExportTraceServiceRequest:
+    """Anything the fast path declines, exactly as before orjson: json.loads, then json_format."""
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BadRequest(f"body is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise BadRequest("OTLP/JSON body must be an object with a resourceSpans list")
+    return parse_otlp_json_document(document)
+
+
+def _fast_json(body: bytes, decode: Callable[[Any], Decoded]) -> Decoded | None:
+    """The body parsed by orjson and decoded by `decode` (one of otlp_json_fast's), or None when the
+    general path must decide.
+
+    orjson parses what `json.loads` parses, alike, but for a few forms: it refuses NaN and Infinity
+    literals, lone surrogate escapes and UTF-16/32 bodies, and reads integers beyond 64 bits as floats.
+    A refused body goes to `json.loads`; a float where the fast decoder wants an integer is NotCanonical;
+    and every document the fast decoder declines is parsed again by `json.loads` for `json_format`, so the
+    general path never sees what orjson made of it.
+    """
     try:
-        # What exporters send, decoded five times faster than by json_format (otlp_json_fast.py).
-        return otlp_json_fast.decode(document)
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(document) is not dict:
+        return None
+    try:
+        return decode(document)
     except otlp_json_fast.NotCanonical:
-        return parse_otlp_json_document(document)
+        return None
 
 
 def parse_otlp_json_document(document: dict[str, Any]) -> ExportTraceServiceRequest:

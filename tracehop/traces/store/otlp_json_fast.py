@@ -21,6 +21,20 @@ import math
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
+
+from tracehop.traces.store.attribute_text import as_string
+from tracehop.traces.store.ingest_batch import (
+    INT64_MAX,
+    ResourceGroup,
+    ScopeGroup,
+    SpanEntry,
+    resource_key,
+    scope_key,
+    service_name,
+)
 
 
 class NotCanonical(ValueError):
@@ -56,12 +70,68 @@ def decode(document: Any) -> ExportTraceServiceRequest:
         raise NotCanonical(str(error)) from None
 
 
+def decode_batch(document: Any) -> list[ResourceGroup]:
+    """What the store stores of a parsed OTLP/JSON document (ingest_batch.py), built from the JSON: no
+    request message, each span's Span built and serialised alone, its columns and attribute index terms
+    taken from the JSON values; NotCanonical when json_format must decide."""
+    try:
+        _keys(document, _REQUEST)
+        return [_resource_group(item) for item in _list(document.get("resourceSpans"))]
+    except NotCanonical:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
+        raise NotCanonical(str(error)) from None
+
+
+def _resource_group(document: Any) -> ResourceGroup:
+    head = _resource_head(document)
+    # Always with a resource, as ingest_batch.resource_key makes it (an absent one becomes empty).
+    resource_spans = ResourceSpans(resource=head.get("resource", {}), schema_url=head["schema_url"])
+    return ResourceGroup(
+        resource_key(resource_spans),
+        resource_spans,
+        service_name(resource_spans),
+        [_scope_group(item) for item in _list(document.get("scopeSpans"))],
+    )
+
+
+def _scope_group(document: Any) -> ScopeGroup:
+    head = _scope_head(document)
+    key = scope_key(ScopeSpans(scope=head.get("scope", {}), schema_url=head["schema_url"]))
+    return ScopeGroup(key, [_span_entry(span) for span in _list(document.get("spans"))])
+
+
+def _span_entry(span: Any) -> SpanEntry:
+    terms: set[tuple[str, str]] = set()
+    message = _span(span, terms)
+    trace_id, span_id = message["trace_id"], message["span_id"]
+    if not any(trace_id) or not any(span_id):
+        raise NotCanonical("an all-zero id")  # rejected by the general path, in its words
+    status = message.get("status")
+    return (
+        trace_id.hex(),
+        span_id.hex(),
+        message.get("parent_span_id", b"").hex(),
+        message.get("name", ""),
+        message.get("kind", 0),
+        min(message.get("start_time_unix_nano", 0), INT64_MAX),
+        min(message.get("end_time_unix_nano", 0), INT64_MAX),
+        status["code"] if status else 0,
+        SpanProto(**message).SerializeToString(),
+        terms,
+    )
+
+
 def _resource_spans(document: Any) -> dict[str, Any]:
+    message = _resource_head(document)
+    message["scope_spans"] = [_scope_spans(item) for item in _list(document.get("scopeSpans"))]
+    return message
+
+
+def _resource_head(document: Any) -> dict[str, Any]:
+    """The resourceSpans entry but its scopeSpans, as constructor arguments."""
     _keys(document, _RESOURCE_SPANS)
-    message: dict[str, Any] = {
-        "schema_url": _str(document.get("schemaUrl", "")),
-        "scope_spans": [_scope_spans(item) for item in _list(document.get("scopeSpans"))],
-    }
+    message: dict[str, Any] = {"schema_url": _str(document.get("schemaUrl", ""))}
     if "resource" in document:
         resource = document["resource"]
         _keys(resource, _RESOURCE)
@@ -73,11 +143,15 @@ def _resource_spans(document: Any) -> dict[str, Any]:
 
 
 def _scope_spans(document: Any) -> dict[str, Any]:
+    message = _scope_head(document)
+    message["spans"] = [_span(span) for span in _list(document.get("spans"))]
+    return message
+
+
+def _scope_head(document: Any) -> dict[str, Any]:
+    """The scopeSpans entry but its spans, as constructor arguments."""
     _keys(document, _SCOPE_SPANS)
-    message: dict[str, Any] = {
-        "schema_url": _str(document.get("schemaUrl", "")),
-        "spans": [_span(span) for span in _list(document.get("spans"))],
-    }
+    message: dict[str, Any] = {"schema_url": _str(document.get("schemaUrl", ""))}
     if "scope" in document:
         scope = document["scope"]
         _keys(scope, _SCOPE)
@@ -90,17 +164,25 @@ def _scope_spans(document: Any) -> dict[str, Any]:
     return message
 
 
-def _span(span: Any) -> dict[str, Any]:
+def _span(span: Any, terms: set[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """The span as constructor arguments; with `terms`, its attribute index terms go there too."""
     if type(span) is not dict or "traceId" not in span or "spanId" not in span:
         raise NotCanonical("span")
     # Only the fields present are converted (a span names about ten of its sixteen): each by its
     # converter, an unknown key being NotCanonical.
     message = {}
     for name, value in span.items():
-        field = _SPAN_FIELDS.get(name)
-        if field is None:
-            raise NotCanonical(f"span field {name}")
-        message[field[0]] = field[1](value)
+        if name == "attributes":
+            message["attributes"] = _attributes(value, terms)
+        elif name == "events":
+            message["events"] = [_event(event, terms) for event in _list(value)]
+        elif name == "links":
+            message["links"] = [_link(link, terms) for link in _list(value)]
+        else:
+            field = _SPAN_FIELDS.get(name)
+            if field is None:
+                raise NotCanonical(f"span field {name}")
+            message[field[0]] = field[1](value)
     return message
 
 
@@ -113,23 +195,23 @@ def _status(status: Any) -> dict[str, Any]:
     return {"code": _int_enum(status.get("code", 0)), "message": _str(status.get("message", ""))}
 
 
-def _event(event: Any) -> dict[str, Any]:
+def _event(event: Any, terms: set[tuple[str, str]] | None) -> dict[str, Any]:
     _keys(event, _EVENT)
     return {
         "time_unix_nano": _uint64(event.get("timeUnixNano", 0)),
         "name": _str(event.get("name", "")),
-        "attributes": _attributes(event.get("attributes")),
+        "attributes": _attributes(event.get("attributes"), terms),
         "dropped_attributes_count": _uint32(event.get("droppedAttributesCount", 0)),
     }
 
 
-def _link(link: Any) -> dict[str, Any]:
+def _link(link: Any, terms: set[tuple[str, str]] | None) -> dict[str, Any]:
     _keys(link, _LINK)
     return {
         "trace_id": _id(link["traceId"], 16),
         "span_id": _id(link["spanId"], 8),
         "trace_state": _str(link.get("traceState", "")),
-        "attributes": _attributes(link.get("attributes")),
+        "attributes": _attributes(link.get("attributes"), terms),
         "dropped_attributes_count": _uint32(link.get("droppedAttributesCount", 0)),
         "flags": _uint32(link.get("flags", 0)),
     }
@@ -140,7 +222,8 @@ def _link(link: Any) -> dict[str, Any]:
 _KEY_VALUE = {"key", "value"}
 
 
-def _attributes(items: Any) -> list[dict[str, Any]]:
+def _attributes(items: Any, terms: set[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Attributes as constructor arguments; with `terms`, each one's (key, text) (indexing.py) too."""
     decoded = []
     for item in _list(items):
         if type(item) is not dict or not item.keys() <= _KEY_VALUE:
@@ -150,12 +233,27 @@ def _attributes(items: Any) -> list[dict[str, Any]]:
         # Most attribute values are strings: decoded here without a call (a third of the decoder's CPU
         # went to the calls per value).
         if type(value) is dict and len(value) == 1 and type(value.get("stringValue")) is str:
-            decoded.append({"key": key, "value": {"string_value": value["stringValue"]}})
+            text = value["stringValue"]
+            decoded.append({"key": key, "value": {"string_value": text}})
         elif "value" in item:
-            decoded.append({"key": key, "value": _value(value)})
+            any_value = _value(value)
+            decoded.append({"key": key, "value": any_value})
+            text = _text(any_value) if terms is not None else ""
         else:
             decoded.append({"key": key})
+            text = ""  # as_string of an unset value
+        if terms is not None:
+            terms.add((key, text))
     return decoded
+
+
+def _text(any_value: dict[str, Any]) -> str:
+    """attribute_text.as_string of the AnyValue these constructor arguments make."""
+    if "int_value" in any_value:
+        return str(any_value["int_value"])
+    if "bool_value" in any_value:
+        return "true" if any_value["bool_value"] else "false"
+    return as_string(AnyValue(**any_value))
 
 
 def _value(value: Any) -> dict[str, Any]:
@@ -257,7 +355,8 @@ def _id(value: Any, length: int) -> bytes:
     return decoded
 
 
-# Span fields by JSON name: the proto field name and the converter of the JSON value.
+# Span fields by JSON name: the proto field name and the converter of the JSON value (attributes, events
+# and links, which carry index terms, are converted in _span itself).
 _SPAN_FIELDS: dict[str, tuple[str, Any]] = {
     "traceId": ("trace_id", lambda value: _id(value, 16)),
     "spanId": ("span_id", lambda value: _id(value, 8)),
@@ -268,11 +367,9 @@ _SPAN_FIELDS: dict[str, tuple[str, Any]] = {
     "kind": ("kind", _int_enum),
     "startTimeUnixNano": ("start_time_unix_nano", _uint64),
     "endTimeUnixNano": ("end_time_unix_nano", _uint64),
-    "attributes": ("attributes", _attributes),
     "droppedAttributesCount": ("dropped_attributes_count", _uint32),
-    "events": ("events", lambda value: [_event(event) for event in _list(value)]),
     "droppedEventsCount": ("dropped_events_count", _uint32),
-    "links": ("links", lambda value: [_link(link) for link in _list(value)]),
     "droppedLinksCount": ("dropped_links_count", _uint32),
     "status": ("status", _status),
 }
+SPAN_FIELD_NAMES = (*_SPAN_FIELDS, "attributes", "events", "links")

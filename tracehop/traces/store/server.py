@@ -34,7 +34,7 @@ from tracehop.traces.store.otlp import (
     PROTOBUF,
     TRACES_PATH,
     BadRequest,
-    decode_export_request,
+    decode_export_batch,
     decompress,
 )
 from tracehop.traces.store.query_app import create_query_app, make_query_server
@@ -115,11 +115,11 @@ class OtlpHandler(_Handler):
     def _export(self, body: bytes, content_type: str) -> None:
         try:
             data = decompress(body, self.headers.get("Content-Encoding", ""))
-            request = decode_export_request(data, content_type)
+            groups = decode_export_batch(data, content_type)
         except BadRequest as error:
             self._send_status(error.status, str(error), content_type)
             return
-        self.server.database.insert(request)
+        self.server.database.insert_groups(groups)
         self._send_success(content_type)
 
     def _read_body(self) -> bytes:
