@@ -1,6 +1,6 @@
 """`make bench`: what tracing costs, measured on one machine in one run.
 
-    python -m tracehop.bench                               # 5 rounds x 15 s windows x 3 modes: about 16 minutes
+    python -m tracehop.bench                               # 5 rounds x 3 modes: about 16 minutes
     BENCH_ROUNDS=1 BENCH_DURATION=5 python -m tracehop.bench   # a quick look (1-2 minutes)
     python -m tracehop.bench --profile bench/profiles       # py-spy profiles instead of numbers
 
