@@ -364,6 +364,15 @@ def _json_with(**span_fields) -> bytes:
         (_json_with(traceId="abcd"), "application/json", {}, 400, "trace id must be 16 bytes"),
         (_json_with(spanId=""), "application/json", {}, 400, "span id must be 8 bytes"),
         (_json_with(kind=[1]), "application/json", {}, 400, "not an OTLP/JSON"),
+        # json_format turns an enum given as a number too large for a float into an OverflowError.
+        (_json_with(kind=float("inf")), "application/json", {}, 400, "not an OTLP/JSON"),
+        (
+            _json_with(kind=7).replace(b'"kind": 7', b'"kind": 1e400'),
+            "application/json",
+            {},
+            400,
+            "not an OTLP",
+        ),
         (b"not gzip", "application/json", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
         (b"{}", "text/plain", {}, 415, "unsupported Content-Type 'text/plain'"),
         (b"{}", "application/json", {"Content-Encoding": "br"}, 415, "unsupported Content-Encoding 'br'"),

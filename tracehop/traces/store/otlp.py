@@ -130,7 +130,8 @@ def parse_otlp_json_document(document: dict[str, Any]) -> ExportTraceServiceRequ
             _hex_ids_to_base64(link)
     try:
         return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
-    except json_format.ParseError as error:
+    except (json_format.ParseError, OverflowError) as error:
+        # OverflowError: json_format converts an enum given as 1e400 or Infinity to int without checking.
         raise BadRequest(f"body is not an OTLP/JSON ExportTraceServiceRequest: {error}") from None
 
 
