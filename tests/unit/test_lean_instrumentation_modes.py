@@ -30,6 +30,14 @@ def installed(app) -> tuple[bool, bool, bool]:
     )
 
 
+def _tracing_setup(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> None:
+    """Exactly `variables` of the two that choose the setup, whatever the test's environment says."""
+    for name in ("TRACEHOP_LEAN_INSTRUMENTATION", "TRACEHOP_TRACING_SETUP"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.mark.parametrize(
     ("variables", "expected"),
     [
@@ -47,10 +55,7 @@ def test_each_setup_runs_its_instrumentation_internals(
 ) -> None:
     from services.users import create_app
 
-    for name in ("TRACEHOP_LEAN_INSTRUMENTATION", "TRACEHOP_TRACING_SETUP"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
+    _tracing_setup(monkeypatch, variables)
     try:
         app = create_app({"TESTING": True, "REDIS_URL": valkey_url, "SERVICE_TOKEN": "t"})  # Flask and Redis
         assert installed(app) == expected
@@ -70,10 +75,7 @@ def test_each_setup_runs_its_instrumentation_internals(
 def test_each_setup_runs_its_requests_instrumentation_internals(
     variables: dict[str, str], expected: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("TRACEHOP_LEAN_INSTRUMENTATION", "TRACEHOP_TRACING_SETUP"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
+    _tracing_setup(monkeypatch, variables)
     try:
         instrument_requests()
         assert (otel_requests.urlparse is not urllib.parse.urlparse) == expected
