@@ -10,6 +10,7 @@ stop walking it (services/web/heap.py). Loading this file must set up no tracing
 (tests/integration/test_compose_start.py checks it).
 """
 
+import sys
 import tempfile
 
 from services.web import settings
@@ -23,7 +24,7 @@ if not settings.prometheus_multiproc_dir():
 from services.metrics import multiprocess
 from services.metrics.span_export_metrics import CountingSpanExporter
 from services.telemetry import gunicorn_hooks
-from services.web import heap
+from services.web import heap, supervised_start
 from services.web.worker_listeners import ListensWhenReady
 
 # gthread: a few threads per process serve I/O-bound requests (the gateway waits on users and Redis)
@@ -52,6 +53,11 @@ logger_class = gunicorn_hooks.LoguruLogger
 
 
 def on_starting(server):
+    # Before the master has a signal handler or a worker: a stop supervisord sent while it still forked and
+    # exec'd us never arrived (supervised_start.py). Leave as a SIGTERM would have made us leave.
+    if supervised_start.stop_requested():
+        server.log.info("supervisord asked to stop this master before it started: exiting")
+        sys.exit(0)
     # Values left by a previous run's processes would be summed into this run's metrics.
     multiprocess.reset_directory()
 
