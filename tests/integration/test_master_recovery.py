@@ -268,7 +268,7 @@ def test_a_running_master_whose_workers_do_not_answer_is_not_serving(stack: Runn
 
 def test_a_master_stopped_as_supervisord_spawns_it_stops_at_once(stack: RunningStack):
     """A stop supervisord sends while its forked child has not exec'd the master yet never reaches the
-    master (services/web/supervised_start.py): it booted its workers as if nothing had happened and was
+    master (services/web/early_stop.py): it booted its workers as if nothing had happened and was
     SIGKILLed stopwaitsecs (20 s) later. The one failure of the test above under load was this: a
     successor stopped 14 ms after its spawn booted, its workers relieved the orphans. Here the stop is
     sent before the child runs at all: without the master's check it was lost 7 times in 8."""
