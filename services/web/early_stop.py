@@ -30,8 +30,8 @@ after our post_fork hook (telemetry set up: tens of ms, more under load). A SIGT
 supervisord's group stop or from the master stopping its workers, only queues in the worker's copy of
 the master's signal queue: the worker loads the app and serves on (a worker SIGTERMed the moment it
 appears survived 5 times in 5), and a stopping master waits its `graceful_timeout` (10 s) before it
-SIGKILLs it (gunicorn's `Arbiter.stop`). So post_fork first reads that queue, and from then until gunicorn's handler SIGTERM ends the
-worker at once (it has no request yet).
+SIGKILLs it (gunicorn's `Arbiter.stop`). So post_fork first reads that queue, and from then until
+gunicorn's handler SIGTERM ends the worker at once (it has no request yet).
 """
 
 from __future__ import annotations
