@@ -269,9 +269,9 @@ def test_a_running_master_whose_workers_do_not_answer_is_not_serving(stack: Runn
 def test_a_master_stopped_as_supervisord_spawns_it_stops_at_once(stack: RunningStack):
     """A stop supervisord sends while its forked child has not exec'd the master yet never reaches the
     master (services/web/early_stop.py): it booted its workers as if nothing had happened and was
-    SIGKILLed stopwaitsecs (20 s) later. The one failure of the test above under load was this: a
-    successor stopped 14 ms after its spawn booted, its workers relieved the orphans. Here the stop is
-    sent before the child runs at all: without the master's check it was lost 7 times in 8."""
+    SIGKILLed stopwaitsecs (20 s) later. test_stopping_the_stack_leaves_no_orphan_behind's one failure under
+    load was this: a successor stopped 14 ms after its spawn booted, and its workers relieved the orphans.
+    Here the stop is sent before the child runs at all: without the check it was lost 7 times in 8."""
     programs = Programs(stack.stack)
     programs.stop("users")
     try:
@@ -281,7 +281,6 @@ def test_a_master_stopped_as_supervisord_spawns_it_stops_at_once(stack: RunningS
         took = time.monotonic() - asked_at
         # The master leaves once it has imported its configuration: 0.6-1.0 s at load 5.
         assert took < STOPWAITSECS_S / 2, f"users took {took:.1f} s to stop (SIGKILLed at {STOPWAITSECS_S} s)"
-        assert "SIGKILL" not in programs.info("users").description
     finally:
         programs.start("users")
     eventually(
