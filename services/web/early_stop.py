@@ -48,6 +48,21 @@ from collections.abc import Mapping
 _TIMEOUT_S = 2.0
 
 
+def supervisord_asked_to_stop(environ: Mapping[str, str] = os.environ, pid: int | None = None) -> bool:
+    """True when supervisord runs this process (its environment says so) and already calls it STOPPING.
+    False when not under supervisord, or when supervisord does not answer: a start goes on unless we know."""
+    url = environ.get("SUPERVISOR_SERVER_URL", "")
+    name = environ.get("SUPERVISOR_PROCESS_NAME")
+    if not url.startswith("unix://") or not name:
+        return False  # docker compose, a plain `gunicorn …`, or a supervisord we do not configure
+    group = environ.get("SUPERVISOR_GROUP_NAME", name)
+    try:
+        info = _supervisor(url[len("unix://") :]).getProcessInfo(f"{group}:{name}")
+    except (OSError, xmlrpc.client.Error, http.client.HTTPException):
+        return False
+    return info.get("pid") == (pid or os.getpid()) and info.get("statename") == "STOPPING"
+
+
 # What gunicorn's stops send a worker, and what its master's inherited handler queues: SIGTERM (graceful,
 # and supervisord's) and SIGINT (Ctrl-C of a foreground gunicorn). Their default action ends the process.
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -55,8 +70,8 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 def worker_stopped_before_its_handlers(server) -> bool:
     """Call first thing in post_fork. True when a stop signal came since the fork (queued by the master's
-    handler, which the worker still has); from here until gunicorn installs the worker's handlers, one
-    ends the worker by its default action."""
+    handler, which the worker still has), or was queued in the master before it (the master is stopping);
+    from here until gunicorn installs the worker's handlers, one ends the worker by its default action."""
     # Blocked while the handlers change, so that none falls between the queue read and SIG_DFL; blocking
     # also runs the Python handler of one that arrived a moment ago (CPython checks signals on return).
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
@@ -76,21 +91,6 @@ def _drain(signals: queue.SimpleQueue) -> list[int]:
             drained.append(signals.get_nowait())
         except queue.Empty:
             return drained
-
-
-def supervisord_asked_to_stop(environ: Mapping[str, str] = os.environ, pid: int | None = None) -> bool:
-    """True when supervisord runs this process (its environment says so) and already calls it STOPPING.
-    False when not under supervisord, or when supervisord does not answer: a start goes on unless we know."""
-    url = environ.get("SUPERVISOR_SERVER_URL", "")
-    name = environ.get("SUPERVISOR_PROCESS_NAME")
-    if not url.startswith("unix://") or not name:
-        return False  # docker compose, a plain `gunicorn …`, or a supervisord we do not configure
-    group = environ.get("SUPERVISOR_GROUP_NAME", name)
-    try:
-        info = _supervisor(url[len("unix://") :]).getProcessInfo(f"{group}:{name}")
-    except (OSError, xmlrpc.client.Error, http.client.HTTPException):
-        return False
-    return info.get("pid") == (pid or os.getpid()) and info.get("statename") == "STOPPING"
 
 
 class _UnixConnection(http.client.HTTPConnection):
