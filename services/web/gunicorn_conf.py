@@ -10,6 +10,7 @@ stop walking it (services/web/heap.py). Loading this file must set up no tracing
 (tests/integration/test_compose_start.py checks it).
 """
 
+import sys
 import tempfile
 
 from services.web import settings
@@ -23,7 +24,7 @@ if not settings.prometheus_multiproc_dir():
 from services.metrics import multiprocess
 from services.metrics.span_export_metrics import CountingSpanExporter
 from services.telemetry import gunicorn_hooks
-from services.web import heap
+from services.web import early_stop, heap
 from services.web.worker_listeners import ListensWhenReady
 
 # gthread: a few threads per process serve I/O-bound requests (the gateway waits on users and Redis)
@@ -52,11 +53,17 @@ logger_class = gunicorn_hooks.LoguruLogger
 
 
 def on_starting(server):
+    # Before the master has a signal handler or a worker: a stop supervisord sent while it still forked and
+    # exec'd us never arrived (early_stop.py). Leave as a SIGTERM would have made us leave.
+    if early_stop.supervisord_asked_to_stop():
+        server.log.info("supervisord asked to stop this master before it started: exiting")
+        sys.exit(0)
     # Values left by a previous run's processes would be summed into this run's metrics.
     multiprocess.reset_directory()
 
 
 def post_fork(server, worker):
+    leave_if_stopped_already(server)
     withdraw_listeners_until_ready(worker)
     start_telemetry(worker)
 
@@ -69,6 +76,13 @@ def post_worker_init(worker):
 def start_telemetry(worker):
     # Counted, so that spans lost while the backend is down show in /metrics (span_export_metrics.py).
     gunicorn_hooks.post_fork(None, worker, wrap_exporter=CountingSpanExporter)
+
+
+def leave_if_stopped_already(server):
+    # Before anything else: a SIGTERM since the fork went to the master's handler we inherited
+    # (early_stop.py). gunicorn's finally still runs worker_exit.
+    if early_stop.worker_stopped_before_its_handlers(server):
+        sys.exit(0)
 
 
 def withdraw_listeners_until_ready(worker):

@@ -9,7 +9,11 @@ The users service stays on gthread (gunicorn_conf.py): only the gateway talks to
 
 from services.web import heap, settings
 from services.web.gunicorn_conf import *  # noqa: F403 - this file is gunicorn_conf.py with another worker
-from services.web.gunicorn_conf import start_telemetry, withdraw_listeners_until_ready
+from services.web.gunicorn_conf import (
+    leave_if_stopped_already,
+    start_telemetry,
+    withdraw_listeners_until_ready,
+)
 
 # TRACEHOP_GATEWAY_WORKER_CLASS=gthread brings back the old worker, for the comparison in
 # tools/door_compare.py only: it has none of the limits, and eight slow clients stop it.
@@ -19,6 +23,7 @@ worker_class = settings.env_str("TRACEHOP_GATEWAY_WORKER_CLASS", "services.web.p
 def post_fork(server, worker):
     # Telemetry starts in post_worker_init instead: gevent patches threading and sockets only after the
     # fork, and the span processor's thread and its exporter's connection must be gevent's.
+    leave_if_stopped_already(server)
     withdraw_listeners_until_ready(worker)
 
 

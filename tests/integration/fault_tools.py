@@ -1,6 +1,6 @@
 """What the fault tests need to break a private stack and to watch it recover.
 
-- `Programs`: stop, start or SIGKILL one supervised program (supervisord's XML-RPC API);
+- `Programs`: stop, start (or both at once) or SIGKILL one supervised program (supervisord's XML-RPC API);
 - `BlackHole`: a listener that accepts connections and never answers (a hung trace backend);
 - `metric_value`: one sample from a /metrics page;
 - `timed`: a request and how long it took;
@@ -46,6 +46,24 @@ class Programs:
 
     def start(self, name: str) -> None:
         self.client.start_program(name)
+
+    def start_and_stop_at_once(self, name: str) -> None:
+        """Start the program and ask to stop it in one request, with supervisord held to one CPU meanwhile:
+        supervisord forks the program's process and sends the stop before that process runs (the parent
+        goes on after a fork; the child waits for the CPU), so the stop finds it before its exec."""
+        supervisord = self.client.pid()
+        cpus = os.sched_getaffinity(supervisord)
+        os.sched_setaffinity(supervisord, {min(cpus)})
+        try:
+            self.client._call(
+                "system.multicall",
+                [
+                    {"methodName": "supervisor.startProcess", "params": [name, False]},
+                    {"methodName": "supervisor.stopProcess", "params": [name, False]},
+                ],
+            )
+        finally:
+            os.sched_setaffinity(supervisord, cpus)
 
     def kill_group(self, name: str) -> int:
         """SIGKILL the program and all its children (supervisord makes each program a group leader);
