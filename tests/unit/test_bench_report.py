@@ -13,6 +13,7 @@ from tracehop.bench.report import (
     results_table,
     rss_added_mb,
     summarise,
+    targets,
     targets_table,
     validate_results,
 )
@@ -208,3 +209,15 @@ def test_tables_render():
     assert "tracehop/untraced" in text and "stock/untraced" in text
     assert "share of stock's overhead tracehop removes" in text
     assert "ratio_rps" in text and "freshness_p95_s" in text
+
+
+def test_the_tables_name_the_fixed_rate_the_run_used():
+    doc = document()
+    assert doc["targets"]["ratio_p99_fixed_rate"]["target"].endswith("at 100 req/s")
+    for mode in ("untraced", "stock", "tracehop"):
+        doc[mode]["fixed_rate"]["target_rps"] = 30.0  # BENCH_RATE=30
+    assert targets(doc)["ratio_p99_fixed_rate"]["target"].endswith("at 30 req/s")
+    console = Console(record=True, width=200)
+    console.print(results_table(doc))
+    text = console.export_text()
+    assert "freshness p95 s (30 req/s)" in text and "100 req/s" not in text
