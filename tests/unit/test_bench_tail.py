@@ -176,3 +176,28 @@ def test_breakdown_splits_a_request_between_generator_gateway_and_users() -> Non
         "back": 2,
     }
     assert (found.gateway_runq, found.users_runq) == (ms, 2 * ms)
+
+
+def test_breakdown_takes_the_gateway_record_of_the_requests_own_window() -> None:
+    """Serials restart every window and a stack's probe files hold them all: serial 7 of the window
+    before (30 s earlier) must not be taken for this window's serial 7."""
+    ms = 10**6
+    client = [ClientRequest(7, "get", 0, 1 * ms, 22 * ms, 0)]
+    gateway = ProcessEvents(
+        1,
+        "gateway",
+        requests=[
+            Served(3 * ms, 17 * ms, 2 * ms, ms, "GET", "/api/users/3?tail=7"),
+            Served(-30_000 * ms, 17 * ms, 2 * ms, ms, "GET", "/api/users/3?tail=7"),  # the window before
+        ],
+    )
+    users = ProcessEvents(
+        2,
+        "users",
+        requests=[
+            Served(-29_998 * ms, 10 * ms, ms, 0, "GET", "/users/3"),
+            Served(5 * ms, 10 * ms, ms, 2 * ms, "GET", "/users/3"),
+        ],
+    )
+    [found] = break_down(client, [gateway, users])
+    assert found.parts["to_gateway"] == 2 * ms and found.parts["back"] == 2 * ms

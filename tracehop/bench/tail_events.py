@@ -31,6 +31,8 @@ from tracehop.bench.stats import percentile
 
 PARTS = ("send_late", "to_gateway", "gateway_to_users", "users", "gateway_after_users", "back")
 _TAG = re.compile(r"[?&]tail=(\d+)")
+# The generator's and the services' wall clocks are one clock, read at slightly different moments.
+_CLOCK_SLACK_NS = 10**9
 
 
 @dataclass
@@ -121,22 +123,29 @@ def _users_path(gateway_path: str) -> str:
 
 
 def break_down(requests: Sequence[ClientRequest], processes: Sequence[ProcessEvents]) -> list[Breakdown]:
-    gateway: dict[int, tuple[int, Served]] = {}
+    # Serials restart with every window, and a stack's probe files hold all its windows: a serial names
+    # one gateway record per window, told apart by when it ran.
+    gateway: dict[int, list[tuple[int, Served]]] = {}
     for process in processes:
         if process.service == "gateway":
             for served in process.requests:
                 match = _TAG.search(served.path)
                 if match:
-                    gateway[int(match.group(1))] = (process.pid, served)
+                    gateway.setdefault(int(match.group(1)), []).append((process.pid, served))
     users = sorted(
         (served for p in processes if p.service == "users" for served in p.requests), key=lambda s: s.start
     )
     starts = [served.start for served in users]
     found = []
     for request in requests:
-        if request.serial not in gateway:
+        same_request = [
+            (pid, served)
+            for pid, served in gateway.get(request.serial, ())
+            if request.sent - _CLOCK_SLACK_NS <= served.start <= request.answered
+        ]
+        if not same_request:
             continue
-        pid, outer = gateway[request.serial]
+        pid, outer = same_request[0]
         wanted = (outer.method, _users_path(outer.path))
         inner = None
         for index in range(bisect_left(starts, outer.start), len(users)):
