@@ -284,19 +284,20 @@ def analyse(window: Window, processes: list[ProcessEvents]) -> dict[str, Any]:
     }
     stalls["store POST"] = [(post.start, post.wall) for post in posts]
     stalls["store POST cpu>=4ms"] = [(post.start, post.wall) for post in posts if post.cpu >= 4 * 10**6]
-    spans = [(r.due, r.latency) for r in window.requests]
-    latencies = sorted(latency for _, latency in spans)
+    lifetimes = [(r.due, r.latency) for r in window.requests]  # each request from when it was due
+    latencies = sorted(latency for _, latency in lifetimes)
     cut = latencies[int(len(latencies) * 0.99)] if latencies else 0
-    slow = [span for span in spans if span[1] >= cut]
-    overlap = {}
-    for name, intervals in stalls.items():
-        all_share = sum(_overlaps(intervals, due, due + latency) for due, latency in spans) / max(
-            1, requests_n
-        )
-        slow_share = sum(_overlaps(intervals, due, due + latency) for due, latency in slow) / max(
-            1, len(slow)
-        )
-        overlap[name] = {"all": round(all_share, 3), "slowest_1pct": round(slow_share, 3)}
+    slow = [(due, latency) for due, latency in lifetimes if latency >= cut]
+
+    def share(intervals: list[tuple[int, int]], of: list[tuple[int, int]]) -> float:
+        """The share of the requests `of` that overlapped one of `intervals`."""
+        overlapped = sum(_overlaps(intervals, due, due + latency) for due, latency in of)
+        return round(overlapped / max(1, len(of)), 3)
+
+    overlap = {
+        name: {"all": share(intervals, lifetimes), "slowest_1pct": share(intervals, slow)}
+        for name, intervals in stalls.items()
+    }
     ms = [latency / 1e6 for latency in latencies]
     return {
         "window": window.name,
