@@ -34,6 +34,7 @@ from services.worker import chord_links, job_ledger, job_metrics
 from services.worker.job_claims import IdempotentTask
 from services.worker.ledger_publish import LedgerAMQP
 from services.worker.log_privacy import hide_job_results
+from services.worker.result_backend import FinalStateRedisBackend
 
 SERVICE = "worker"
 BEAT_SERVICE = "beat"
@@ -50,10 +51,12 @@ class FaultInjectingTask(IdempotentTask):
 
 class WorkerCelery(Celery):
     """Celery, with its task class chosen when Celery builds its tasks (when the worker starts, or when a
-    producer first sends one) rather than when this module is imported, and a publish path that puts each
-    job on the ledger before it publishes it (ledger_publish.py)."""
+    producer first sends one) rather than when this module is imported, a publish path that puts each
+    job on the ledger before it publishes it (ledger_publish.py), and a result backend on which a job's
+    final state stays final (result_backend.py)."""
 
     amqp_cls = LedgerAMQP
+    backend_cls = FinalStateRedisBackend
 
     def create_task_cls(self) -> type[IdempotentTask]:
         # Only when allowed: otherwise every job runs through Celery's plain (faster) call path.
