@@ -77,24 +77,33 @@ def normalised_rps(window: Mapping[str, Any], reference_ms: float | None) -> flo
     return normalise_rps(window["load"]["rps"], window.get("probe_cpu_ms"), reference_ms)
 
 
-def _service_summary(windows: Sequence[Mapping[str, Any]], component: str) -> dict[str, Any]:
-    usages = [w["services"][component] for w in windows if component in w.get("services", {})]
-    if not usages:
+def at_reference_speed(window: Mapping[str, Any], cpu_ms: float, reference_ms: float | None) -> float:
+    """CPU time spent in a window, as the machine would have spent it at the run's reference speed.
+
+    The same correction as throughput's (stats.normalise_rps), the other way round: a probe that took
+    20% longer means every CPU millisecond bought 20% less work, so the window's CPU counts 1/1.2 of
+    itself. On a host whose speed holds (probe within a few % all run) it changes nothing; on one that
+    drifts (probe 10.6-16.4 ms within 12 minutes, 2026-11-30) it keeps the drift out of the comparison.
+    """
+    probe_ms = window.get("probe_cpu_ms")
+    if not probe_ms or not reference_ms:
+        return cpu_ms
+    return cpu_ms * reference_ms / probe_ms
+
+
+def _service_summary(
+    windows: Sequence[Mapping[str, Any]], component: str, reference_ms: float | None
+) -> dict[str, Any]:
+    measured = [w for w in windows if component in w.get("services", {})]
+    if not measured:
         return {}
-    per_request = []
-    for w in windows:
-        usage = w.get("services", {}).get(component)
-        answered = w["load"]["created"] + w["load"]["fetched"]
-        if usage is None or not answered:
-            continue
-        # The worker keeps working after the load stopped: its drain-time CPU belongs to these requests.
-        cpu = usage["cpu_s"] + w.get("drain_cpu_s", {}).get(component, 0.0)
-        per_request.append(cpu * 1000 / answered)
+    usages = [w["services"][component] for w in measured]
     rss = [u["rss_mb"] for u in usages]
     processes = max(u["processes"] for u in usages)
     return {
         "cpu_s": round_or_none(median(u["cpu_s"] for u in usages)),
-        "cpu_ms_per_req": round_or_none(median(per_request)),
+        "cpu_ms_per_req": round_or_none(median(cpu_ms_per_request(measured, [component], reference_ms))),
+        "cpu_ms_per_req_raw": round_or_none(median(cpu_ms_per_request(measured, [component]))),
         "rss_mb": round_or_none(max(rss), 1),
         "pss_mb": round_or_none(max((u.get("pss_mb") or 0.0) for u in usages), 1),
         "processes": processes,
@@ -103,13 +112,18 @@ def _service_summary(windows: Sequence[Mapping[str, Any]], component: str) -> di
     }
 
 
-def _cpu_per_request(windows: Sequence[Mapping[str, Any]], components: Sequence[str]) -> float | None:
-    summary = spread(cpu_ms_per_request(windows, components))
+def _cpu_per_request(
+    windows: Sequence[Mapping[str, Any]], components: Sequence[str], reference_ms: float | None = None
+) -> float | None:
+    summary = spread(cpu_ms_per_request(windows, components, reference_ms))
     return None if summary is None else summary.median
 
 
-def cpu_ms_per_request(windows: Sequence[Mapping[str, Any]], components: Sequence[str]) -> list[float]:
-    """CPU ms per answered request, summed over `components`, drain included; one value per window.
+def cpu_ms_per_request(
+    windows: Sequence[Mapping[str, Any]], components: Sequence[str], reference_ms: float | None = None
+) -> list[float]:
+    """CPU ms per answered request, summed over `components`, drain included; one value per window;
+    at the run's reference speed when `reference_ms` is given (`at_reference_speed`), else raw.
 
     Unlike throughput this hardly moves when someone else's processes take CPU from the machine, so it
     is the steadier measure of what tracing costs on a shared machine.
@@ -119,11 +133,12 @@ def cpu_ms_per_request(windows: Sequence[Mapping[str, Any]], components: Sequenc
         answered = w["load"]["created"] + w["load"]["fetched"]
         if not answered:
             continue
+        # The worker keeps working after the load stopped: its drain-time CPU belongs to these requests.
         cpu = sum(
             w["services"].get(c, {}).get("cpu_s", 0.0) + w.get("drain_cpu_s", {}).get(c, 0.0)
             for c in components
         )
-        values.append(cpu * 1000 / answered)
+        values.append(at_reference_speed(w, cpu * 1000 / answered, reference_ms))
     return values
 
 
@@ -196,10 +211,13 @@ def summarise_mode(
         "rps_raw_range": [round(raw.low, 1), round(raw.high, 1)] if raw else None,
         **_latency(sat),
         "errors": sum(w["load"]["errors"] for w in sat),
-        "services_cpu_ms_per_req": round_or_none(_cpu_per_request(sat, SERVICES)),
-        "services_cpu_ms_per_req_range": _range(cpu_ms_per_request(sat, SERVICES)),
-        "stack_cpu_ms_per_req": round_or_none(_cpu_per_request(sat, components)),
-        "services": {c: _service_summary(sat, c) for c in components},
+        # CPU per request at the run's reference speed, as throughput is; `_raw`: as measured.
+        "services_cpu_ms_per_req": round_or_none(_cpu_per_request(sat, SERVICES, reference_ms)),
+        "services_cpu_ms_per_req_range": _range(cpu_ms_per_request(sat, SERVICES, reference_ms)),
+        "services_cpu_ms_per_req_raw": round_or_none(_cpu_per_request(sat, SERVICES)),
+        "services_cpu_ms_per_req_raw_range": _range(cpu_ms_per_request(sat, SERVICES)),
+        "stack_cpu_ms_per_req": round_or_none(_cpu_per_request(sat, components, reference_ms)),
+        "services": {c: _service_summary(sat, c, reference_ms) for c in components},
         **_span_totals(sat),
         # The issue's drain target is about 100 req/s: the fixed-rate phase's drain is the headline one.
         "queue_drain_s": fixed_drain["queue_drain_s"],
@@ -218,7 +236,7 @@ def summarise_mode(
             "loadgen_cpu_s_per_s": round_or_none(
                 median(w["load"]["cpu_s"] / w["load"]["duration_s"] for w in fixed if w["load"]["duration_s"])
             ),
-            "services": {c: _service_summary(fixed, c) for c in components},
+            "services": {c: _service_summary(fixed, c, reference_ms) for c in components},
             **_span_totals(fixed),
             **fixed_drain,
         },
@@ -237,17 +255,19 @@ def compare(windows: Sequence[Mapping[str, Any]], modes: Mapping[str, Any], mode
     )
     cpu_pairs = spread(
         paired_ratios(
-            cpu_ms_per_request(windows_of(windows, BASELINE, SATURATION), SERVICES),
-            cpu_ms_per_request(windows_of(windows, mode, SATURATION), SERVICES),
+            cpu_ms_per_request(windows_of(windows, BASELINE, SATURATION), SERVICES, reference_ms),
+            cpu_ms_per_request(windows_of(windows, mode, SATURATION), SERVICES, reference_ms),
         )
     )
     cpu_t, cpu_u = traced["services_cpu_ms_per_req"], untraced["services_cpu_ms_per_req"]
+    raw_t, raw_u = traced["services_cpu_ms_per_req_raw"], untraced["services_cpu_ms_per_req_raw"]
     return {
         "ratio_rps": round_or_none(ratio(traced["rps"], untraced["rps"])),
         "ratio_rps_per_round": pairs.as_dict() if pairs else None,
         "ratio_rps_raw": round_or_none(ratio(traced["rps_raw"], untraced["rps_raw"])),
         # The same question asked of CPU per request (untraced / traced): robust to other people's load.
         "ratio_cpu_efficiency": round_or_none(ratio(cpu_u, cpu_t)),
+        "ratio_cpu_efficiency_raw": round_or_none(ratio(raw_u, raw_t)),
         "ratio_cpu_efficiency_per_round": cpu_pairs.as_dict() if cpu_pairs else None,
         "cpu_ms_added_per_req": round_or_none(None if cpu_t is None or cpu_u is None else cpu_t - cpu_u),
         "ratio_p99_fixed_rate": round_or_none(
@@ -461,10 +481,11 @@ def results_table(document: Mapping[str, Any]) -> Table:
         table.add_row(label, *shown, *quotients)
 
     add(
-        "CPU ms per request, gateway+users+worker, median (range)",
+        "CPU ms per request, gateway+users+worker (normalised, median (range))",
         lambda m: m["services_cpu_ms_per_req"],
         show=lambda mode, v: _with_range(v, document[mode].get("services_cpu_ms_per_req_range"), 2),
     )
+    add("CPU ms per request, gateway+users+worker (raw)", lambda m: m.get("services_cpu_ms_per_req_raw"), 2)
     add(
         "req/s at saturation (normalised, median (range))",
         lambda m: m["rps"],

@@ -650,7 +650,8 @@ def result_notes(settings: BenchSettings, shapes: dict[str, Any]) -> list[str]:
         "Preliminary: measured on a shared, noisy machine; see machine.load_avg_* and windows[].machine "
         "(foreign_cpu_s is CPU used by processes that are not the bench's).",
         "rps counts 2xx answers per second at saturation, normalised by the CPU probe "
-        "(rps_raw is not normalised); ranges are min-max over rounds.",
+        "(rps_raw is not normalised); CPU ms per request likewise (the *_raw fields are as measured); "
+        "ranges are min-max over rounds.",
         "p50/p95/p99 at saturation are mostly queueing (closed loop); fixed_rate latencies count from when "
         "each request was due.",
         "spans_dropped is computed, not reported by the SDK (the services expose no such metric): "
