@@ -18,6 +18,7 @@ from rich.table import Table
 
 from tracehop.bench.stats import (
     median,
+    normalise_cpu_ms,
     normalise_rps,
     paired_ratios,
     pooled_percentile,
@@ -77,20 +78,6 @@ def normalised_rps(window: Mapping[str, Any], reference_ms: float | None) -> flo
     return normalise_rps(window["load"]["rps"], window.get("probe_cpu_ms"), reference_ms)
 
 
-def at_reference_speed(window: Mapping[str, Any], cpu_ms: float, reference_ms: float | None) -> float:
-    """CPU time spent in a window, as the machine would have spent it at the run's reference speed.
-
-    The same correction as throughput's (stats.normalise_rps), the other way round: a probe that took
-    20% longer means every CPU millisecond bought 20% less work, so the window's CPU counts 1/1.2 of
-    itself. On a host whose speed holds (probe within a few % all run) it changes nothing; on one that
-    drifts (probe 10.6-16.4 ms within 12 minutes, 2026-11-30) it keeps the drift out of the comparison.
-    """
-    probe_ms = window.get("probe_cpu_ms")
-    if not probe_ms or not reference_ms:
-        return cpu_ms
-    return cpu_ms * reference_ms / probe_ms
-
-
 def _service_summary(
     windows: Sequence[Mapping[str, Any]], component: str, reference_ms: float | None
 ) -> dict[str, Any]:
@@ -112,18 +99,11 @@ def _service_summary(
     }
 
 
-def _cpu_per_request(
-    windows: Sequence[Mapping[str, Any]], components: Sequence[str], reference_ms: float | None = None
-) -> float | None:
-    summary = spread(cpu_ms_per_request(windows, components, reference_ms))
-    return None if summary is None else summary.median
-
-
 def cpu_ms_per_request(
     windows: Sequence[Mapping[str, Any]], components: Sequence[str], reference_ms: float | None = None
 ) -> list[float]:
     """CPU ms per answered request, summed over `components`, drain included; one value per window;
-    at the run's reference speed when `reference_ms` is given (`at_reference_speed`), else raw.
+    at the run's reference speed when `reference_ms` is given (stats.normalise_cpu_ms), else raw.
 
     Unlike throughput this hardly moves when someone else's processes take CPU from the machine, so it
     is the steadier measure of what tracing costs on a shared machine.
@@ -138,7 +118,7 @@ def cpu_ms_per_request(
             w["services"].get(c, {}).get("cpu_s", 0.0) + w.get("drain_cpu_s", {}).get(c, 0.0)
             for c in components
         )
-        values.append(at_reference_speed(w, cpu * 1000 / answered, reference_ms))
+        values.append(normalise_cpu_ms(cpu * 1000 / answered, w.get("probe_cpu_ms"), reference_ms))
     return values
 
 
@@ -203,6 +183,8 @@ def summarise_mode(
     sat_drain = _drain_summary(sat)
     fixed_drain = _drain_summary(fixed)
     components = components_of(sat)
+    services_cpu = cpu_ms_per_request(sat, SERVICES, reference_ms)
+    services_cpu_raw = cpu_ms_per_request(sat, SERVICES)
     return {
         # Saturation: the headline numbers.
         "rps": round_or_none(rps.median if rps else None, 1),
@@ -212,11 +194,11 @@ def summarise_mode(
         **_latency(sat),
         "errors": sum(w["load"]["errors"] for w in sat),
         # CPU per request at the run's reference speed, as throughput is; `_raw`: as measured.
-        "services_cpu_ms_per_req": round_or_none(_cpu_per_request(sat, SERVICES, reference_ms)),
-        "services_cpu_ms_per_req_range": _range(cpu_ms_per_request(sat, SERVICES, reference_ms)),
-        "services_cpu_ms_per_req_raw": round_or_none(_cpu_per_request(sat, SERVICES)),
-        "services_cpu_ms_per_req_raw_range": _range(cpu_ms_per_request(sat, SERVICES)),
-        "stack_cpu_ms_per_req": round_or_none(_cpu_per_request(sat, components, reference_ms)),
+        "services_cpu_ms_per_req": round_or_none(median(services_cpu)),
+        "services_cpu_ms_per_req_range": _range(services_cpu),
+        "services_cpu_ms_per_req_raw": round_or_none(median(services_cpu_raw)),
+        "services_cpu_ms_per_req_raw_range": _range(services_cpu_raw),
+        "stack_cpu_ms_per_req": round_or_none(median(cpu_ms_per_request(sat, components, reference_ms))),
         "services": {c: _service_summary(sat, c, reference_ms) for c in components},
         **_span_totals(sat),
         # The issue's drain target is about 100 req/s: the fixed-rate phase's drain is the headline one.

@@ -87,6 +87,17 @@ def normalise_rps(rps: float, probe_ms: float | None, reference_ms: float | None
     return rps * probe_ms / reference_ms
 
 
+def normalise_cpu_ms(cpu_ms: float, probe_ms: float | None, reference_ms: float | None) -> float:
+    """CPU time as the machine would have spent it at its reference speed: `normalise_rps` the other way
+    round. A probe that took 20% longer means every CPU millisecond bought 20% less work, so the CPU
+    counts 1/1.2 of itself. On a host whose speed holds (probe within a few % all run) it changes
+    nothing; on one that drifts (probe 10.6-16.4 ms within 12 minutes, 2026-11-30) it keeps the drift
+    out of the comparison."""
+    if not probe_ms or not reference_ms:
+        return cpu_ms
+    return cpu_ms * reference_ms / probe_ms
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or not denominator:
         return None
